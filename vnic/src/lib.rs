@@ -1,0 +1,18 @@
+//! # vnic — a software SR-IOV NIC in the style of AWS's Elastic Network Adapter
+//!
+//! A physical function exposes up to 256 virtual functions; each VF owns ENA-style queue pairs
+//! (a submission ring of 16-byte descriptors and a completion ring whose entries carry a phase
+//! bit) that live in shared memory, so a VM running as another process, or a real device reached
+//! through VFIO, can use the very same bytes. ENA's defaults set the scale: rings of 1024 entries
+//! (TX at least 256, RX up to 16K), 8 queues per ENI (up to 32), TX completions of 8 bytes and RX
+//! completions of 16.
+//!
+//! Modules:
+//! * [`ring`] — the lock-free single-producer / single-consumer rings in shared memory: the
+//!   submission ring (cached indices on 128-byte lines, burst and zero-copy APIs) and the
+//!   completion ring (ENA's phase-bit protocol).
+//! * [`desc`] — ENA's descriptor and completion layouts with their bit positions.
+#![deny(missing_docs)]
+
+pub mod desc;
+pub mod ring;
