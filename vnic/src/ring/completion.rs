@@ -8,7 +8,9 @@ use bytemuck::Pod;
 #[cfg(not(loom))]
 use super::SharedRegion;
 use super::sync::Ordering;
-use super::{Attachment, RingError, RingKind, Side};
+use super::{Attachment, RingError};
+#[cfg(not(loom))]
+use super::{RingKind, Side};
 
 /// An entry of a completion ring: plain old data with a phase bit in one of its 32-bit words.
 ///

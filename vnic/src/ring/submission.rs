@@ -8,7 +8,9 @@ use bytemuck::Pod;
 #[cfg(not(loom))]
 use super::SharedRegion;
 use super::sync::Ordering;
-use super::{Attachment, RingError, RingKind, Side};
+use super::{Attachment, RingError};
+#[cfg(not(loom))]
+use super::{RingKind, Side};
 
 /// The producing end of a [`SubmissionRing`](super::SubmissionRing) (a driver posting
 /// descriptors, or the device posting to a peer).
