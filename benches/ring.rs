@@ -18,8 +18,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use crossbeam_queue::ArrayQueue;
 use vnic::desc::{TxCompletion, TxDesc};
 use vnic::ring::{
-    CompletionConsumer, CompletionProducer, CompletionRing, SubmissionConsumer,
-    SubmissionProducer, SubmissionRing,
+    CompletionConsumer, CompletionProducer, CompletionRing, SubmissionConsumer, SubmissionProducer,
+    SubmissionRing,
 };
 
 /// ENA's default ring depth.
@@ -180,12 +180,16 @@ fn throughput(c: &mut Criterion) {
                 transfer(p, c, iters, burst, tx_desc)
             })
         });
-        group.bench_with_input(BenchmarkId::new("crossbeam_arrayqueue", burst), &burst, |b, &burst| {
-            b.iter_custom(|iters| {
-                let q = Arc::new(ArrayQueue::<TxDesc>::new(DEPTH as usize));
-                transfer(Crossbeam(q.clone()), Crossbeam(q), iters, burst, tx_desc)
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("crossbeam_arrayqueue", burst),
+            &burst,
+            |b, &burst| {
+                b.iter_custom(|iters| {
+                    let q = Arc::new(ArrayQueue::<TxDesc>::new(DEPTH as usize));
+                    transfer(Crossbeam(q.clone()), Crossbeam(q), iters, burst, tx_desc)
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -130,10 +130,10 @@ pub fn run(args: &DemoArgs) -> Result<DemoReport, DemoError> {
     }
     // One region holds the queue pair, as a VF's DMA window would.
     let sq_bytes = SubmissionRing::<TxDesc>::bytes(args.depth);
-    let region = Arc::new(SharedRegion::anonymous(
-        sq_bytes + CompletionRing::<TxCompletion>::bytes(args.depth),
-    )
-    .map_err(RingError::from)?);
+    let region = Arc::new(
+        SharedRegion::anonymous(sq_bytes + CompletionRing::<TxCompletion>::bytes(args.depth))
+            .map_err(RingError::from)?,
+    );
     SubmissionRing::<TxDesc>::init(&region, 0, args.depth)?;
     CompletionRing::<TxCompletion>::init(&region, sq_bytes, args.depth)?;
     let guest_sq = SubmissionProducer::<TxDesc>::attach(region.clone(), 0)?;
@@ -143,21 +143,13 @@ pub fn run(args: &DemoArgs) -> Result<DemoReport, DemoError> {
 
     let depth = args.depth;
     let burst = args.burst;
-    let device =
-        std::thread::spawn(move || device_loop(device_sq, device_cq, depth, burst));
+    let device = std::thread::spawn(move || device_loop(device_sq, device_cq, depth, burst));
     let start = Instant::now();
     let guest = guest_loop(guest_sq, guest_cq, args);
     let elapsed = start.elapsed();
-    let bad_descriptors =
-        device.join().map_err(|_| DemoError::ThreadPanicked("device"))??;
+    let bad_descriptors = device.join().map_err(|_| DemoError::ThreadPanicked("device"))??;
     let (completed, latency_ns) = guest?;
-    Ok(DemoReport {
-        args: *args,
-        elapsed,
-        completed,
-        bad_descriptors,
-        latency_ns,
-    })
+    Ok(DemoReport { args: *args, elapsed, completed, bad_descriptors, latency_ns })
 }
 
 fn guest_loop(
@@ -170,12 +162,13 @@ fn guest_loop(
     let mut free_ids: Vec<u16> = (0..depth as u16).rev().collect();
     let mut posted_at = vec![Instant::now(); depth];
     let mut in_flight = vec![false; depth];
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|_| DemoError::BadOption {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|_| {
+        DemoError::BadOption {
             option: "depth",
             value: args.depth.to_string(),
             why: "histogram could not be built",
-        })?;
+        }
+    })?;
     let mut completions = vec![TxCompletion::default(); args.burst];
     let (mut sent, mut completed) = (0u64, 0u64);
     let mut last_progress = Instant::now();
@@ -222,7 +215,7 @@ fn guest_loop(
         }
         if n == 0 && posted == 0 {
             idle += 1;
-            if idle % 1024 == 0 && last_progress.elapsed() > STALL_LIMIT {
+            if idle.is_multiple_of(1024) && last_progress.elapsed() > STALL_LIMIT {
                 return Err(DemoError::Stalled("device"));
             }
             std::hint::spin_loop();
@@ -254,7 +247,7 @@ fn device_loop(
         let mut k = 0;
         for d in &descs[..n] {
             head = head.wrapping_add(1);
-            if d.len() == 0 || d.len() > MAX_FRAME || u32::from(d.req_id()) >= depth {
+            if d.is_empty() || d.len() > MAX_FRAME || u32::from(d.req_id()) >= depth {
                 bad += 1;
                 continue;
             }
@@ -267,7 +260,7 @@ fn device_loop(
         if n == 0 {
             // The guest drops its endpoints when it is done: then nobody is left to serve.
             idle += 1;
-            if idle % 1024 == 0 {
+            if idle.is_multiple_of(1024) {
                 if sq.reset().is_ok() {
                     return Ok(bad);
                 }

@@ -338,7 +338,8 @@ mod tests {
         let c = TxCompletion { flags: tx_cq_field::PHASE, ..Default::default() };
         let word = u32::from_le_bytes(bytemuck::bytes_of(&c)[..4].try_into().unwrap());
         assert_eq!(word, TxCompletion::PHASE_MASK);
-        let r = RxCompletion { status: rx_cq_field::PHASE | rx_cq_field::LAST, ..Default::default() };
+        let r =
+            RxCompletion { status: rx_cq_field::PHASE | rx_cq_field::LAST, ..Default::default() };
         assert!(r.phase() && r.is_last() && !r.is_first());
         let rx = RxDesc::new(0x1_0000_2000, 0, 7);
         assert_eq!(rx.addr(), 0x1_0000_2000);

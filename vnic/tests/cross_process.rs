@@ -78,7 +78,7 @@ fn ring_peer_child() {
         next += n as u64;
         if n == 0 {
             idle_rounds += 1;
-            if idle_rounds % 4096 == 0 {
+            if idle_rounds.is_multiple_of(4096) {
                 assert!(start.elapsed() < DEADLINE, "child stalled at {next}");
                 // The parent died (we were re-parented): nobody is left to talk to.
                 if std::os::unix::process::parent_id() != parent {
@@ -151,7 +151,7 @@ impl Parent {
             }
             if got == 0 {
                 idle_rounds += 1;
-                if idle_rounds % 4096 == 0 {
+                if idle_rounds.is_multiple_of(4096) {
                     if let Some(status) = child.try_wait().unwrap() {
                         assert!(kill_at.is_some(), "child failed: {status}");
                         return Outcome::ChildGone(received);

@@ -28,7 +28,7 @@ struct EntryShape<T>(std::marker::PhantomData<T>);
 
 impl<T: CompletionEntry> EntryShape<T> {
     const VALID: () = {
-        assert!(size_of::<T>() % 4 == 0, "completion entries are whole 32-bit words");
+        assert!(size_of::<T>().is_multiple_of(4), "completion entries are whole 32-bit words");
         assert!((T::PHASE_WORD + 1) * 4 <= size_of::<T>(), "phase word outside the entry");
         assert!(T::PHASE_MASK.count_ones() == 1, "the phase is a single bit");
         assert!(align_of::<T>() <= 128, "entries must not need more than the ring's alignment");
@@ -68,7 +68,7 @@ pub struct CompletionConsumer<T: CompletionEntry> {
 /// The phase of lap `index / depth`: 1 on even laps (the zeroed ring reads as phase 0, empty).
 #[inline(always)]
 fn lap_phase(index: u32, depth: u32) -> bool {
-    (index / depth) % 2 == 0
+    (index / depth).is_multiple_of(2)
 }
 
 impl<T: CompletionEntry> CompletionProducer<T> {

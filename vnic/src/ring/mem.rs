@@ -59,7 +59,7 @@ mod shm {
         region: &SharedRegion,
         offset: usize,
     ) -> Result<NonNull<RingControl>, RingError> {
-        if offset % RING_ALIGN != 0 {
+        if !offset.is_multiple_of(RING_ALIGN) {
             return Err(RingError::Misaligned { offset });
         }
         let end = offset.checked_add(CONTROL_BYTES);
@@ -148,6 +148,7 @@ mod shm {
         /// `idx + len <= depth`; the caller owns those slots and keeps the slice no longer than it
         /// owns them.
         #[inline(always)]
+        #[allow(clippy::mut_from_ref, reason = "shared-memory slots owned by ring protocol")]
         pub(crate) unsafe fn slots_mut(&self, idx: usize, len: usize) -> &mut [T] {
             debug_assert!(idx + len <= self.depth);
             // SAFETY: in bounds and owned (caller's contract); T is Pod, so every byte pattern the

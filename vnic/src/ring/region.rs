@@ -104,20 +104,25 @@ impl SharedRegion {
         if len == 0 {
             return Err(RegionError::Empty);
         }
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|source| RegionError::Io { what: "map", path: path.clone(), source })?;
+        let map = MmapOptions::new().len(len).map_raw(&file).map_err(|source| RegionError::Io {
+            what: "map",
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self { map, path, _file: file })
     }
 
     fn from_file(file: File, path: PathBuf, len: usize) -> Result<Self, RegionError> {
-        file.set_len(len as u64)
-            .map_err(|source| RegionError::Io { what: "resize", path: path.clone(), source })?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|source| RegionError::Io { what: "map", path: path.clone(), source })?;
+        file.set_len(len as u64).map_err(|source| RegionError::Io {
+            what: "resize",
+            path: path.clone(),
+            source,
+        })?;
+        let map = MmapOptions::new().len(len).map_raw(&file).map_err(|source| RegionError::Io {
+            what: "map",
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self { map, path, _file: file })
     }
 
