@@ -108,3 +108,37 @@ fn completion_ring_phase_protocol_across_a_wrap() {
         assert!(c.pop().is_none());
     });
 }
+
+#[test]
+fn completion_ring_whole_burst_fast_path_across_a_wrap() {
+    model(|| {
+        let (mut p, mut c) = CompletionRing::<TxCompletion>::in_process(4).unwrap();
+        let producer = thread::spawn(move || {
+            let mut i = 0u16;
+            while i < 6 {
+                let batch: Vec<_> = (i..6.min(i + 3))
+                    .map(|r| TxCompletion { req_id: r, ..Default::default() })
+                    .collect();
+                let n = p.push_burst(&batch);
+                i += n as u16;
+                if n == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0u16;
+        let mut buf = [TxCompletion::default(); 3];
+        while next < 6 {
+            let n = c.pop_burst(&mut buf);
+            for e in &buf[..n] {
+                assert_eq!(e.req_id, next);
+                next += 1;
+            }
+            if n == 0 {
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert!(c.pop().is_none());
+    });
+}

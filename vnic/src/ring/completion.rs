@@ -218,8 +218,64 @@ impl<T: CompletionEntry> CompletionConsumer<T> {
 
     /// Reads new entries into `dst`, as many as are ready, and returns how many. Publishes the
     /// consumer's head once if it took any.
+    ///
+    /// When the whole burst has landed, one acquire load of the last entry's phase word covers
+    /// every entry before it (the producer writes in order, each phase word with release), and the
+    /// burst is copied in one or two runs; otherwise entries are taken one by one while their
+    /// phase matches.
     #[inline]
     pub fn pop_burst(&mut self, dst: &mut [T]) -> usize {
+        let want = dst.len().min(self.ring.depth as usize);
+        let n = if want > 1 && self.burst_has_landed(want) {
+            self.take_landed(&mut dst[..want]);
+            want
+        } else {
+            self.take_while_ready(dst)
+        };
+        if n > 0 {
+            self.ring.control().consumer.index.store(self.head, Ordering::Release);
+        }
+        n
+    }
+
+    /// True if the `n`-th entry from the head (and therefore every one before it) is new.
+    #[inline(always)]
+    fn burst_has_landed(&self, n: usize) -> bool {
+        let start = (self.head & self.ring.mask) as usize;
+        let last = (start + n - 1) & self.ring.mask as usize;
+        // The last entry sits in the next lap, with the other phase, if the burst wraps.
+        let expected = self.phase ^ (start + n > self.ring.depth as usize);
+        // SAFETY: last < depth; phase words are only read atomically while the producer may
+        // write them.
+        let word = unsafe { self.ring.mem.load_word_acquire(last, T::PHASE_WORD) };
+        (word & T::PHASE_MASK != 0) == expected
+    }
+
+    /// Copies out `dst.len()` entries known to have landed and advances the head past them.
+    #[inline(always)]
+    fn take_landed(&mut self, dst: &mut [T]) {
+        let start = (self.head & self.ring.mask) as usize;
+        let room = self.ring.depth as usize - start;
+        if dst.len() < room {
+            // SAFETY: start + dst.len() < depth; the acquire load in burst_has_landed made every
+            // entry up to the last visible, and the producer will not rewrite them until the
+            // head published by pop_burst has passed them.
+            unsafe { self.ring.mem.copy_out(start, dst) };
+        } else {
+            let (a, b) = dst.split_at_mut(room);
+            // SAFETY: as above, in two runs: up to the ring's end, then from slot 0.
+            unsafe {
+                self.ring.mem.copy_out(start, a);
+                self.ring.mem.copy_out(0, b);
+            }
+            self.phase = !self.phase;
+        }
+        self.head = self.head.wrapping_add(dst.len() as u32);
+    }
+
+    /// Takes entries one at a time while their phase matches.
+    #[inline(always)]
+    fn take_while_ready(&mut self, dst: &mut [T]) -> usize {
         let mut n = 0;
         while n < dst.len() {
             let idx = (self.head & self.ring.mask) as usize;
@@ -230,16 +286,13 @@ impl<T: CompletionEntry> CompletionConsumer<T> {
                 break;
             }
             // SAFETY: the phase matched, so the producer has finished this slot and will not
-            // touch it again until the head published below has passed it.
+            // touch it again until the head published by pop_burst has passed it.
             dst[n] = unsafe { self.ring.mem.read_one(idx) };
             n += 1;
             self.head = self.head.wrapping_add(1);
             if self.head & self.ring.mask == 0 {
                 self.phase = !self.phase;
             }
-        }
-        if n > 0 {
-            self.ring.control().consumer.index.store(self.head, Ordering::Release);
         }
         n
     }
