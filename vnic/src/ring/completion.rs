@@ -8,7 +8,7 @@ use bytemuck::Pod;
 #[cfg(not(loom))]
 use super::SharedRegion;
 use super::sync::Ordering;
-use super::{Attachment, RingError};
+use super::{Attachment, ProducerCursor, RingError};
 #[cfg(not(loom))]
 use super::{RingKind, Side};
 
@@ -47,12 +47,10 @@ fn phase_of<T: CompletionEntry>(entry: &T) -> u32 {
 #[derive(Debug)]
 pub struct CompletionProducer<T: CompletionEntry> {
     ring: Attachment<T>,
-    tail: u32,
+    /// The tail and the cached consumer head.
+    cursor: ProducerCursor,
     /// The phase written into entries of the current lap; flips on wrap.
     phase: bool,
-    /// Last consumer head seen; refreshed only when the ring looks full.
-    cached_head: u32,
-    faulted: bool,
 }
 
 /// The consuming end of a [`CompletionRing`](super::CompletionRing) (a driver reaping
@@ -81,12 +79,9 @@ impl<T: CompletionEntry> CompletionProducer<T> {
 
     pub(crate) fn from_attachment(ring: Attachment<T>) -> Self {
         let () = EntryShape::<T>::VALID;
-        let ctl = ring.control();
-        let tail = ctl.producer.index.load(Ordering::Acquire);
-        let cached_head = ctl.consumer.index.load(Ordering::Acquire);
-        let faulted = tail.wrapping_sub(cached_head) > ring.depth;
-        let phase = lap_phase(tail, ring.depth);
-        Self { ring, tail, phase, cached_head, faulted }
+        let cursor = ProducerCursor::load(&ring);
+        let phase = lap_phase(cursor.tail, ring.depth);
+        Self { ring, cursor, phase }
     }
 
     /// Number of entries the ring holds.
@@ -96,30 +91,16 @@ impl<T: CompletionEntry> CompletionProducer<T> {
 
     /// True once the consumer published an impossible head; the ring then looks full.
     pub fn is_faulted(&self) -> bool {
-        self.faulted
+        self.cursor.is_faulted()
     }
 
     #[inline(always)]
     fn free(&mut self, want: u32) -> u32 {
-        let free = self.ring.depth - self.tail.wrapping_sub(self.cached_head);
-        if free >= want || self.faulted {
-            return free;
-        }
-        let head = self.ring.control().consumer.index.load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if used > self.ring.depth {
-            self.faulted = true;
-            return 0;
-        }
-        self.cached_head = head;
-        self.ring.depth - used
+        self.cursor.free(&self.ring, want)
     }
 
     /// Free entries right now (re-reads the consumer's published head).
     pub fn free_slots(&mut self) -> usize {
-        if self.faulted {
-            return 0;
-        }
         self.free(self.ring.depth) as usize
     }
 
@@ -129,20 +110,20 @@ impl<T: CompletionEntry> CompletionProducer<T> {
         let want = u32::try_from(src.len()).unwrap_or(u32::MAX);
         let n = self.free(want).min(want) as usize;
         for entry in &src[..n] {
-            let idx = (self.tail & self.ring.mask) as usize;
+            let idx = (self.cursor.tail & self.ring.mask) as usize;
             let word = phase_of(entry);
             let word = if self.phase { word | T::PHASE_MASK } else { word & !T::PHASE_MASK };
             // SAFETY: idx < depth; the slot is free (counted above), so the producer owns its
             // body, and the phase word is written last, atomically, with release ordering.
             unsafe { self.ring.mem.publish_entry(idx, entry, T::PHASE_WORD, word) };
-            self.tail = self.tail.wrapping_add(1);
-            if self.tail & self.ring.mask == 0 {
+            self.cursor.tail = self.cursor.tail.wrapping_add(1);
+            if self.cursor.tail & self.ring.mask == 0 {
                 self.phase = !self.phase;
             }
         }
         if n > 0 {
             // For diagnostics and re-attachment only: the consumer never reads it.
-            self.ring.control().producer.index.store(self.tail, Ordering::Release);
+            self.ring.control().producer.index.store(self.cursor.tail, Ordering::Release);
         }
         n
     }
@@ -169,10 +150,8 @@ impl<T: CompletionEntry> CompletionProducer<T> {
     /// Returns the ring to empty after the consumer has gone. Refused while it is alive.
     pub fn reset(&mut self) -> Result<(), RingError> {
         self.ring.reset()?;
-        self.tail = 0;
-        self.cached_head = 0;
+        self.cursor = ProducerCursor::empty();
         self.phase = true;
-        self.faulted = false;
         Ok(())
     }
 

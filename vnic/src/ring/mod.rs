@@ -347,6 +347,61 @@ impl<T: Pod> Drop for Attachment<T> {
     }
 }
 
+/// What a producer knows of its ring: its own tail, and the consumer's head as last read.
+///
+/// The head is re-read (one acquire load of the consumer's line) only when the cached one shows
+/// too little room. A head that is impossible (the tail more than `depth` ahead of it) faults the
+/// cursor: the ring then stays full, so a hostile consumer cannot make the producer overwrite
+/// entries it has not released.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProducerCursor {
+    /// Next index to write.
+    pub(crate) tail: u32,
+    cached_head: u32,
+    faulted: bool,
+}
+
+impl ProducerCursor {
+    /// The cursor of a producer attaching to `ring` as it stands.
+    pub(crate) fn load<T: Pod>(ring: &Attachment<T>) -> Self {
+        let ctl = ring.control();
+        let tail = ctl.producer.index.load(Ordering::Acquire);
+        let cached_head = ctl.consumer.index.load(Ordering::Acquire);
+        let faulted = tail.wrapping_sub(cached_head) > ring.depth;
+        Self { tail, cached_head, faulted }
+    }
+
+    /// The cursor of an empty ring.
+    pub(crate) fn empty() -> Self {
+        Self { tail: 0, cached_head: 0, faulted: false }
+    }
+
+    /// Free slots, re-reading the consumer's head only if fewer than `want` are known free.
+    #[inline(always)]
+    pub(crate) fn free<T: Pod>(&mut self, ring: &Attachment<T>, want: u32) -> u32 {
+        if self.faulted {
+            return 0;
+        }
+        let free = ring.depth - self.tail.wrapping_sub(self.cached_head);
+        if free >= want {
+            return free;
+        }
+        let head = ring.control().consumer.index.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > ring.depth {
+            self.faulted = true;
+            return 0;
+        }
+        self.cached_head = head;
+        ring.depth - used
+    }
+
+    /// True once the consumer published an impossible head.
+    pub(crate) fn is_faulted(&self) -> bool {
+        self.faulted
+    }
+}
+
 /// Checks a ring header against what the caller expects and returns its depth.
 fn validate_header(
     control: &RingControl,

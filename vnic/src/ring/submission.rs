@@ -8,7 +8,7 @@ use bytemuck::Pod;
 #[cfg(not(loom))]
 use super::SharedRegion;
 use super::sync::Ordering;
-use super::{Attachment, RingError};
+use super::{Attachment, ProducerCursor, RingError};
 #[cfg(not(loom))]
 use super::{RingKind, Side};
 
@@ -17,11 +17,8 @@ use super::{RingKind, Side};
 #[derive(Debug)]
 pub struct SubmissionProducer<T: Pod> {
     ring: Attachment<T>,
-    /// Next index to write; equals the published tail outside a reservation.
-    tail: u32,
-    /// Last consumer head seen; refreshed only when the ring looks full.
-    cached_head: u32,
-    faulted: bool,
+    /// The tail (equal to the published one outside a reservation) and the cached head.
+    cursor: ProducerCursor,
 }
 
 /// The consuming end of a [`SubmissionRing`](super::SubmissionRing) (the device engine polling a
@@ -45,11 +42,8 @@ impl<T: Pod> SubmissionProducer<T> {
     }
 
     pub(crate) fn from_attachment(ring: Attachment<T>) -> Self {
-        let ctl = ring.control();
-        let tail = ctl.producer.index.load(Ordering::Acquire);
-        let cached_head = ctl.consumer.index.load(Ordering::Acquire);
-        let faulted = tail.wrapping_sub(cached_head) > ring.depth;
-        Self { ring, tail, cached_head, faulted }
+        let cursor = ProducerCursor::load(&ring);
+        Self { ring, cursor }
     }
 
     /// Number of entries the ring holds.
@@ -59,38 +53,23 @@ impl<T: Pod> SubmissionProducer<T> {
 
     /// True once the consumer published an impossible head; the ring then looks full.
     pub fn is_faulted(&self) -> bool {
-        self.faulted
+        self.cursor.is_faulted()
     }
 
-    /// Free slots, re-reading the consumer's head only if fewer than `want` are known free.
     #[inline(always)]
     fn free(&mut self, want: u32) -> u32 {
-        let free = self.ring.depth - self.tail.wrapping_sub(self.cached_head);
-        if free >= want || self.faulted {
-            return free;
-        }
-        let head = self.ring.control().consumer.index.load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if used > self.ring.depth {
-            self.faulted = true;
-            return 0;
-        }
-        self.cached_head = head;
-        self.ring.depth - used
+        self.cursor.free(&self.ring, want)
     }
 
     /// Free slots right now (re-reads the consumer's head).
     pub fn free_slots(&mut self) -> usize {
-        if self.faulted {
-            return 0;
-        }
         self.free(self.ring.depth) as usize
     }
 
     /// Writes `src` into the slots from the tail on, wrapping, without publishing.
     #[inline(always)]
     fn write(&mut self, src: &[T]) {
-        let start = (self.tail & self.ring.mask) as usize;
+        let start = (self.cursor.tail & self.ring.mask) as usize;
         let room = self.ring.depth as usize - start;
         if src.len() <= room {
             // SAFETY: start + src.len() <= depth, and the caller checked that src.len() slots
@@ -105,13 +84,13 @@ impl<T: Pod> SubmissionProducer<T> {
                 self.ring.mem.copy_in(0, b);
             }
         }
-        self.tail = self.tail.wrapping_add(src.len() as u32);
+        self.cursor.tail = self.cursor.tail.wrapping_add(src.len() as u32);
     }
 
     /// Publishes the tail: the doorbell. One release store per burst.
     #[inline(always)]
     fn publish(&self) {
-        self.ring.control().producer.index.store(self.tail, Ordering::Release);
+        self.ring.control().producer.index.store(self.cursor.tail, Ordering::Release);
     }
 
     /// Enqueues one descriptor; false if the ring is full.
@@ -169,9 +148,7 @@ impl<T: Pod> SubmissionProducer<T> {
     /// was dropped), so that a new consumer can attach. Refused while the consumer is alive.
     pub fn reset(&mut self) -> Result<(), RingError> {
         self.ring.reset()?;
-        self.tail = 0;
-        self.cached_head = 0;
-        self.faulted = false;
+        self.cursor = ProducerCursor::empty();
         Ok(())
     }
 
@@ -204,7 +181,7 @@ impl<T: Pod> Reservation<'_, T> {
     /// The `i`-th reserved slot's position in the ring.
     #[inline(always)]
     fn slot(&self, i: usize) -> usize {
-        (self.producer.tail.wrapping_add(i as u32) & self.producer.ring.mask) as usize
+        (self.producer.cursor.tail.wrapping_add(i as u32) & self.producer.ring.mask) as usize
     }
 
     /// Writes `desc` into the `i`-th reserved slot. Panics if `i >= len()`, a caller bug.
@@ -241,7 +218,7 @@ impl<T: Pod> Reservation<'_, T> {
     pub fn commit_first(self, n: usize) {
         let n = n.min(self.len);
         if n > 0 {
-            self.producer.tail = self.producer.tail.wrapping_add(n as u32);
+            self.producer.cursor.tail = self.producer.cursor.tail.wrapping_add(n as u32);
             self.producer.publish();
         }
     }
