@@ -1,0 +1,178 @@
+//! Blast radius: what one host, rack or AZ failure takes down.
+//!
+//! For a failed domain: the instances that fail, the share of each placement group and of each
+//! partition lost, the flows that end with them, and, re-running the planner on the flows that
+//! survive, the bandwidth left. A partition group's promise is visible here: a rack failure takes
+//! down at most one partition.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AzId, Fleet, FlowDemand, HostId, InstanceId, NetworkModel, PlacementError, Plan, RackId, plan,
+};
+
+/// A piece of hardware that fails as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum FailureDomain {
+    /// One host.
+    Host(HostId),
+    /// One rack (its top-of-rack switch or power).
+    Rack(RackId),
+    /// A whole availability zone.
+    Az(AzId),
+}
+
+impl FailureDomain {
+    /// Whether `host` is inside this domain.
+    pub fn contains(self, fleet: &Fleet, host: HostId) -> bool {
+        let t = fleet.topology();
+        match self {
+            FailureDomain::Host(h) => h == host,
+            FailureDomain::Rack(r) => t.rack_of(host) == r,
+            FailureDomain::Az(a) => t.az_of(host) == a,
+        }
+    }
+
+    /// Every host, rack and AZ that runs at least one instance, in that order.
+    pub fn occupied(fleet: &Fleet) -> Vec<FailureDomain> {
+        let t = fleet.topology();
+        let mut hosts = std::collections::BTreeSet::new();
+        for inst in fleet.instances().iter().filter(|i| i.running) {
+            hosts.insert(inst.host);
+        }
+        let racks: std::collections::BTreeSet<RackId> =
+            hosts.iter().map(|&h| t.rack_of(h)).collect();
+        let azs: std::collections::BTreeSet<AzId> =
+            racks.iter().map(|&r| t.az_of_rack(r)).collect();
+        hosts
+            .into_iter()
+            .map(FailureDomain::Host)
+            .chain(racks.into_iter().map(FailureDomain::Rack))
+            .chain(azs.into_iter().map(FailureDomain::Az))
+            .collect()
+    }
+}
+
+/// What a failure costs one placement group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupLoss {
+    /// The group.
+    pub group: String,
+    /// Running instances lost.
+    pub lost: u32,
+    /// Running instances before the failure.
+    pub total: u32,
+}
+
+impl GroupLoss {
+    /// lost / total.
+    pub fn fraction(&self) -> f64 {
+        if self.total == 0 { 0.0 } else { f64::from(self.lost) / f64::from(self.total) }
+    }
+}
+
+/// What a failure costs one partition of a partition group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartitionLoss {
+    /// The group.
+    pub group: String,
+    /// The partition number (1-based).
+    pub partition: u8,
+    /// Running instances lost.
+    pub lost: u32,
+    /// Running instances before the failure.
+    pub total: u32,
+}
+
+/// The consequences of one failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlastRadius {
+    /// What failed.
+    pub domain: FailureDomain,
+    /// The instances that failed with it.
+    pub failed: Vec<InstanceId>,
+    /// Per group that lost something.
+    pub groups: Vec<GroupLoss>,
+    /// Per partition that lost something.
+    pub partitions: Vec<PartitionLoss>,
+    /// Indices (into the input) of the flows that ended.
+    pub flows_lost: Vec<usize>,
+    /// Total planned bandwidth before, Gbps.
+    pub throughput_before_gbps: f64,
+    /// The plan for the surviving flows (in input order, the lost ones left out).
+    pub after: Plan,
+}
+
+impl BlastRadius {
+    /// Total planned bandwidth after the failure, Gbps.
+    pub fn throughput_after_gbps(&self) -> f64 {
+        self.after.total_gbps
+    }
+}
+
+/// The blast radius of `domain` for a fleet carrying `flows` (`before`: the plan without the
+/// failure, computed if not given).
+pub fn blast_radius(
+    fleet: &Fleet,
+    model: &NetworkModel,
+    flows: &[FlowDemand],
+    before: Option<&Plan>,
+    domain: FailureDomain,
+) -> Result<BlastRadius, PlacementError> {
+    let running = fleet.instances().iter().filter(|i| i.running);
+    let failed: Vec<InstanceId> =
+        running.clone().filter(|i| domain.contains(fleet, i.host)).map(|i| i.id).collect();
+    let is_failed = |id: InstanceId| failed.binary_search(&id).is_ok();
+
+    let mut groups: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    let mut partitions: BTreeMap<(u32, u8), (u32, u32)> = BTreeMap::new();
+    for inst in running {
+        if let Some(g) = inst.group {
+            let e = groups.entry(g.0).or_default();
+            e.1 += 1;
+            e.0 += u32::from(is_failed(inst.id));
+            if let Some(p) = inst.partition {
+                let e = partitions.entry((g.0, p)).or_default();
+                e.1 += 1;
+                e.0 += u32::from(is_failed(inst.id));
+            }
+        }
+    }
+    let name = |g: u32| fleet.group(crate::GroupId(g)).name.clone();
+    let groups = groups
+        .into_iter()
+        .filter(|(_, (lost, _))| *lost > 0)
+        .map(|(g, (lost, total))| GroupLoss { group: name(g), lost, total })
+        .collect();
+    let partitions = partitions
+        .into_iter()
+        .filter(|(_, (lost, _))| *lost > 0)
+        .map(|((g, partition), (lost, total))| PartitionLoss {
+            group: name(g),
+            partition,
+            lost,
+            total,
+        })
+        .collect();
+
+    let throughput_before_gbps = match before {
+        Some(p) => p.total_gbps,
+        None => plan(fleet, model, flows)?.total_gbps,
+    };
+    let ends = |f: &FlowDemand| is_failed(f.src) || is_failed(f.dst);
+    let lost: Vec<usize> = (0..flows.len()).filter(|&i| ends(&flows[i])).collect();
+    let surviving: Vec<FlowDemand> = flows.iter().filter(|f| !ends(f)).cloned().collect();
+    let after = plan(fleet, model, &surviving)?;
+    Ok(BlastRadius {
+        domain,
+        failed,
+        groups,
+        partitions,
+        flows_lost: lost,
+        throughput_before_gbps,
+        after,
+    })
+}

@@ -1,0 +1,124 @@
+//! The network between two instances: its class, latency, and the single-flow cap.
+//!
+//! EC2 limits a single flow (5-tuple) to 5 Gbps, or 10 Gbps when both ends are in the same
+//! cluster placement group; ENA Express (SRD) raises it to 25 Gbps between instances in one AZ.
+//! Traffic leaving the region is also capped per instance at 5 Gbps, or 50% of the instance's
+//! bandwidth for instances with 32 vCPUs or more. Latencies are configurable defaults of the
+//! order measured inside EC2.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Fleet, InstanceId, PlacementError, PlacementStrategy};
+
+/// Where two instances stand relative to each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkClass {
+    /// Same host.
+    SameHost,
+    /// Same rack, different hosts.
+    SameRack,
+    /// Same AZ, different racks.
+    SameAz,
+    /// Same region, different AZs.
+    OtherAz,
+    /// Different regions.
+    OtherRegion,
+}
+
+/// The numbers behind each class and the flow caps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkModel {
+    /// Round-trip latency per class, µs: same host, same rack, same AZ, other AZ, other region.
+    pub latency_us: [f64; 5],
+    /// Single-flow cap outside a cluster group, Gbps.
+    pub flow_cap_gbps: f64,
+    /// Single-flow cap between members of one cluster group, Gbps.
+    pub cluster_flow_cap_gbps: f64,
+    /// Single-flow cap with ENA Express (SRD), same AZ, Gbps.
+    pub srd_flow_cap_gbps: f64,
+    /// Per-instance cap on traffic leaving the region, Gbps (small instances).
+    pub region_egress_gbps: f64,
+    /// Share of instance bandwidth allowed out of the region for large instances.
+    pub region_egress_large_share: f64,
+    /// vCPUs from which an instance counts as large for region egress.
+    pub large_instance_vcpus: u32,
+}
+
+impl Default for NetworkModel {
+    fn default() -> Self {
+        Self {
+            latency_us: [10.0, 25.0, 60.0, 500.0, 30_000.0],
+            flow_cap_gbps: 5.0,
+            cluster_flow_cap_gbps: 10.0,
+            srd_flow_cap_gbps: 25.0,
+            region_egress_gbps: 5.0,
+            region_egress_large_share: 0.5,
+            large_instance_vcpus: 32,
+        }
+    }
+}
+
+impl NetworkModel {
+    /// Round-trip latency of a class, µs.
+    pub fn latency_us(&self, class: NetworkClass) -> f64 {
+        self.latency_us[class as usize]
+    }
+
+    /// The single-flow cap between `a` and `b` (`srd`: ENA Express requested).
+    pub fn flow_cap_gbps(
+        &self,
+        fleet: &Fleet,
+        a: InstanceId,
+        b: InstanceId,
+        srd: bool,
+    ) -> Result<f64, PlacementError> {
+        let class = fleet.network_class(a, b)?;
+        let (ga, gb) = (fleet.instance(a)?.group, fleet.instance(b)?.group);
+        let same_cluster = ga.is_some()
+            && ga == gb
+            && ga.is_some_and(|g| fleet.group(g).strategy == PlacementStrategy::Cluster);
+        Ok(match class {
+            NetworkClass::OtherRegion => self.flow_cap_gbps,
+            _ if srd && class <= NetworkClass::SameAz => self.srd_flow_cap_gbps,
+            _ if same_cluster => self.cluster_flow_cap_gbps,
+            _ => self.flow_cap_gbps,
+        })
+    }
+
+    /// What instance `a` may send out of its region in total, Gbps.
+    pub fn region_egress_gbps(&self, fleet: &Fleet, a: InstanceId) -> Result<f64, PlacementError> {
+        let ty = fleet.type_of(a)?;
+        Ok(if ty.vcpus >= self.large_instance_vcpus {
+            ty.baseline_gbps * self.region_egress_large_share
+        } else {
+            self.region_egress_gbps.min(ty.baseline_gbps)
+        })
+    }
+}
+
+impl Fleet {
+    /// The class of the pair `a`, `b`.
+    pub fn network_class(
+        &self,
+        a: InstanceId,
+        b: InstanceId,
+    ) -> Result<NetworkClass, PlacementError> {
+        let (ha, hb) = (self.instance(a)?.host, self.instance(b)?.host);
+        let t = self.topology();
+        let (ra, rb) = (t.rack_of(ha), t.rack_of(hb));
+        let (za, zb) = (t.az_of_rack(ra), t.az_of_rack(rb));
+        Ok(if ha == hb {
+            NetworkClass::SameHost
+        } else if ra == rb {
+            NetworkClass::SameRack
+        } else if za == zb {
+            NetworkClass::SameAz
+        } else if t.region_of(za) == t.region_of(zb) {
+            NetworkClass::OtherAz
+        } else {
+            NetworkClass::OtherRegion
+        })
+    }
+}
