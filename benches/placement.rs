@@ -13,7 +13,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use placement::{
     Fleet, FlowDemand, GeneratedTopology, InstanceId, InstanceType, LaunchRequest, NetworkModel,
-    PlacementStrategy, SpreadLevel, SplitMix64, plan,
+    PlacementStrategy, SplitMix64, SpreadLevel, plan,
 };
 
 fn empty_fleet() -> Fleet {
@@ -43,7 +43,9 @@ fn place_fleet(fleet: &mut Fleet) -> Vec<InstanceId> {
     }
     for g in 0..100 {
         let name = format!("partition-{g}");
-        fleet.create_group(&name, None, PlacementStrategy::Partition { partitions: 7 }).expect("group");
+        fleet
+            .create_group(&name, None, PlacementStrategy::Partition { partitions: 7 })
+            .expect("group");
         ids.extend(launch(fleet, "m5.large", 14, Some(name)));
     }
     let types = ["m5.large", "c5.4xlarge", "c5n.large", "c5n.9xlarge"];

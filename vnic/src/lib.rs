@@ -16,3 +16,4 @@
 
 pub mod desc;
 pub mod ring;
+pub mod shaper;

@@ -1,0 +1,292 @@
+//! The shaper against EC2's numbers, on a virtual clock (deterministic) and once on the wall clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use vnic::shaper::*;
+
+const MS: u64 = 1_000_000;
+const GBPS: u64 = 1_000_000_000;
+
+fn key(src_port: u16, dst: &str) -> FlowKey {
+    let src: IpAddr = "10.0.0.1".parse().unwrap();
+    FlowKey::of_packet(Direction::Out, src, dst.parse().unwrap(), PROTO_TCP, src_port, 5201)
+}
+
+/// A source offering `len`-byte packets at `offered_bps` from `start_ns` to `stop_ns`.
+struct Source {
+    key: FlowKey,
+    len: u32,
+    offered_bps: u64,
+    start_ns: u64,
+    stop_ns: u64,
+}
+
+/// Runs the sources through `shaper` on a virtual clock in steps of `step_ns`; returns the bytes
+/// each source got out per `window_ns` window.
+fn simulate<P: FlowPolicy>(
+    shaper: &mut Shaper<P>,
+    sources: &[Source],
+    until_ns: u64,
+    step_ns: u64,
+    window_ns: u64,
+) -> Vec<Vec<u64>> {
+    let windows = until_ns.div_ceil(window_ns) as usize;
+    let mut out = vec![vec![0u64; windows]; sources.len()];
+    let mut next_arrival: Vec<f64> = sources.iter().map(|s| s.start_ns as f64).collect();
+    let mut queued: HashMap<u64, (usize, u32)> = HashMap::new();
+    let mut next_handle = 0u64;
+    let mut released = Vec::new();
+    let mut now = 0;
+    while now < until_ns {
+        for (i, s) in sources.iter().enumerate() {
+            let gap = f64::from(s.len) * 8e9 / s.offered_bps as f64;
+            while next_arrival[i] <= now as f64 && (next_arrival[i] as u64) < s.stop_ns {
+                next_arrival[i] += gap;
+                let pkt =
+                    Packet { key: s.key, len: s.len, dir: Direction::Out, handle: next_handle };
+                match shaper.admit(now, &pkt) {
+                    Verdict::Pass => out[i][(now / window_ns) as usize] += u64::from(s.len),
+                    Verdict::Queued { depart_ns } => {
+                        assert!(depart_ns > now);
+                        queued.insert(next_handle, (i, s.len));
+                    }
+                    Verdict::Drop(_) => {}
+                }
+                next_handle += 1;
+            }
+            if next_arrival[i] < now as f64 {
+                next_arrival[i] = now as f64; // a source that stopped and restarts
+            }
+        }
+        released.clear();
+        shaper.release(now, &mut released);
+        for h in &released {
+            let (i, len) = queued.remove(h).expect("released handles were queued");
+            out[i][(now / window_ns) as usize] += u64::from(len);
+        }
+        now += step_ns;
+    }
+    out
+}
+
+fn gbps(bytes: u64, window_ns: u64) -> f64 {
+    bytes as f64 * 8.0 / window_ns as f64
+}
+
+fn assert_within(got: f64, want: f64, tolerance: f64, what: &str) {
+    assert!(
+        (got / want - 1.0).abs() <= tolerance,
+        "{what}: {got:.4} vs {want} (±{}%)",
+        tolerance * 100.0
+    );
+}
+
+#[test]
+fn a_single_flow_converges_to_five_gbps() {
+    let mut shaper = Shaper::new(ShaperConfig::default(), DefaultFlowPolicy);
+    let src = [Source {
+        key: key(1, "10.0.0.2"),
+        len: 1500,
+        offered_bps: 20 * GBPS,
+        start_ns: 0,
+        stop_ns: u64::MAX,
+    }];
+    let w = simulate(&mut shaper, &src, 600 * MS, 1_000, 100 * MS);
+    for (i, &bytes) in w[0].iter().enumerate().skip(1) {
+        assert_within(gbps(bytes, 100 * MS), 5.0, 0.01, &format!("window {i}"));
+    }
+    let stats = shaper.stats();
+    assert!(stats.flow_cap_exceeded > 0 && stats.shaper_drops > 0, "{stats:?}");
+    assert_eq!(stats.bw_out_allowance_exceeded, 0, "a 100 Gbps ENI is not the limit");
+}
+
+#[test]
+fn a_cluster_pair_flow_gets_ten_gbps() {
+    let policy = |k: &FlowKey| {
+        if k.remote_ip() == "10.0.1.7".parse::<IpAddr>().unwrap() {
+            CLUSTER_FLOW_CAP_BPS
+        } else {
+            FLOW_CAP_BPS
+        }
+    };
+    let mut shaper = Shaper::new(ShaperConfig::default(), policy);
+    let src = [
+        Source {
+            key: key(1, "10.0.1.7"),
+            len: 1500,
+            offered_bps: 20 * GBPS,
+            start_ns: 0,
+            stop_ns: u64::MAX,
+        },
+        Source {
+            key: key(2, "10.0.9.9"),
+            len: 1500,
+            offered_bps: 20 * GBPS,
+            start_ns: 0,
+            stop_ns: u64::MAX,
+        },
+    ];
+    let w = simulate(&mut shaper, &src, 400 * MS, 1_000, 100 * MS);
+    for i in 1..4 {
+        assert_within(gbps(w[0][i], 100 * MS), 10.0, 0.01, "cluster peer");
+        assert_within(gbps(w[1][i], 100 * MS), 5.0, 0.01, "other peer");
+    }
+}
+
+#[test]
+fn two_flows_share_an_eni_allowance_evenly() {
+    let config =
+        ShaperConfig { bw_out: BandwidthAllowance::fixed(5 * GBPS), ..ShaperConfig::default() };
+    let mut shaper = Shaper::new(config, |_: &FlowKey| SRD_FLOW_CAP_BPS);
+    let src: Vec<Source> = (0..2)
+        .map(|p| Source {
+            key: key(p, "10.0.0.2"),
+            len: 1500,
+            offered_bps: 10 * GBPS,
+            start_ns: 0,
+            stop_ns: u64::MAX,
+        })
+        .collect();
+    let w = simulate(&mut shaper, &src, 500 * MS, 1_000, 100 * MS);
+    for i in 1..5 {
+        assert_within(gbps(w[0][i], 100 * MS), 2.5, 0.02, "flow 0");
+        assert_within(gbps(w[1][i], 100 * MS), 2.5, 0.02, "flow 1");
+        assert_within(gbps(w[0][i] + w[1][i], 100 * MS), 5.0, 0.01, "aggregate");
+    }
+    assert!(shaper.stats().bw_out_allowance_exceeded > 0);
+}
+
+#[test]
+fn burst_credits_run_out_and_come_back() {
+    // An "up to 5 Gbps" ENI: 1 Gbps baseline, credits for 2 s of burst (EC2's are 5-60 minutes;
+    // the model takes any duration).
+    let config = ShaperConfig {
+        bw_out: BandwidthAllowance::burstable(GBPS, 5 * GBPS, Duration::from_secs(2)),
+        ..ShaperConfig::default()
+    };
+    let mut shaper = Shaper::new(config, |_: &FlowKey| SRD_FLOW_CAP_BPS);
+    let k = key(1, "10.0.0.2");
+    // Offer 10 Gbps for 4 s, pause 4 s (earning 4 Gb of credit at the 1 Gbps baseline), then
+    // offer again for 3 s.
+    let src = [
+        Source { key: k, len: 9001, offered_bps: 10 * GBPS, start_ns: 0, stop_ns: 4_000 * MS },
+        Source {
+            key: k,
+            len: 9001,
+            offered_bps: 10 * GBPS,
+            start_ns: 8_000 * MS,
+            stop_ns: u64::MAX,
+        },
+    ];
+    let w = simulate(&mut shaper, &src, 11_000 * MS, 10_000, 100 * MS);
+    let rate = |i: usize| gbps(w[0][i] + w[1][i], 100 * MS);
+    for i in 1..19 {
+        assert_within(rate(i), 5.0, 0.02, &format!("bursting, window {i}"));
+    }
+    // Credits (8 Gb) drain at 4 Gbps: gone after 2 s, plus what the wheel had queued.
+    for i in 23..40 {
+        assert_within(rate(i), 1.0, 0.02, &format!("at baseline, window {i}"));
+    }
+    // 4 s of pause earned 4 Gb: about one second of burst again, then baseline.
+    for i in 81..88 {
+        assert_within(rate(i), 5.0, 0.02, &format!("bursting again, window {i}"));
+    }
+    for i in 93..110 {
+        assert_within(rate(i), 1.0, 0.02, &format!("baseline again, window {i}"));
+    }
+}
+
+#[test]
+fn the_conntrack_allowance_refuses_the_next_flow() {
+    let config = ShaperConfig { conntrack_max: 100, ..ShaperConfig::default() };
+    let mut shaper = Shaper::new(config, DefaultFlowPolicy);
+    let pkt = |p: u16| Packet {
+        key: key(p, "10.0.0.2"),
+        len: 100,
+        dir: Direction::Out,
+        handle: u64::from(p),
+    };
+    for p in 0..100 {
+        assert_eq!(shaper.admit(1_000, &pkt(p)), Verdict::Pass);
+    }
+    assert_eq!(shaper.stats().conntrack_allowance_available, 0);
+    assert_eq!(shaper.admit(2_000, &pkt(100)), Verdict::Drop(DropReason::Conntrack));
+    assert_eq!(shaper.admit(2_000, &pkt(5)), Verdict::Pass, "tracked flows carry on");
+    let inbound = Packet {
+        key: FlowKey::of_packet(
+            Direction::In,
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            PROTO_TCP,
+            5201,
+            7,
+        ),
+        len: 100,
+        dir: Direction::In,
+        handle: 0,
+    };
+    assert_eq!(shaper.admit(2_000, &inbound), Verdict::Pass, "the reply direction of flow 7");
+    let stats = shaper.stats();
+    assert_eq!(stats.conntrack_allowance_exceeded, 1);
+    // Idle flows expire and free the allowance.
+    assert_eq!(shaper.expire_idle(10 * MS, 5 * MS), 100);
+    assert_eq!(shaper.stats().conntrack_allowance_available, 100);
+    assert_eq!(shaper.admit(10 * MS, &pkt(100)), Verdict::Pass);
+}
+
+#[test]
+fn link_local_traffic_is_shaped_to_1024_pps() {
+    let mut shaper = Shaper::new(ShaperConfig::default(), DefaultFlowPolicy);
+    let src = [Source {
+        key: key(1, "169.254.169.254"),
+        len: 100,
+        offered_bps: 2048 * 800,
+        start_ns: 0,
+        stop_ns: u64::MAX,
+    }];
+    let w = simulate(&mut shaper, &src, 3_000 * MS, 10_000, 1_000 * MS);
+    for i in 1..3 {
+        assert_within(w[0][i] as f64 / 100.0, 1024.0, 0.01, &format!("second {i}"));
+    }
+    let stats = shaper.stats();
+    assert!(stats.linklocal_allowance_exceeded > 1000, "{stats:?}");
+    assert_eq!(stats.conntrack_allowance_available, 1_000_000, "link-local is not tracked");
+}
+
+#[test]
+fn live_on_the_wall_clock_five_gbps_within_two_percent() {
+    let config =
+        ShaperConfig { wheel_slots: 1 << 18, queue_limit: 1 << 20, ..ShaperConfig::default() };
+    let mut shaper = Shaper::new(config, DefaultFlowPolicy);
+    let clock = MonotonicClock::new();
+    let k = key(1, "10.0.0.2");
+    let (from, to) = (100 * MS, 1_100 * MS);
+    let mut bytes_in_window = 0u64;
+    let mut sent = 0u64;
+    let mut released = Vec::new();
+    loop {
+        let now = clock.now_ns();
+        if now >= to + 50 * MS {
+            break;
+        }
+        // Offer up to 10 Gbps of 9001-byte packets.
+        while sent * 9001 * 8 < now * 10 {
+            let pkt = Packet { key: k, len: 9001, dir: Direction::Out, handle: sent };
+            let depart = match shaper.admit(now, &pkt) {
+                Verdict::Pass => Some(now),
+                Verdict::Queued { depart_ns } => Some(depart_ns),
+                Verdict::Drop(_) => None,
+            };
+            if depart.is_some_and(|d| (from..to).contains(&d)) {
+                bytes_in_window += 9001;
+            }
+            sent += 1;
+        }
+        released.clear();
+        shaper.release(now, &mut released);
+        std::thread::yield_now();
+    }
+    assert_within(gbps(bytes_in_window, to - from), 5.0, 0.02, "live run");
+}
