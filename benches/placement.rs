@@ -62,7 +62,8 @@ fn flows(ids: &[InstanceId], n: usize, seed: u64) -> Vec<FlowDemand> {
         .filter_map(|_| {
             let src = pool[(rng.next_u64() % pool.len() as u64) as usize];
             let dst = pool[(rng.next_u64() % pool.len() as u64) as usize];
-            let demand = if rng.next_u64() % 4 == 0 { f64::INFINITY } else { rng.next_f64() * 8.0 };
+            let demand =
+                if rng.next_u64().is_multiple_of(4) { f64::INFINITY } else { rng.next_f64() * 8.0 };
             (src != dst).then_some(FlowDemand { src, dst, demand_gbps: demand, srd: false })
         })
         .collect()
