@@ -26,7 +26,7 @@ pub enum Direction {
 
 /// A flow as seen from the ENI: local end first. Addresses are IPv6 (IPv4 as v4-mapped).
 #[repr(C, packed)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     /// The ENI's address.
     pub local: [u8; 16],
@@ -41,6 +41,26 @@ pub struct FlowKey {
 }
 
 const _: () = assert!(size_of::<FlowKey>() == 37);
+
+/// The two link-local service addresses, v4-mapped, as the `u128`s [`FlowKey`] compares.
+const LINK_LOCAL_SERVICES: [u128; 2] = [
+    u128::from_ne_bytes(Ipv4Addr::new(169, 254, 169, 253).to_ipv6_mapped().octets()),
+    u128::from_ne_bytes(Ipv4Addr::new(169, 254, 169, 254).to_ipv6_mapped().octets()),
+];
+
+impl std::hash::Hash for FlowKey {
+    /// Three word-sized writes instead of one per field and byte array.
+    #[inline(always)]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (local, remote) = (self.local, self.remote);
+        state.write_u128(u128::from_ne_bytes(local));
+        state.write_u128(u128::from_ne_bytes(remote));
+        let ports = u64::from(self.local_port) << 24
+            | u64::from(self.remote_port) << 8
+            | u64::from(self.protocol);
+        state.write_u64(ports);
+    }
+}
 
 fn v6(ip: IpAddr) -> [u8; 16] {
     match ip {
@@ -80,12 +100,10 @@ impl FlowKey {
 
     /// True for the link-local services EC2 rate-limits (Route 53 Resolver 169.254.169.253 and
     /// the instance metadata service 169.254.169.254).
+    #[inline(always)]
     pub fn is_link_local_service(&self) -> bool {
-        matches!(
-            self.remote_ip(),
-            IpAddr::V4(ip) if ip == Ipv4Addr::new(169, 254, 169, 253)
-                || ip == Ipv4Addr::new(169, 254, 169, 254)
-        )
+        let remote = u128::from_ne_bytes(self.remote);
+        remote == LINK_LOCAL_SERVICES[0] || remote == LINK_LOCAL_SERVICES[1]
     }
 }
 
@@ -190,12 +208,11 @@ impl FlowTable {
         key: FlowKey,
         class: impl FnOnce() -> u8,
     ) -> Option<&mut FlowState> {
-        let full = self.map.len() >= self.max_flows;
-        match self.map.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(_) if full => None,
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(FlowState::new(class()))),
+        if self.map.len() >= self.max_flows {
+            // Full: known flows only (a lookup, never an insertion).
+            return self.map.get_mut(&key);
         }
+        Some(self.map.entry(key).or_insert_with(|| FlowState::new(class())))
     }
 
     /// Forgets flows idle since before `idle_before_ps` (and with nothing queued); returns how

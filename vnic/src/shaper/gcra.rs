@@ -6,47 +6,59 @@
 //! exactly a token bucket of depth `r × τ` (plus one packet), but costs one `u64` of state, and it
 //! tells when a packet may go, which is what a timing wheel needs (Carousel, SIGCOMM 2017).
 //!
-//! Times are in picoseconds (a `u64` lasts 213 days); the cost of a byte is kept in femtoseconds,
-//! so rates from 1 Mbps to 400 Gbps are exact to better than 10⁻⁶.
+//! Times are in picoseconds (a `u64` lasts 213 days); the cost of a unit is kept in picoseconds
+//! with 24 fractional bits, so rates from 1 kbps to 400 Gbps are exact to better than 10⁻⁶ and a
+//! charge costs one multiply and one shift.
 
 /// Picoseconds per nanosecond.
 pub const PS_PER_NS: u64 = 1_000;
 
+/// Fractional bits of [`RateLimit::ps_per_unit_q24`].
+const FRAC_BITS: u32 = 24;
+
 /// A rate limit: cost per byte (or per packet) and burst tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    /// Femtoseconds of budget one unit (byte or packet) costs.
-    pub fs_per_unit: u64,
+    /// Picoseconds of budget one unit (byte or packet) costs, in fixed point with 24 fractional
+    /// bits: a multiply and a shift per packet, no division.
+    pub ps_per_unit_q24: u64,
     /// Burst tolerance in picoseconds.
     pub tau_ps: u64,
 }
 
 impl RateLimit {
+    fn new(ps_per_unit_q24: u128, burst_units: u64) -> Self {
+        let ps_per_unit_q24 = ps_per_unit_q24.clamp(1, u128::from(u64::MAX)) as u64;
+        let tau_ps = ((u128::from(burst_units) * u128::from(ps_per_unit_q24)) >> FRAC_BITS) as u64;
+        Self { ps_per_unit_q24, tau_ps }
+    }
+
     /// `bits_per_second` over bytes, with a burst of `burst_bytes`.
     pub fn bytes(bits_per_second: u64, burst_bytes: u64) -> Self {
-        let bits = bits_per_second.max(1);
-        // 8e15 fs per bit-second / rate = fs per byte.
-        let fs_per_unit = (8_000_000_000_000_000u128 / u128::from(bits)).max(1) as u64;
-        let tau_ps = (u128::from(burst_bytes) * u128::from(fs_per_unit) / 1000) as u64;
-        Self { fs_per_unit, tau_ps }
+        // 8e12 ps per byte-second.
+        Self::new(
+            (8_000_000_000_000u128 << FRAC_BITS) / u128::from(bits_per_second.max(1)),
+            burst_bytes,
+        )
     }
 
     /// `per_second` packets, with a burst of `burst_packets`.
     pub fn packets(per_second: u64, burst_packets: u64) -> Self {
-        let fs_per_unit = (1_000_000_000_000_000u128 / u128::from(per_second.max(1))) as u64;
-        let tau_ps = (u128::from(burst_packets) * u128::from(fs_per_unit) / 1000) as u64;
-        Self { fs_per_unit, tau_ps }
+        Self::new(
+            (1_000_000_000_000u128 << FRAC_BITS) / u128::from(per_second.max(1)),
+            burst_packets,
+        )
     }
 
     /// Picoseconds `units` cost.
     #[inline(always)]
     pub fn cost_ps(&self, units: u64) -> u64 {
-        (u128::from(units) * u128::from(self.fs_per_unit) / 1000) as u64
+        ((u128::from(units) * u128::from(self.ps_per_unit_q24)) >> FRAC_BITS) as u64
     }
 
     /// The rate in units per second.
     pub fn per_second(&self) -> f64 {
-        1e15 / self.fs_per_unit as f64
+        1e12 * f64::from(1u32 << FRAC_BITS) / self.ps_per_unit_q24 as f64
     }
 }
 
@@ -78,10 +90,14 @@ mod tests {
     #[test]
     fn rates_are_exact() {
         let five = RateLimit::bytes(5_000_000_000, 0);
-        assert_eq!(five.fs_per_unit, 1_600_000, "1.6 ns per byte at 5 Gbps");
+        assert_eq!(five.cost_ps(1), 1_600, "1.6 ns per byte at 5 Gbps");
         assert_eq!(five.cost_ps(1500), 2_400_000);
         assert!((RateLimit::bytes(3_000_000_000, 0).per_second() * 8.0 / 3e9 - 1.0).abs() < 1e-6);
-        assert_eq!(RateLimit::packets(1024, 0).fs_per_unit, 976_562_500_000);
+        assert!(
+            (RateLimit::bytes(400_000_000_000, 0).per_second() * 8.0 / 4e11 - 1.0).abs() < 1e-6
+        );
+        assert_eq!(RateLimit::packets(1024, 0).cost_ps(1), 976_562_500);
+        assert_eq!(RateLimit::bytes(1_000, 0).cost_ps(1), 8_000_000_000, "1 kbps: 8 ms a byte");
     }
 
     #[test]
