@@ -16,4 +16,5 @@
 
 pub mod desc;
 pub mod ring;
+pub mod rss;
 pub mod shaper;
