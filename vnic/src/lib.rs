@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod desc;
+pub mod frame;
 pub mod ring;
 pub mod rss;
 pub mod shaper;

@@ -1,0 +1,274 @@
+//! Checked views of the frames the device forwards: Ethernet (with an optional 802.1Q tag), and
+//! the IPv4 / TCP / UDP fields that RSS, the switch and the shaper need.
+//!
+//! As in smoltcp, field byte ranges live in one place (`mod field`), and [`FrameInfo::parse`]
+//! validates lengths before it reads anything: a frame from a guest is untrusted, and a short or
+//! malformed one is an error, never a panic or an out-of-bounds read.
+
+use std::fmt;
+
+/// A MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// ff:ff:ff:ff:ff:ff.
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+
+    /// True for broadcast and multicast addresses (group bit set).
+    pub fn is_group(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
+    /// A locally administered unicast address derived from `n`, as a PF assigns to its VFs.
+    pub fn local(n: u32) -> Self {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x56, b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// EtherTypes the device understands.
+pub mod ethertype {
+    /// IPv4.
+    pub const IPV4: u16 = 0x0800;
+    /// ARP.
+    pub const ARP: u16 = 0x0806;
+    /// 802.1Q VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// IPv6.
+    pub const IPV6: u16 = 0x86dd;
+}
+
+/// Byte ranges of the headers.
+pub mod field {
+    use std::ops::Range;
+    /// Ethernet destination.
+    pub const DST: Range<usize> = 0..6;
+    /// Ethernet source.
+    pub const SRC: Range<usize> = 6..12;
+    /// EtherType (or TPID of a VLAN tag).
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    /// Untagged Ethernet header length.
+    pub const ETH_LEN: usize = 14;
+    /// 802.1Q tag control information, after the TPID.
+    pub const VLAN_TCI: Range<usize> = 14..16;
+    /// The inner EtherType of a tagged frame.
+    pub const VLAN_ETHERTYPE: Range<usize> = 16..18;
+    /// Tagged Ethernet header length.
+    pub const VLAN_ETH_LEN: usize = 18;
+    /// IPv4: version and IHL byte, offset in the IP header.
+    pub const IP_VHL: usize = 0;
+    /// IPv4 protocol.
+    pub const IP_PROTO: usize = 9;
+    /// IPv4 source.
+    pub const IP_SRC: Range<usize> = 12..16;
+    /// IPv4 destination.
+    pub const IP_DST: Range<usize> = 16..20;
+    /// IPv4 minimum header.
+    pub const IP_MIN_LEN: usize = 20;
+    /// TCP/UDP source port, offset in the L4 header.
+    pub const L4_SPORT: Range<usize> = 0..2;
+    /// TCP/UDP destination port.
+    pub const L4_DPORT: Range<usize> = 2..4;
+}
+
+/// Why a frame could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Shorter than an Ethernet header.
+    #[error("frame of {0} bytes is shorter than an Ethernet header")]
+    Truncated(usize),
+    /// An IPv4 header that does not fit or is not version 4.
+    #[error("malformed IPv4 header")]
+    BadIpv4,
+}
+
+/// The IPv4 and L4 fields of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Info {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Protocol.
+    pub protocol: u8,
+    /// Source and destination ports, for TCP and UDP with a whole port field.
+    pub ports: Option<(u16, u16)>,
+}
+
+/// What the device needs to know of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Ethernet destination.
+    pub dst: MacAddr,
+    /// Ethernet source.
+    pub src: MacAddr,
+    /// VLAN id (12 bits), if tagged.
+    pub vlan: Option<u16>,
+    /// The payload's EtherType.
+    pub ethertype: u16,
+    /// IPv4 fields, if IPv4 and well formed.
+    pub ipv4: Option<Ipv4Info>,
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+impl FrameInfo {
+    /// Parses the headers of `frame`.
+    pub fn parse(frame: &[u8]) -> Result<Self, FrameError> {
+        if frame.len() < field::ETH_LEN {
+            return Err(FrameError::Truncated(frame.len()));
+        }
+        let mac = |r: std::ops::Range<usize>| {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(&frame[r]);
+            MacAddr(m)
+        };
+        let (dst, src) = (mac(field::DST), mac(field::SRC));
+        let mut ethertype = be16(&frame[field::ETHERTYPE]);
+        let mut l3 = field::ETH_LEN;
+        let mut vlan = None;
+        if ethertype == ethertype::VLAN {
+            if frame.len() < field::VLAN_ETH_LEN {
+                return Err(FrameError::Truncated(frame.len()));
+            }
+            vlan = Some(be16(&frame[field::VLAN_TCI]) & 0x0fff);
+            ethertype = be16(&frame[field::VLAN_ETHERTYPE]);
+            l3 = field::VLAN_ETH_LEN;
+        }
+        let ipv4 =
+            if ethertype == ethertype::IPV4 { Some(parse_ipv4(&frame[l3..])?) } else { None };
+        Ok(Self { dst, src, vlan, ethertype, ipv4 })
+    }
+}
+
+fn parse_ipv4(ip: &[u8]) -> Result<Ipv4Info, FrameError> {
+    if ip.len() < field::IP_MIN_LEN || ip[field::IP_VHL] >> 4 != 4 {
+        return Err(FrameError::BadIpv4);
+    }
+    let ihl = usize::from(ip[field::IP_VHL] & 0x0f) * 4;
+    if ihl < field::IP_MIN_LEN || ip.len() < ihl {
+        return Err(FrameError::BadIpv4);
+    }
+    let addr = |r: std::ops::Range<usize>| {
+        [ip[r.start], ip[r.start + 1], ip[r.start + 2], ip[r.start + 3]]
+    };
+    let protocol = ip[field::IP_PROTO];
+    let l4 = &ip[ihl..];
+    let ports = (matches!(protocol, 6 | 17) && l4.len() >= field::L4_DPORT.end)
+        .then(|| (be16(&l4[field::L4_SPORT]), be16(&l4[field::L4_DPORT])));
+    Ok(Ipv4Info { src: addr(field::IP_SRC), dst: addr(field::IP_DST), protocol, ports })
+}
+
+/// Writes an Ethernet + IPv4 + UDP frame of `len` bytes (at least 42) into `buf`, for tests,
+/// demos and benchmarks. Returns the frame.
+pub fn build_udp_frame<'a>(
+    buf: &'a mut [u8],
+    len: usize,
+    dst: MacAddr,
+    src: MacAddr,
+    ips: ([u8; 4], [u8; 4]),
+    ports: (u16, u16),
+) -> &'a mut [u8] {
+    let len = len.clamp(42, buf.len());
+    let f = &mut buf[..len];
+    f.fill(0);
+    f[field::DST].copy_from_slice(&dst.0);
+    f[field::SRC].copy_from_slice(&src.0);
+    f[field::ETHERTYPE].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    let ip = &mut f[field::ETH_LEN..];
+    ip[field::IP_VHL] = 0x45;
+    ip[2..4].copy_from_slice(&((len - field::ETH_LEN) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[field::IP_PROTO] = 17;
+    ip[field::IP_SRC].copy_from_slice(&ips.0);
+    ip[field::IP_DST].copy_from_slice(&ips.1);
+    let udp = &mut ip[field::IP_MIN_LEN..];
+    udp[field::L4_SPORT].copy_from_slice(&ports.0.to_be_bytes());
+    udp[field::L4_DPORT].copy_from_slice(&ports.1.to_be_bytes());
+    udp[4..6].copy_from_slice(&((len - 34) as u16).to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_it_builds() {
+        let mut buf = [0u8; 1514];
+        let f = build_udp_frame(
+            &mut buf,
+            1500,
+            MacAddr::local(2),
+            MacAddr::local(1),
+            ([10, 0, 0, 1], [10, 0, 0, 2]),
+            (4000, 53),
+        );
+        let info = FrameInfo::parse(f).unwrap();
+        assert_eq!(info.dst, MacAddr::local(2));
+        assert_eq!(info.src.to_string(), "02:56:00:00:00:01");
+        assert_eq!(info.vlan, None);
+        let ip = info.ipv4.unwrap();
+        assert_eq!(
+            (ip.src, ip.dst, ip.protocol, ip.ports),
+            ([10, 0, 0, 1], [10, 0, 0, 2], 17, Some((4000, 53)))
+        );
+    }
+
+    #[test]
+    fn vlan_tags_and_malformed_frames() {
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+        f[14..16].copy_from_slice(&0x2064u16.to_be_bytes());
+        f[16..18].copy_from_slice(&ethertype::ARP.to_be_bytes());
+        let info = FrameInfo::parse(&f).unwrap();
+        assert_eq!((info.vlan, info.ethertype, info.ipv4), (Some(0x064), ethertype::ARP, None));
+        assert!(info.dst.is_group() && !MacAddr::local(9).is_group());
+        assert_eq!(FrameInfo::parse(&f[..10]), Err(FrameError::Truncated(10)));
+        assert_eq!(FrameInfo::parse(&f[..16]), Err(FrameError::Truncated(16)));
+        f[16..18].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        f[18] = 0x4f; // IHL 60 bytes, more than the 46 left
+        assert_eq!(FrameInfo::parse(&f), Err(FrameError::BadIpv4));
+        f[18] = 0x65; // version 6 in an IPv4 ethertype
+        assert_eq!(FrameInfo::parse(&f), Err(FrameError::BadIpv4));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut buf = [0u8; 128];
+        for len in 0..128 {
+            for _ in 0..200 {
+                for b in buf.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                let ty = [ethertype::IPV4, ethertype::VLAN, ethertype::IPV6][(x % 3) as usize];
+                buf[12..14].copy_from_slice(&ty.to_be_bytes());
+                if ty == ethertype::VLAN {
+                    buf[16..18].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+                }
+                let _ = FrameInfo::parse(&buf[..len]);
+            }
+        }
+    }
+}
