@@ -19,3 +19,4 @@ pub mod frame;
 pub mod ring;
 pub mod rss;
 pub mod shaper;
+pub mod switch;

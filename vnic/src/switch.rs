@@ -1,0 +1,229 @@
+//! The embedded switch of an SR-IOV NIC: it forwards frames between a PF's virtual functions and
+//! to the uplink, by destination MAC and VLAN.
+//!
+//! The PF's driver programs each VF's MAC (and optionally a port VLAN, as `ip link set dev PF vf
+//! N mac M vlan V` does), so the forwarding table is static: a VF receives only frames addressed
+//! to its MAC, plus broadcast and multicast on its VLAN. With spoof checking on (the default, as
+//! EC2's source/destination check), a frame whose source MAC is not the sending VF's is dropped.
+//! Unicast to an unknown MAC leaves through the uplink ([`Uplink`], which a host's fabric
+//! implements); unknown unicast arriving from the uplink is dropped.
+
+use std::collections::HashMap;
+
+use crate::frame::{FrameInfo, MacAddr};
+
+/// Where a frame comes from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// A virtual function, by index.
+    Vf(u16),
+    /// The physical uplink.
+    Uplink,
+}
+
+/// Something that carries frames off the NIC (the host's fabric).
+pub trait Uplink: Send + Sync {
+    /// Sends one frame out.
+    fn transmit(&self, frame: &[u8]);
+}
+
+/// Why the switch dropped a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchDrop {
+    /// The source MAC is not the sending VF's.
+    #[error("source MAC is not the VF's own (spoof check)")]
+    Spoofed,
+    /// A VF with a port VLAN sent a tagged frame.
+    #[error("a VF with a port VLAN sent a tagged frame")]
+    TaggedOnVlanPort,
+    /// The sending port is not configured.
+    #[error("no such port")]
+    NoSuchPort,
+    /// Unicast from the uplink to a MAC no VF has.
+    #[error("unknown unicast from the uplink")]
+    UnknownUnicast,
+    /// A VF sent a frame to itself.
+    #[error("frame addressed to its own sender")]
+    Hairpin,
+}
+
+/// A VF's port configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VfPort {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Its port VLAN: frames to and from it are untagged and belong to this VLAN.
+    pub vlan: Option<u16>,
+    /// Drop frames whose source MAC is not `mac`.
+    pub spoof_check: bool,
+}
+
+/// The forwarding decision for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// To one port.
+    One(Port),
+    /// To every port of the VLAN but the sender ([`EmbeddedSwitch::flood`]).
+    Flood {
+        /// The VLAN.
+        vlan: u16,
+    },
+    /// Dropped.
+    Drop(SwitchDrop),
+}
+
+/// The switch: VF ports and their MACs.
+#[derive(Debug, Default)]
+pub struct EmbeddedSwitch {
+    ports: Vec<Option<VfPort>>,
+    fdb: HashMap<(MacAddr, u16), u16>,
+}
+
+impl EmbeddedSwitch {
+    /// A switch with no ports.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures VF `vf` (replacing what it had).
+    pub fn set_port(&mut self, vf: u16, port: VfPort) {
+        self.remove_port(vf);
+        let i = usize::from(vf);
+        if self.ports.len() <= i {
+            self.ports.resize(i + 1, None);
+        }
+        self.ports[i] = Some(port);
+        self.fdb.insert((port.mac, port.vlan.unwrap_or(0)), vf);
+    }
+
+    /// Removes VF `vf`'s port.
+    pub fn remove_port(&mut self, vf: u16) {
+        if let Some(Some(old)) = self.ports.get_mut(usize::from(vf)).map(Option::take) {
+            self.fdb.remove(&(old.mac, old.vlan.unwrap_or(0)));
+        }
+    }
+
+    /// VF `vf`'s port.
+    pub fn port(&self, vf: u16) -> Option<&VfPort> {
+        self.ports.get(usize::from(vf)).and_then(Option::as_ref)
+    }
+
+    /// Where a frame from `from` goes.
+    pub fn forward(&self, from: Port, info: &FrameInfo) -> Forward {
+        let vlan = match from {
+            Port::Vf(vf) => {
+                let Some(port) = self.port(vf) else {
+                    return Forward::Drop(SwitchDrop::NoSuchPort);
+                };
+                if port.spoof_check && info.src != port.mac {
+                    return Forward::Drop(SwitchDrop::Spoofed);
+                }
+                match (port.vlan, info.vlan) {
+                    (Some(_), Some(_)) => return Forward::Drop(SwitchDrop::TaggedOnVlanPort),
+                    (Some(v), None) => v,
+                    (None, tag) => tag.unwrap_or(0),
+                }
+            }
+            Port::Uplink => info.vlan.unwrap_or(0),
+        };
+        if info.dst.is_group() {
+            return Forward::Flood { vlan };
+        }
+        match (self.fdb.get(&(info.dst, vlan)), from) {
+            (Some(&vf), Port::Vf(src)) if vf == src => Forward::Drop(SwitchDrop::Hairpin),
+            (Some(&vf), _) => Forward::One(Port::Vf(vf)),
+            (None, Port::Vf(_)) => Forward::One(Port::Uplink),
+            (None, Port::Uplink) => Forward::Drop(SwitchDrop::UnknownUnicast),
+        }
+    }
+
+    /// The ports a broadcast or multicast from `from` on `vlan` reaches: every other VF on the
+    /// VLAN, and the uplink unless it came from there.
+    pub fn flood(&self, from: Port, vlan: u16) -> impl Iterator<Item = Port> + '_ {
+        let vfs = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i as u16, p)))
+            .filter(move |&(i, p)| p.vlan.unwrap_or(0) == vlan && from != Port::Vf(i))
+            .map(|(i, _)| Port::Vf(i));
+        vfs.chain((from != Port::Uplink).then_some(Port::Uplink))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(dst: MacAddr, src: MacAddr, vlan: Option<u16>) -> FrameInfo {
+        FrameInfo { dst, src, vlan, ethertype: crate::frame::ethertype::IPV4, ipv4: None }
+    }
+
+    fn switch() -> EmbeddedSwitch {
+        let mut s = EmbeddedSwitch::new();
+        for vf in 0..3 {
+            s.set_port(
+                vf,
+                VfPort { mac: MacAddr::local(u32::from(vf)), vlan: None, spoof_check: true },
+            );
+        }
+        s.set_port(3, VfPort { mac: MacAddr::local(3), vlan: Some(42), spoof_check: true });
+        s
+    }
+
+    #[test]
+    fn unicast_goes_to_its_mac_or_the_uplink() {
+        let s = switch();
+        let m = MacAddr::local;
+        assert_eq!(s.forward(Port::Vf(0), &info(m(1), m(0), None)), Forward::One(Port::Vf(1)));
+        assert_eq!(s.forward(Port::Vf(0), &info(m(99), m(0), None)), Forward::One(Port::Uplink));
+        assert_eq!(s.forward(Port::Uplink, &info(m(2), m(99), None)), Forward::One(Port::Vf(2)));
+        assert_eq!(
+            s.forward(Port::Uplink, &info(m(98), m(99), None)),
+            Forward::Drop(SwitchDrop::UnknownUnicast)
+        );
+        assert_eq!(
+            s.forward(Port::Vf(0), &info(m(0), m(0), None)),
+            Forward::Drop(SwitchDrop::Hairpin)
+        );
+        // VF 3 lives on VLAN 42: VLAN 0 traffic cannot reach it.
+        assert_eq!(s.forward(Port::Vf(0), &info(m(3), m(0), None)), Forward::One(Port::Uplink));
+        assert_eq!(
+            s.forward(Port::Uplink, &info(m(3), m(99), Some(42))),
+            Forward::One(Port::Vf(3))
+        );
+    }
+
+    #[test]
+    fn broadcast_floods_its_vlan_and_spoofs_are_dropped() {
+        let mut s = switch();
+        let m = MacAddr::local;
+        assert_eq!(
+            s.forward(Port::Vf(1), &info(MacAddr::BROADCAST, m(1), None)),
+            Forward::To(vec![Port::Vf(0), Port::Vf(2), Port::Uplink])
+        );
+        assert_eq!(
+            s.forward(Port::Uplink, &info(MacAddr::BROADCAST, m(50), Some(42))),
+            Forward::One(Port::Vf(3))
+        );
+        assert_eq!(
+            s.forward(Port::Vf(1), &info(m(2), m(7), None)),
+            Forward::Drop(SwitchDrop::Spoofed)
+        );
+        assert_eq!(
+            s.forward(Port::Vf(3), &info(m(0), m(3), Some(5))),
+            Forward::Drop(SwitchDrop::TaggedOnVlanPort)
+        );
+        assert_eq!(
+            s.forward(Port::Vf(9), &info(m(0), m(9), None)),
+            Forward::Drop(SwitchDrop::NoSuchPort)
+        );
+        // Spoof check off: the VF may send as anyone.
+        s.set_port(1, VfPort { mac: m(1), vlan: None, spoof_check: false });
+        assert_eq!(s.forward(Port::Vf(1), &info(m(2), m(7), None)), Forward::One(Port::Vf(2)));
+        // A MAC change moves the forwarding entry.
+        s.set_port(2, VfPort { mac: m(22), vlan: None, spoof_check: true });
+        assert_eq!(s.forward(Port::Vf(0), &info(m(2), m(0), None)), Forward::One(Port::Uplink));
+        assert_eq!(s.forward(Port::Vf(0), &info(m(22), m(0), None)), Forward::One(Port::Vf(2)));
+    }
+}
