@@ -198,14 +198,13 @@ mod tests {
     fn broadcast_floods_its_vlan_and_spoofs_are_dropped() {
         let mut s = switch();
         let m = MacAddr::local;
-        assert_eq!(
-            s.forward(Port::Vf(1), &info(MacAddr::BROADCAST, m(1), None)),
-            Forward::To(vec![Port::Vf(0), Port::Vf(2), Port::Uplink])
-        );
-        assert_eq!(
-            s.forward(Port::Uplink, &info(MacAddr::BROADCAST, m(50), Some(42))),
-            Forward::One(Port::Vf(3))
-        );
+        let bcast = info(MacAddr::BROADCAST, m(1), None);
+        assert_eq!(s.forward(Port::Vf(1), &bcast), Forward::Flood { vlan: 0 });
+        let flood: Vec<Port> = s.flood(Port::Vf(1), 0).collect();
+        assert_eq!(flood, vec![Port::Vf(0), Port::Vf(2), Port::Uplink]);
+        let tagged = info(MacAddr::BROADCAST, m(50), Some(42));
+        assert_eq!(s.forward(Port::Uplink, &tagged), Forward::Flood { vlan: 42 });
+        assert_eq!(s.flood(Port::Uplink, 42).collect::<Vec<_>>(), vec![Port::Vf(3)]);
         assert_eq!(
             s.forward(Port::Vf(1), &info(m(2), m(7), None)),
             Forward::Drop(SwitchDrop::Spoofed)
