@@ -177,14 +177,14 @@ fn parse_ipv4(ip: &[u8]) -> Result<Ipv4Info, FrameError> {
 
 /// Writes an Ethernet + IPv4 + UDP frame of `len` bytes (at least 42) into `buf`, for tests,
 /// demos and benchmarks. Returns the frame.
-pub fn build_udp_frame<'a>(
-    buf: &'a mut [u8],
+pub fn build_udp_frame(
+    buf: &mut [u8],
     len: usize,
     dst: MacAddr,
     src: MacAddr,
     ips: ([u8; 4], [u8; 4]),
     ports: (u16, u16),
-) -> &'a mut [u8] {
+) -> &mut [u8] {
     let len = len.clamp(42, buf.len());
     let f = &mut buf[..len];
     f.fill(0);

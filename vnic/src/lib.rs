@@ -15,6 +15,8 @@
 #![deny(missing_docs)]
 
 pub mod desc;
+pub mod device;
+pub mod driver;
 pub mod frame;
 pub mod ring;
 pub mod rss;

@@ -131,7 +131,8 @@ mod tests {
 
     /// Microsoft's RSS verification suite (also the Intel 82599 datasheet, §7.1.2.8.3):
     /// source, destination, source port, destination port, IPv4 hash, IPv4/TCP hash.
-    const VECTORS: [([u8; 4], [u8; 4], u16, u16, u32, u32); 5] = [
+    type Vector = ([u8; 4], [u8; 4], u16, u16, u32, u32);
+    const VECTORS: [Vector; 5] = [
         ([66, 9, 149, 187], [161, 142, 100, 80], 2794, 1766, 0x323e_8fc2, 0x51cc_c178),
         ([199, 92, 111, 2], [65, 69, 140, 83], 14230, 4739, 0xd718_262a, 0xc626_b0ea),
         ([24, 19, 198, 95], [12, 22, 207, 184], 12898, 38024, 0xd2d0_a5de, 0x5c2b_394a),

@@ -1,0 +1,282 @@
+//! The device engine's hot loop, top to bottom: poll a TX queue, validate, gather, switch,
+//! deliver, complete.
+//!
+//! One engine owns a whole PF (every VF's queues), so delivering into another VF's RX ring needs
+//! no lock. Work per TX queue and poll is one burst of at most [`BURST`] descriptors: one acquire
+//! load of the tail, one release store of the head, one completion publication.
+
+use super::stats::add;
+use super::{DeviceQueue, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction};
+use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
+use crate::frame::FrameInfo;
+use crate::switch::{Forward, Port, SwitchDrop};
+
+/// Descriptors taken from a TX queue per poll.
+pub const BURST: usize = 32;
+
+/// TX completion status: the frame was sent.
+pub const TX_STATUS_OK: u8 = 0;
+/// TX completion status: the frame's descriptors were invalid; its buffers are returned.
+pub const TX_STATUS_BAD_DESC: u8 = 1;
+/// RX completion status: the frame was dropped part-way; the buffer is returned empty.
+pub const RX_STATUS_DROPPED: u32 = 1 << 30;
+
+/// What became of one gathered frame.
+enum Gathered {
+    /// A whole, valid frame is in the scratch buffer.
+    Frame { req_id: u16, len: usize },
+    /// A chain that had a bad descriptor; complete it with an error.
+    Bad { req_id: u16 },
+    /// Nothing to complete yet (middle of a chain), or a descriptor with no usable request id.
+    Nothing,
+}
+
+impl PhysicalFunction {
+    /// Polls every queue of every VF once; returns the descriptors processed.
+    pub fn poll(&mut self) -> usize {
+        let mut work = 0;
+        for vf in 0..self.vfs.len() {
+            for q in 0..self.vfs[vf].queues.len() {
+                work += self.poll_tx(vf, q);
+            }
+        }
+        work
+    }
+
+    /// Busy-polls until `stop` is set.
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.poll() == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// One burst from TX queue `q` of VF `vf`.
+    fn poll_tx(&mut self, vf: usize, q: usize) -> usize {
+        let mut descs = [TxDesc::default(); BURST];
+        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut descs);
+        if n == 0 {
+            return 0;
+        }
+        let mut done = [TxCompletion::default(); BURST];
+        let mut k = 0;
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        for d in &descs[..n] {
+            let gathered = gather(&mut self.vfs[vf], q, d, &mut self.scratch);
+            let queue = &mut self.vfs[vf].queues[q];
+            queue.tx_head = queue.tx_head.wrapping_add(1);
+            let (req_id, status) = match gathered {
+                Gathered::Nothing => continue,
+                Gathered::Bad { req_id } => (req_id, TX_STATUS_BAD_DESC),
+                Gathered::Frame { req_id, len } => {
+                    self.switch_frame(vf, len);
+                    packets += 1;
+                    bytes += len as u64;
+                    (req_id, TX_STATUS_OK)
+                }
+            };
+            let queue = &mut self.vfs[vf].queues[q];
+            queue.tx_in_flight[usize::from(req_id)] = false;
+            done[k] = TxCompletion {
+                req_id,
+                status,
+                sub_qid: q as u16,
+                sq_head_idx: queue.tx_head,
+                ..Default::default()
+            };
+            k += 1;
+        }
+        let queue = &mut self.vfs[vf].queues[q];
+        // The TX completion ring is as deep as the TX ring and completions never outnumber
+        // frames in flight, so there is room unless the driver stopped reaping; then the
+        // completions are lost to it and counted.
+        let pushed = queue.tx_cq.push_burst(&done[..k]);
+        add(&queue.stats.tx_errors, (k - pushed) as u64);
+        add(&queue.stats.tx_packets, packets);
+        add(&queue.stats.tx_bytes, bytes);
+        n
+    }
+
+    /// Forwards the frame in the scratch buffer, sent by `vf`.
+    fn switch_frame(&mut self, vf: usize, len: usize) {
+        let frame = &self.scratch[..len];
+        let stats = &self.vfs[vf].stats;
+        let Ok(info) = FrameInfo::parse(frame) else {
+            add(&stats.tx_malformed, 1);
+            return;
+        };
+        if len > usize::from(self.vfs[vf].mtu()) + FRAME_OVERHEAD {
+            add(&stats.tx_oversize, 1);
+            return;
+        }
+        let from = Port::Vf(vf as u16);
+        match self.switch.forward(from, &info) {
+            Forward::One(Port::Vf(dst)) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+            Forward::One(Port::Uplink) => {
+                if let Some(uplink) = &self.uplink {
+                    uplink.transmit(frame);
+                }
+            }
+            Forward::Flood { vlan } => {
+                for port in self.switch.flood(from, vlan) {
+                    match port {
+                        Port::Vf(dst) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+                        Port::Uplink => {
+                            if let Some(uplink) = &self.uplink {
+                                uplink.transmit(frame);
+                            }
+                        }
+                    }
+                }
+            }
+            Forward::Drop(SwitchDrop::Spoofed) => add(&stats.tx_spoofed, 1),
+            Forward::Drop(_) => add(&stats.tx_switch_drops, 1),
+        }
+    }
+
+    /// A frame arriving from the uplink (the fabric).
+    pub fn receive_from_uplink(&mut self, frame: &[u8]) {
+        let Ok(info) = FrameInfo::parse(frame) else { return };
+        match self.switch.forward(Port::Uplink, &info) {
+            Forward::One(Port::Vf(dst)) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+            Forward::Flood { vlan } => {
+                let targets: Vec<Port> = self.switch.flood(Port::Uplink, vlan).collect();
+                for port in targets {
+                    if let Port::Vf(dst) = port {
+                        deliver(&mut self.vfs[usize::from(dst)], frame, &info);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Validates one TX descriptor and copies its buffer into `scratch`.
+fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) -> Gathered {
+    let window = vf.window.as_ref();
+    let queue: &mut DeviceQueue = &mut vf.queues[q];
+    let req_id = d.req_id();
+    if u32::from(req_id) >= queue.depth {
+        // No request id to complete: the descriptor is lost to a driver that wrote it.
+        add(&queue.stats.tx_bad_desc, 1);
+        return Gathered::Nothing;
+    }
+    if d.is_first() {
+        if let Some(p) = queue.partial.take() {
+            // A chain that never ended: complete it as bad before starting the next.
+            add(&queue.stats.tx_bad_desc, 1);
+            queue.partial = None;
+            queue.tx_in_flight[usize::from(p.req_id)] = false;
+        }
+        if queue.tx_in_flight[usize::from(req_id)] {
+            add(&queue.stats.tx_bad_desc, 1);
+            return Gathered::Nothing;
+        }
+        queue.tx_in_flight[usize::from(req_id)] = true;
+        queue.partial = Some(PartialFrame { req_id, len: 0, bad: false });
+    }
+    let Some(mut p) = queue.partial.filter(|p| p.req_id == req_id) else {
+        // A continuation that belongs to no chain.
+        add(&queue.stats.tx_bad_desc, 1);
+        return Gathered::Nothing;
+    };
+    let len = usize::from(d.len());
+    let end = p.len + len;
+    let copied = !p.bad
+        && len > 0
+        && end <= scratch.len()
+        && window.is_some_and(|w| w.read(d.addr(), &mut scratch[p.len..end]).is_ok());
+    if copied {
+        p.len = end;
+    } else {
+        if !p.bad {
+            add(&queue.stats.tx_bad_desc, 1);
+        }
+        p.bad = true;
+    }
+    if !d.is_last() {
+        queue.partial = Some(p);
+        return Gathered::Nothing;
+    }
+    queue.partial = None;
+    if p.bad { Gathered::Bad { req_id } } else { Gathered::Frame { req_id, len: p.len } }
+}
+
+/// Puts a frame into one of `vf`'s RX queues (chosen by RSS), using as many posted buffers as
+/// it needs.
+fn deliver(vf: &mut VirtualFunction, frame: &[u8], info: &FrameInfo) {
+    if vf.queues.is_empty() {
+        return;
+    }
+    let hash = match info.ipv4 {
+        Some(ip) => match ip.ports {
+            Some((sport, dport)) => vf.rss.hash_ipv4_ports(ip.src, ip.dst, sport, dport),
+            None => vf.rss.hash_ipv4(ip.src, ip.dst),
+        },
+        None => 0,
+    };
+    let q = usize::from(vf.indirection.queue(hash)) % vf.queues.len();
+    let too_big = frame.len() > usize::from(vf.mtu()) + FRAME_OVERHEAD;
+    let Some(window) = vf.window.as_ref() else { return };
+    let queue = &mut vf.queues[q];
+    if too_big {
+        add(&queue.stats.rx_drops, 1);
+        return;
+    }
+    let mut sent = 0;
+    let mut first = true;
+    while sent < frame.len() || first {
+        let Some(rx) = queue.rx_sq.pop() else {
+            // No buffer posted: the rest of the frame is dropped (buffers already used come back
+            // with a dropped status below).
+            add(&queue.stats.rx_drops, 1);
+            return;
+        };
+        if !rx_desc_ok(&rx, queue.depth) {
+            add(&queue.stats.rx_bad_desc, 1);
+            continue;
+        }
+        let chunk = (frame.len() - sent).min(rx.buffer_len() as usize);
+        let last = sent + chunk == frame.len();
+        let mut status = 0;
+        if window.write(rx.addr(), &frame[sent..sent + chunk]).is_err() {
+            add(&queue.stats.rx_bad_desc, 1);
+            status |= RX_STATUS_DROPPED;
+        }
+        if first {
+            status |= rx_cq_field::FIRST;
+        }
+        if last {
+            status |= rx_cq_field::LAST;
+        }
+        let completion = RxCompletion {
+            status,
+            length: chunk as u16,
+            req_id: rx.req_id,
+            hash,
+            sub_qid: q as u16,
+            ..Default::default()
+        };
+        if !queue.rx_cq.push(completion) {
+            add(&queue.stats.rx_drops, 1);
+            return;
+        }
+        if status & RX_STATUS_DROPPED != 0 {
+            add(&queue.stats.rx_drops, 1);
+            return;
+        }
+        sent += chunk;
+        first = false;
+        if last {
+            add(&queue.stats.rx_packets, 1);
+            add(&queue.stats.rx_bytes, frame.len() as u64);
+            return;
+        }
+    }
+}
+
+fn rx_desc_ok(rx: &RxDesc, depth: u32) -> bool {
+    u32::from(rx.req_id) < depth
+}

@@ -1,0 +1,449 @@
+//! The NIC: a physical function, its virtual functions, their ENA queue pairs, and the engine
+//! that moves frames between them.
+//!
+//! * A [`PhysicalFunction`] has `total_vfs` (at most 256) and Linux's `sriov_numvfs` semantics:
+//!   VFs are enabled 0 → N and disabled N → 0; changing N while VFs are enabled, disabling them
+//!   while one is assigned, or asking above `total_vfs` is an error.
+//! * A [`VirtualFunction`] has a MAC, an MTU (at most 9001), a port VLAN and spoof check for the
+//!   embedded switch, a DMA window (the guest memory it may touch, given when the VF is assigned
+//!   to a VM), RSS (Toeplitz key, 128-entry indirection table) and 1 to 128 queue pairs (ENA's
+//!   default ceiling is 32 per ENI).
+//! * A queue pair is four rings in the guest's memory, laid out by the guest's driver and attached
+//!   by the device when it creates the queue: TX submission (16-byte [`TxDesc`]), TX completion
+//!   (8-byte [`TxCompletion`]), RX submission (16-byte [`RxDesc`]) and RX completion (16-byte
+//!   [`RxCompletion`]); ENA numbers them 2q and 2q + 1.
+//! * The engine ([`PhysicalFunction::poll`], in `engine.rs`) polls every TX queue in bursts of 32,
+//!   validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
+//!   MAC and VLAN, picks the receiving queue by RSS, copies into a posted RX buffer, and writes the
+//!   completions. A bad descriptor is counted and dropped (or completed with an error status so the
+//!   driver gets its buffer back); nothing a guest writes can make the engine panic or touch memory
+//!   outside that guest's window.
+//!
+//! A VF reset ([`PhysicalFunction::reset_vf`]) destroys its queues and returns the request ids
+//! still in flight to the caller (the driver's buffers); counters are kept.
+
+mod dma;
+mod engine;
+pub mod stats;
+
+use std::sync::Arc;
+
+pub use dma::{DmaError, DmaWindow, Iova};
+pub use engine::{BURST, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK};
+use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
+
+use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc};
+use crate::frame::MacAddr;
+use crate::ring::{
+    CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
+};
+use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
+use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
+
+/// Most VFs a PF can expose.
+pub const MAX_VFS: u16 = 256;
+/// Most queue pairs per VF (ENA's driver maximum is 128 IO queues).
+pub const MAX_QUEUE_PAIRS: usize = 128;
+/// Largest MTU (jumbo frames inside a VPC).
+pub const MAX_MTU: u16 = 9001;
+/// Ethernet header, one VLAN tag and FCS on top of the MTU.
+pub const FRAME_OVERHEAD: usize = 22;
+
+/// What the device refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// More VFs than the PF has.
+    #[error("sriov_numvfs {requested} is above sriov_totalvfs {total}")]
+    TooManyVfs {
+        /// Asked for.
+        requested: u16,
+        /// The PF's total.
+        total: u16,
+    },
+    /// `total_vfs` above 256.
+    #[error("a PF exposes at most {MAX_VFS} VFs, not {0}")]
+    TotalVfs(u16),
+    /// N → M without going through 0, as Linux refuses with EBUSY.
+    #[error("{current} VFs are enabled: write 0 to sriov_numvfs before enabling {requested}")]
+    VfsEnabled {
+        /// Enabled now.
+        current: u16,
+        /// Asked for.
+        requested: u16,
+    },
+    /// Disabling VFs while one is assigned to a VM.
+    #[error("VF {0} is in use: release it before disabling VFs")]
+    VfInUse(u16),
+    /// No such VF.
+    #[error("VF {vf} does not exist ({enabled} enabled)")]
+    NoSuchVf {
+        /// Asked for.
+        vf: u16,
+        /// Enabled now.
+        enabled: u16,
+    },
+    /// The VF has no DMA window yet.
+    #[error("VF {0} is not assigned (no DMA window)")]
+    NotAssigned(u16),
+    /// The VF already has a DMA window.
+    #[error("VF {0} is already assigned")]
+    AlreadyAssigned(u16),
+    /// MTU out of range.
+    #[error("MTU {0} is outside 68..=9001")]
+    Mtu(u16),
+    /// Too many queue pairs.
+    #[error("VF {vf} already has {MAX_QUEUE_PAIRS} queue pairs")]
+    TooManyQueues {
+        /// The VF.
+        vf: u16,
+    },
+    /// A ring address outside the VF's window.
+    #[error(transparent)]
+    Dma(#[from] DmaError),
+    /// A ring that is not a valid ring of the expected shape.
+    #[error("queue ring at {iova:#x}: {source}")]
+    Ring {
+        /// Where the driver said it is.
+        iova: u64,
+        /// What is wrong with it.
+        #[source]
+        source: RingError,
+    },
+}
+
+/// Where a queue pair's four rings are, in the VF's DMA window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePairSpec {
+    /// Depth of all four rings.
+    pub depth: u32,
+    /// TX submission ring.
+    pub tx_sq: Iova,
+    /// TX completion ring.
+    pub tx_cq: Iova,
+    /// RX submission ring.
+    pub rx_sq: Iova,
+    /// RX completion ring.
+    pub rx_cq: Iova,
+}
+
+/// The device's end of one queue pair.
+#[derive(Debug)]
+pub(crate) struct DeviceQueue {
+    pub(crate) depth: u32,
+    pub(crate) tx_sq: SubmissionConsumer<TxDesc>,
+    pub(crate) tx_cq: CompletionProducer<TxCompletion>,
+    pub(crate) rx_sq: SubmissionConsumer<RxDesc>,
+    pub(crate) rx_cq: CompletionProducer<RxCompletion>,
+    /// TX request ids between their first descriptor and their completion.
+    pub(crate) tx_in_flight: Vec<bool>,
+    /// The frame being gathered: its request id, bytes so far, and whether it is already bad.
+    pub(crate) partial: Option<PartialFrame>,
+    /// Count of TX descriptors consumed (ENA's SQ head index).
+    pub(crate) tx_head: u16,
+    pub(crate) stats: Arc<QueueStats>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartialFrame {
+    pub(crate) req_id: u16,
+    pub(crate) len: usize,
+    pub(crate) bad: bool,
+}
+
+/// A virtual function.
+#[derive(Debug)]
+pub struct VirtualFunction {
+    id: u16,
+    mtu: u16,
+    window: Option<DmaWindow>,
+    pub(crate) queues: Vec<DeviceQueue>,
+    pub(crate) rss: Toeplitz,
+    pub(crate) indirection: IndirectionTable,
+    pub(crate) stats: Arc<VfStats>,
+    /// Queue stats of destroyed queues, so that counters survive a reset.
+    retired: QueueStatsSnapshot,
+}
+
+impl VirtualFunction {
+    fn new(id: u16) -> Self {
+        Self {
+            id,
+            mtu: 1500,
+            window: None,
+            queues: Vec::new(),
+            rss: Toeplitz::new(MICROSOFT_RSS_KEY),
+            indirection: IndirectionTable::spread(1),
+            stats: Arc::default(),
+            retired: QueueStatsSnapshot::default(),
+        }
+    }
+
+    /// Its index.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Its MTU.
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    /// Its DMA window, once assigned.
+    pub fn window(&self) -> Option<&DmaWindow> {
+        self.window.as_ref()
+    }
+
+    /// Its queue pairs.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// One queue pair's counters, readable while traffic runs.
+    pub fn queue_stats(&self, q: usize) -> Option<Arc<QueueStats>> {
+        self.queues.get(q).map(|q| q.stats.clone())
+    }
+
+    /// The VF's counters (readable while traffic runs).
+    pub fn vf_stats(&self) -> Arc<VfStats> {
+        self.stats.clone()
+    }
+
+    /// All its queue counters summed, including queues destroyed by resets.
+    pub fn totals(&self) -> (QueueStatsSnapshot, VfStatsSnapshot) {
+        let mut q = self.retired;
+        for queue in &self.queues {
+            q += queue.stats.snapshot();
+        }
+        (q, self.stats.snapshot())
+    }
+}
+
+/// What a reset hands back: per queue, the TX request ids that were in flight.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    /// `(queue, request ids)`.
+    pub tx_in_flight: Vec<(u16, Vec<u16>)>,
+}
+
+/// A physical function with its VFs and embedded switch.
+pub struct PhysicalFunction {
+    total_vfs: u16,
+    pub(crate) vfs: Vec<VirtualFunction>,
+    pub(crate) switch: EmbeddedSwitch,
+    pub(crate) uplink: Option<Arc<dyn Uplink>>,
+    pub(crate) scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for PhysicalFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhysicalFunction")
+            .field("total_vfs", &self.total_vfs)
+            .field("num_vfs", &self.vfs.len())
+            .finish()
+    }
+}
+
+impl PhysicalFunction {
+    /// A PF that can expose `total_vfs` VFs (none enabled).
+    pub fn new(total_vfs: u16) -> Result<Self, DeviceError> {
+        if total_vfs > MAX_VFS {
+            return Err(DeviceError::TotalVfs(total_vfs));
+        }
+        Ok(Self {
+            total_vfs,
+            vfs: Vec::new(),
+            switch: EmbeddedSwitch::new(),
+            uplink: None,
+            scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
+        })
+    }
+
+    /// `sriov_totalvfs`.
+    pub fn total_vfs(&self) -> u16 {
+        self.total_vfs
+    }
+
+    /// `sriov_numvfs`.
+    pub fn num_vfs(&self) -> u16 {
+        self.vfs.len() as u16
+    }
+
+    /// Writes `sriov_numvfs`: 0 → N enables N VFs (MACs `02:56:…`, spoof check on), N → 0
+    /// disables them.
+    pub fn set_num_vfs(&mut self, n: u16) -> Result<(), DeviceError> {
+        let current = self.num_vfs();
+        if n > self.total_vfs {
+            return Err(DeviceError::TooManyVfs { requested: n, total: self.total_vfs });
+        }
+        if n == current {
+            return Ok(());
+        }
+        if n != 0 && current != 0 {
+            return Err(DeviceError::VfsEnabled { current, requested: n });
+        }
+        if n == 0 {
+            if let Some(vf) = self.vfs.iter().find(|vf| vf.window.is_some()) {
+                return Err(DeviceError::VfInUse(vf.id));
+            }
+            for vf in 0..current {
+                self.switch.remove_port(vf);
+            }
+            self.vfs.clear();
+            return Ok(());
+        }
+        for id in 0..n {
+            self.vfs.push(VirtualFunction::new(id));
+            let mac = MacAddr::local(u32::from(id) + 1);
+            self.switch.set_port(id, VfPort { mac, vlan: None, spoof_check: true });
+        }
+        Ok(())
+    }
+
+    /// Connects the uplink (the host's fabric).
+    pub fn set_uplink(&mut self, uplink: Arc<dyn Uplink>) {
+        self.uplink = Some(uplink);
+    }
+
+    fn check(&self, vf: u16) -> Result<usize, DeviceError> {
+        if vf < self.num_vfs() {
+            Ok(usize::from(vf))
+        } else {
+            Err(DeviceError::NoSuchVf { vf, enabled: self.num_vfs() })
+        }
+    }
+
+    /// A VF.
+    pub fn vf(&self, vf: u16) -> Result<&VirtualFunction, DeviceError> {
+        Ok(&self.vfs[self.check(vf)?])
+    }
+
+    /// A VF's switch port (MAC, VLAN, spoof check).
+    pub fn port(&self, vf: u16) -> Result<VfPort, DeviceError> {
+        self.check(vf)?;
+        self.switch.port(vf).copied().ok_or(DeviceError::NoSuchVf { vf, enabled: self.num_vfs() })
+    }
+
+    /// Sets a VF's MAC, port VLAN and spoof check (`ip link set dev PF vf N mac M vlan V spoofchk`).
+    pub fn set_port(&mut self, vf: u16, port: VfPort) -> Result<(), DeviceError> {
+        self.check(vf)?;
+        self.switch.set_port(vf, port);
+        Ok(())
+    }
+
+    /// Sets a VF's MTU (68 to 9001).
+    pub fn set_mtu(&mut self, vf: u16, mtu: u16) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        if !(68..=MAX_MTU).contains(&mtu) {
+            return Err(DeviceError::Mtu(mtu));
+        }
+        self.vfs[i].mtu = mtu;
+        Ok(())
+    }
+
+    /// Sets a VF's RSS key and indirection table.
+    pub fn set_rss(
+        &mut self,
+        vf: u16,
+        key: [u8; crate::rss::RSS_KEY_LEN],
+        table: IndirectionTable,
+    ) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        self.vfs[i].rss = Toeplitz::new(key);
+        self.vfs[i].indirection = table;
+        Ok(())
+    }
+
+    /// Assigns a VF to a guest: from now on it may DMA to `window` and nowhere else.
+    pub fn assign(&mut self, vf: u16, window: DmaWindow) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        if self.vfs[i].window.is_some() {
+            return Err(DeviceError::AlreadyAssigned(vf));
+        }
+        self.vfs[i].window = Some(window);
+        Ok(())
+    }
+
+    /// Resets a VF and takes its DMA window away, returning it to the pool.
+    pub fn release(&mut self, vf: u16) -> Result<ResetReport, DeviceError> {
+        let report = self.reset_vf(vf)?;
+        let i = self.check(vf)?;
+        self.vfs[i].window = None;
+        Ok(report)
+    }
+
+    /// Creates a queue pair from rings the driver laid out in the VF's window; returns its index.
+    pub fn create_queue_pair(&mut self, vf: u16, spec: QueuePairSpec) -> Result<u16, DeviceError> {
+        let i = self.check(vf)?;
+        let v = &self.vfs[i];
+        let window = v.window.clone().ok_or(DeviceError::NotAssigned(vf))?;
+        if v.queues.len() >= MAX_QUEUE_PAIRS {
+            return Err(DeviceError::TooManyQueues { vf });
+        }
+        let d = spec.depth;
+        let at = |iova: Iova, bytes: usize| window.offset(iova.0, bytes as u64);
+        let ring = |iova: Iova| move |source| DeviceError::Ring { iova: iova.0, source };
+        let region = window.region().clone();
+        let tx_sq = SubmissionConsumer::attach(
+            region.clone(),
+            at(spec.tx_sq, SubmissionRing::<TxDesc>::bytes(d))?,
+        )
+        .map_err(ring(spec.tx_sq))?;
+        let tx_cq = CompletionProducer::attach(
+            region.clone(),
+            at(spec.tx_cq, CompletionRing::<TxCompletion>::bytes(d))?,
+        )
+        .map_err(ring(spec.tx_cq))?;
+        let rx_sq = SubmissionConsumer::attach(
+            region.clone(),
+            at(spec.rx_sq, SubmissionRing::<RxDesc>::bytes(d))?,
+        )
+        .map_err(ring(spec.rx_sq))?;
+        let rx_cq = CompletionProducer::attach(
+            region,
+            at(spec.rx_cq, CompletionRing::<RxCompletion>::bytes(d))?,
+        )
+        .map_err(ring(spec.rx_cq))?;
+        let depth = tx_sq.depth();
+        if [tx_cq.depth(), rx_sq.depth(), rx_cq.depth()].iter().any(|&x| x != depth) {
+            return Err(DeviceError::Ring {
+                iova: spec.tx_cq.0,
+                source: RingError::BadDepth { depth: tx_cq.depth() },
+            });
+        }
+        let v = &mut self.vfs[i];
+        v.queues.push(DeviceQueue {
+            depth,
+            tx_sq,
+            tx_cq,
+            rx_sq,
+            rx_cq,
+            tx_in_flight: vec![false; depth as usize],
+            partial: None,
+            tx_head: 0,
+            stats: Arc::default(),
+        });
+        let n = v.queues.len() as u16;
+        v.indirection = IndirectionTable::spread(n);
+        Ok(n - 1)
+    }
+
+    /// Resets a VF: its queues are destroyed and the TX request ids still in flight returned;
+    /// counters are kept; MAC, MTU, RSS and the DMA window stay.
+    pub fn reset_vf(&mut self, vf: u16) -> Result<ResetReport, DeviceError> {
+        let i = self.check(vf)?;
+        let v = &mut self.vfs[i];
+        let mut report = ResetReport::default();
+        for (q, queue) in v.queues.drain(..).enumerate() {
+            v.retired += queue.stats.snapshot();
+            let ids: Vec<u16> = (0..queue.depth as usize)
+                .filter(|&r| queue.tx_in_flight[r])
+                .map(|r| r as u16)
+                .collect();
+            if !ids.is_empty() {
+                report.tx_in_flight.push((q as u16, ids));
+            }
+        }
+        v.indirection = IndirectionTable::spread(1);
+        Ok(report)
+    }
+}

@@ -1,0 +1,80 @@
+//! Counters with ethtool's names, per queue and per VF, readable from any thread while traffic
+//! runs (relaxed atomics: each is exact, a snapshot of several is not a single instant).
+//!
+//! The device engine is the only writer of its counters, so it adds with a relaxed load and
+//! store, not a locked read-modify-write: counting costs two plain moves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[$doc:meta])* $atomic:ident, $snapshot:ident { $($(#[$fdoc:meta])* $field:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default)]
+        pub struct $atomic {
+            $($(#[$fdoc])* pub $field: AtomicU64,)*
+        }
+
+        /// A snapshot of the counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $snapshot {
+            $($(#[$fdoc])* pub $field: u64,)*
+        }
+
+        impl $atomic {
+            /// The counters now.
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot { $($field: self.$field.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl std::ops::AddAssign for $snapshot {
+            fn add_assign(&mut self, other: Self) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+counters!(
+    /// One queue pair's counters.
+    QueueStats,
+    QueueStatsSnapshot {
+        /// Frames sent.
+        tx_packets,
+        /// Bytes sent.
+        tx_bytes,
+        /// TX descriptors rejected (bad address, length, request id, or chain).
+        tx_bad_desc,
+        /// Frames completed with an error status.
+        tx_errors,
+        /// Frames received.
+        rx_packets,
+        /// Bytes received.
+        rx_bytes,
+        /// Frames dropped on receive (no buffer posted, too large, bad descriptor).
+        rx_drops,
+        /// RX descriptors rejected.
+        rx_bad_desc,
+    }
+);
+
+counters!(
+    /// A VF's counters outside its queues.
+    VfStats,
+    VfStatsSnapshot {
+        /// Frames dropped by the spoof check.
+        tx_spoofed,
+        /// Frames the switch dropped for other reasons (hairpin, tagged on a VLAN port, ...).
+        tx_switch_drops,
+        /// Frames that could not be parsed.
+        tx_malformed,
+        /// Frames larger than the MTU.
+        tx_oversize,
+    }
+);
+
+/// Adds `n` to a counter that only the calling thread (the engine that owns it) writes.
+#[inline(always)]
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}

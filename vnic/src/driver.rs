@@ -1,0 +1,311 @@
+//! The guest's side of a queue pair, in the shape of ENA's kernel driver: it lays out the four
+//! rings and the packet buffers in guest memory, keeps the TX request-id free list (completions
+//! may come back out of order), copies frames into TX buffers and posts descriptors with one
+//! doorbell per burst, keeps RX buffers posted, and reaps completions by their phase bit.
+//!
+//! Layout of one queue pair, from a 128-byte-aligned offset of the guest's memory:
+//!
+//! ```text
+//! TX SQ ring | TX CQ ring | RX SQ ring | RX CQ ring | depth × TX buffer | depth × RX buffer
+//! ```
+//!
+//! A TX buffer holds a whole frame (up to 9,024 bytes: a 9001-byte MTU plus headers); frames are
+//! split into descriptors of at most [`TX_DESC_MAX`] bytes, so jumbo frames use a chain
+//! (first … last). An RX buffer is `rx_buf` bytes (2 KiB by default); the device spreads a larger
+//! frame over several buffers and the driver gathers them.
+
+use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
+use crate::device::{DmaWindow, QueuePairSpec};
+use crate::ring::{
+    CompletionConsumer, CompletionRing, RingError, SubmissionProducer, SubmissionRing,
+};
+
+/// Largest buffer one TX descriptor carries.
+pub const TX_DESC_MAX: usize = 4096;
+/// Bytes of one TX buffer (a whole jumbo frame).
+pub const TX_BUF: usize = 9024;
+
+fn align(n: usize) -> usize {
+    n.div_ceil(128) * 128
+}
+
+/// Where a queue pair's rings and buffers sit in guest memory (offsets from the region start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePairLayout {
+    /// Ring depth.
+    pub depth: u32,
+    /// RX buffer size.
+    pub rx_buf: usize,
+    /// TX submission ring.
+    pub tx_sq: usize,
+    /// TX completion ring.
+    pub tx_cq: usize,
+    /// RX submission ring.
+    pub rx_sq: usize,
+    /// RX completion ring.
+    pub rx_cq: usize,
+    /// First TX buffer.
+    pub tx_bufs: usize,
+    /// First RX buffer.
+    pub rx_bufs: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl QueuePairLayout {
+    /// A layout starting at `offset` (rounded up to 128).
+    pub fn new(offset: usize, depth: u32, rx_buf: usize) -> Self {
+        let d = depth as usize;
+        let tx_sq = align(offset);
+        let tx_cq = tx_sq + SubmissionRing::<TxDesc>::bytes(depth);
+        let rx_sq = tx_cq + CompletionRing::<TxCompletion>::bytes(depth);
+        let rx_cq = rx_sq + SubmissionRing::<RxDesc>::bytes(depth);
+        let tx_bufs = rx_cq + CompletionRing::<RxCompletion>::bytes(depth);
+        let rx_bufs = align(tx_bufs + d * TX_BUF);
+        let end = align(rx_bufs + d * rx_buf);
+        Self { depth, rx_buf, tx_sq, tx_cq, rx_sq, rx_cq, tx_bufs, rx_bufs, end }
+    }
+
+    /// The rings' addresses as the device sees them through `window`.
+    pub fn spec(&self, window: &DmaWindow) -> QueuePairSpec {
+        QueuePairSpec {
+            depth: self.depth,
+            tx_sq: window.iova(self.tx_sq),
+            tx_cq: window.iova(self.tx_cq),
+            rx_sq: window.iova(self.rx_sq),
+            rx_cq: window.iova(self.rx_cq),
+        }
+    }
+}
+
+/// Why the driver could not set a queue pair up.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A ring could not be laid out.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// The layout does not fit in guest memory.
+    #[error("queue pair needs {needed} bytes of guest memory, the window has {have}")]
+    TooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        have: u64,
+    },
+    /// The RX buffer size is not 64..=65536.
+    #[error("RX buffer of {0} bytes: must be 64 to 65536")]
+    RxBuffer(usize),
+}
+
+/// Counters the driver keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Frames handed to the device.
+    pub tx_posted: u64,
+    /// TX completions reaped with success.
+    pub tx_completed: u64,
+    /// TX completions reaped with an error status.
+    pub tx_errors: u64,
+    /// TX completions naming a request id not in flight (ignored).
+    pub tx_bogus_completions: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// RX buffers returned with a drop status or outside a frame.
+    pub rx_errors: u64,
+}
+
+/// The driver's end of one queue pair.
+#[derive(Debug)]
+pub struct QueuePairDriver {
+    window: DmaWindow,
+    layout: QueuePairLayout,
+    tx_sq: SubmissionProducer<TxDesc>,
+    tx_cq: CompletionConsumer<TxCompletion>,
+    rx_sq: SubmissionProducer<RxDesc>,
+    rx_cq: CompletionConsumer<RxCompletion>,
+    tx_free: Vec<u16>,
+    tx_in_flight: Vec<bool>,
+    rx_posted: Vec<bool>,
+    /// RX request ids whose buffers are back with the driver, to post again.
+    rx_unposted: Vec<u16>,
+    rx_frame: Vec<u8>,
+    rx_in_frame: bool,
+    stats: DriverStats,
+}
+
+impl QueuePairDriver {
+    /// Lays out the rings of `layout` in the guest memory behind `window` and attaches to them.
+    pub fn create(window: DmaWindow, layout: QueuePairLayout) -> Result<Self, DriverError> {
+        if layout.end as u64 > window.size() {
+            return Err(DriverError::TooSmall { needed: layout.end, have: window.size() });
+        }
+        if !(64..=65536).contains(&layout.rx_buf) {
+            return Err(DriverError::RxBuffer(layout.rx_buf));
+        }
+        let r = window.region();
+        let d = layout.depth;
+        SubmissionRing::<TxDesc>::init(r, layout.tx_sq, d)?;
+        CompletionRing::<TxCompletion>::init(r, layout.tx_cq, d)?;
+        SubmissionRing::<RxDesc>::init(r, layout.rx_sq, d)?;
+        CompletionRing::<RxCompletion>::init(r, layout.rx_cq, d)?;
+        let depth = d as usize;
+        Ok(Self {
+            tx_sq: SubmissionProducer::attach(r.clone(), layout.tx_sq)?,
+            tx_cq: CompletionConsumer::attach(r.clone(), layout.tx_cq)?,
+            rx_sq: SubmissionProducer::attach(r.clone(), layout.rx_sq)?,
+            rx_cq: CompletionConsumer::attach(r.clone(), layout.rx_cq)?,
+            window,
+            layout,
+            tx_free: (0..d as u16).rev().collect(),
+            tx_in_flight: vec![false; depth],
+            rx_posted: vec![false; depth],
+            rx_unposted: (0..d as u16).rev().collect(),
+            rx_frame: Vec::with_capacity(TX_BUF),
+            rx_in_frame: false,
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// The rings' addresses, for the device's create-queue command.
+    pub fn spec(&self) -> QueuePairSpec {
+        self.layout.spec(&self.window)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    /// TX request ids free.
+    pub fn tx_free(&self) -> usize {
+        self.tx_free.len()
+    }
+
+    /// Posts every RX buffer not posted yet, in place and with one doorbell; returns how many.
+    pub fn refill_rx(&mut self) -> usize {
+        let len = (self.layout.rx_buf % 65536) as u16; // ENA: 0 stands for 64 KiB
+        let mut res = self.rx_sq.reserve_up_to(self.rx_unposted.len());
+        let n = res.len();
+        for i in 0..n {
+            let Some(id) = self.rx_unposted.pop() else { break };
+            let addr = self.window.iova(self.layout.rx_bufs + usize::from(id) * self.layout.rx_buf);
+            res.set(i, RxDesc::new(addr.0, len, id));
+            self.rx_posted[usize::from(id)] = true;
+        }
+        res.commit();
+        n
+    }
+
+    /// Copies each frame into a TX buffer and posts them all in place with one doorbell; returns
+    /// how many were taken (fewer if request ids or ring slots run out, or a frame is empty or
+    /// larger than a TX buffer).
+    pub fn send_burst(&mut self, frames: &[&[u8]]) -> usize {
+        let want: usize = frames.iter().map(|f| f.len().div_ceil(TX_DESC_MAX)).sum();
+        let mut res = self.tx_sq.reserve_up_to(want);
+        let room = res.len();
+        let (mut used, mut taken) = (0, 0);
+        for frame in frames {
+            let chain = frame.len().div_ceil(TX_DESC_MAX);
+            if frame.is_empty() || frame.len() > TX_BUF || used + chain > room {
+                break;
+            }
+            let Some(req_id) = self.tx_free.pop() else { break };
+            let base = self.window.iova(self.layout.tx_bufs + usize::from(req_id) * TX_BUF);
+            if self.window.write(base.0, frame).is_err() {
+                self.tx_free.push(req_id);
+                break;
+            }
+            for (i, off) in (0..frame.len()).step_by(TX_DESC_MAX).enumerate() {
+                let len = (frame.len() - off).min(TX_DESC_MAX);
+                let last = i + 1 == chain;
+                let desc = TxDesc::new(base.0 + off as u64, len as u16, req_id)
+                    .with_first(i == 0)
+                    .with_last(last)
+                    .with_comp_req(last);
+                res.set(used, desc);
+                used += 1;
+            }
+            self.tx_in_flight[usize::from(req_id)] = true;
+            taken += 1;
+        }
+        res.commit_first(used);
+        self.stats.tx_posted += taken as u64;
+        taken
+    }
+
+    /// Reaps TX completions, returning their request ids to the free list; returns how many.
+    pub fn reap_tx(&mut self) -> usize {
+        let mut done = [TxCompletion::default(); 64];
+        let n = self.tx_cq.pop_burst(&mut done);
+        for c in &done[..n] {
+            let id = usize::from(c.req_id);
+            if id >= self.tx_in_flight.len() || !std::mem::take(&mut self.tx_in_flight[id]) {
+                self.stats.tx_bogus_completions += 1;
+                continue;
+            }
+            if c.status == 0 {
+                self.stats.tx_completed += 1;
+            } else {
+                self.stats.tx_errors += 1;
+            }
+            self.tx_free.push(c.req_id);
+        }
+        n
+    }
+
+    /// Returns request ids the device handed back on a reset to the free list.
+    pub fn reclaim_tx(&mut self, req_ids: &[u16]) {
+        for &id in req_ids {
+            if let Some(flag) = self.tx_in_flight.get_mut(usize::from(id))
+                && std::mem::take(flag)
+            {
+                self.tx_free.push(id);
+            }
+        }
+    }
+
+    /// Reaps RX completions, gathering multi-buffer frames, calling `each(frame, rss_hash)` per
+    /// whole frame, and reposting the buffers; returns the frames received.
+    pub fn recv(&mut self, mut each: impl FnMut(&[u8], u32)) -> usize {
+        let mut done = [RxCompletion::default(); 64];
+        let n = self.rx_cq.pop_burst(&mut done);
+        let mut frames = 0;
+        for c in &done[..n] {
+            let id = c.req_id;
+            if usize::from(id) >= self.rx_posted.len()
+                || !std::mem::take(&mut self.rx_posted[usize::from(id)])
+            {
+                self.stats.rx_errors += 1;
+                continue;
+            }
+            self.rx_unposted.push(id);
+            let dropped = c.status & crate::device::RX_STATUS_DROPPED != 0;
+            if c.status & rx_cq_field::FIRST != 0 {
+                self.rx_frame.clear();
+                self.rx_in_frame = true;
+            }
+            let len = usize::from(c.length).min(self.layout.rx_buf);
+            let start = self.rx_frame.len();
+            self.rx_frame.resize(start + len, 0);
+            let buf = self.layout.rx_bufs + usize::from(id) * self.layout.rx_buf;
+            let ok = !dropped
+                && self.rx_in_frame
+                && self.window.read(self.window.iova(buf).0, &mut self.rx_frame[start..]).is_ok();
+            if !ok {
+                self.stats.rx_errors += 1;
+                self.rx_in_frame = false;
+                continue;
+            }
+            if c.status & rx_cq_field::LAST != 0 {
+                self.rx_in_frame = false;
+                self.stats.rx_frames += 1;
+                frames += 1;
+                each(&self.rx_frame, c.hash);
+            }
+        }
+        if n > 0 {
+            self.refill_rx();
+        }
+        frames
+    }
+}

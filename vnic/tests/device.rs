@@ -1,0 +1,350 @@
+//! The NIC end to end: VFs with guest memory, ENA-style drivers, the engine between them, and a
+//! hostile guest.
+
+use std::sync::Arc;
+
+use vnic::desc::{RxCompletion, TxCompletion, TxDesc};
+use vnic::device::*;
+use vnic::driver::{QueuePairDriver, QueuePairLayout};
+use vnic::frame::{MacAddr, build_udp_frame};
+use vnic::ring::{
+    CompletionConsumer, CompletionRing, SharedRegion, SubmissionProducer, SubmissionRing,
+};
+use vnic::rss::{MICROSOFT_RSS_KEY, Toeplitz};
+
+const MB: usize = 1 << 20;
+
+/// A guest: its memory, seen by its VF at `base`.
+fn guest(pf: &mut PhysicalFunction, vf: u16, base: u64, bytes: usize) -> DmaWindow {
+    let window = DmaWindow::new(Arc::new(SharedRegion::anonymous(bytes).unwrap()), Iova(base));
+    pf.assign(vf, window.clone()).unwrap();
+    window
+}
+
+fn queue(
+    pf: &mut PhysicalFunction,
+    vf: u16,
+    window: &DmaWindow,
+    offset: usize,
+    depth: u32,
+) -> QueuePairDriver {
+    let layout = QueuePairLayout::new(offset, depth, 2048);
+    let mut drv = QueuePairDriver::create(window.clone(), layout).unwrap();
+    pf.create_queue_pair(vf, drv.spec()).unwrap();
+    drv.refill_rx();
+    drv
+}
+
+fn mac(vf: u16) -> MacAddr {
+    MacAddr::local(u32::from(vf) + 1)
+}
+
+fn udp(len: usize, from: u16, to: u16, sport: u16, seq: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let f = build_udp_frame(
+        &mut buf,
+        len,
+        mac(to),
+        mac(from),
+        ([10, 0, 0, from as u8 + 1], [10, 0, 0, to as u8 + 1]),
+        (sport, 9000),
+    );
+    let payload_at = 42;
+    if f.len() >= payload_at + 4 {
+        f[payload_at..payload_at + 4].copy_from_slice(&seq.to_be_bytes());
+        for (i, b) in f[payload_at + 4..].iter_mut().enumerate() {
+            *b = (seq as usize + i) as u8;
+        }
+    }
+    buf
+}
+
+#[test]
+fn sriov_numvfs_goes_through_zero() {
+    assert!(PhysicalFunction::new(257).is_err());
+    let mut pf = PhysicalFunction::new(8).unwrap();
+    assert!(matches!(pf.set_num_vfs(9), Err(DeviceError::TooManyVfs { .. })));
+    pf.set_num_vfs(4).unwrap();
+    assert!(matches!(pf.set_num_vfs(2), Err(DeviceError::VfsEnabled { current: 4, requested: 2 })));
+    let _w = guest(&mut pf, 1, 0, MB);
+    assert!(matches!(pf.set_num_vfs(0), Err(DeviceError::VfInUse(1))));
+    pf.release(1).unwrap();
+    pf.set_num_vfs(0).unwrap();
+    pf.set_num_vfs(8).unwrap();
+    assert_eq!(pf.num_vfs(), 8);
+    assert!(matches!(pf.vf(8), Err(DeviceError::NoSuchVf { vf: 8, enabled: 8 })));
+    assert!(matches!(pf.set_mtu(0, 9002), Err(DeviceError::Mtu(9002))));
+    pf.set_mtu(0, 9001).unwrap();
+    assert_eq!(pf.port(3).unwrap().mac, mac(3));
+}
+
+#[test]
+fn frames_cross_from_one_vf_to_another_intact() {
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    pf.set_mtu(0, 9001).unwrap();
+    pf.set_mtu(1, 9001).unwrap();
+    let w0 = guest(&mut pf, 0, 0x10_0000_0000, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0x20_0000_0000, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 256);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 256);
+    let sizes = [60usize, 64, 1500, 2049, 4096, 4097, 9001 + 14, 777];
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    let toeplitz = Toeplitz::new(MICROSOFT_RSS_KEY);
+    for seq in 0..2000u32 {
+        let frame = udp(sizes[seq as usize % sizes.len()], 0, 1, 1000 + seq as u16 % 50, seq);
+        while tx.send_burst(&[&frame]) == 0 {
+            pf.poll();
+            tx.reap_tx();
+        }
+        sent.push(frame);
+        pf.poll();
+        tx.reap_tx();
+        rx.recv(|f, hash| {
+            let sport = u16::from_be_bytes([f[34], f[35]]);
+            assert_eq!(hash, toeplitz.hash_ipv4_ports([10, 0, 0, 1], [10, 0, 0, 2], sport, 9000));
+            got.push(f.to_vec());
+        });
+    }
+    for _ in 0..10 {
+        pf.poll();
+        tx.reap_tx();
+        rx.recv(|f, _| got.push(f.to_vec()));
+    }
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "every frame arrives once, in order, byte for byte");
+    let d = tx.stats();
+    assert_eq!((d.tx_completed, d.tx_errors, d.tx_bogus_completions), (2000, 0, 0));
+    let (q0, _) = pf.vf(0).unwrap().totals();
+    let (q1, _) = pf.vf(1).unwrap().totals();
+    assert_eq!((q0.tx_packets, q0.tx_bad_desc), (2000, 0));
+    assert_eq!((q1.rx_packets, q1.rx_drops), (2000, 0));
+    assert_eq!(q0.tx_bytes, q1.rx_bytes);
+}
+
+#[test]
+fn rss_spreads_flows_over_queues_as_the_indirection_table_says() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 16 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 256);
+    let mut rxq: Vec<QueuePairDriver> =
+        (0..4).map(|q| queue(&mut pf, 1, &w1, q * 3 * MB, 128)).collect();
+    let toeplitz = Toeplitz::new(MICROSOFT_RSS_KEY);
+    let mut per_queue = [0usize; 4];
+    for sport in 0..400u16 {
+        let frame = udp(128, 0, 1, sport, u32::from(sport));
+        assert_eq!(tx.send_burst(&[&frame]), 1);
+        pf.poll();
+        tx.reap_tx();
+        let want = (toeplitz.hash_ipv4_ports([10, 0, 0, 1], [10, 0, 0, 2], sport, 9000) % 128 % 4)
+            as usize;
+        for (q, drv) in rxq.iter_mut().enumerate() {
+            let n = drv.recv(|_, _| {});
+            if n > 0 {
+                assert_eq!(q, want, "source port {sport}");
+                per_queue[q] += n;
+            }
+        }
+    }
+    assert_eq!(per_queue.iter().sum::<usize>(), 400);
+    assert!(per_queue.iter().all(|&n| n > 60), "{per_queue:?}");
+}
+
+#[test]
+fn a_reset_returns_in_flight_buffers_and_keeps_counters() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 64);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    let frame = udp(1000, 0, 1, 7, 1);
+    assert_eq!(tx.send_burst(&[&frame, &frame]), 2);
+    pf.poll();
+    assert_eq!(tx.reap_tx(), 2);
+    assert_eq!(rx.recv(|_, _| {}), 2);
+    // A jumbo chain of three descriptors, only the first two posted, then a reset.
+    let w = w0.clone();
+    let region = w.region().clone();
+    drop(tx);
+    let layout = QueuePairLayout::new(0, 64, 2048);
+    let mut raw = SubmissionProducer::<TxDesc>::attach(region, layout.tx_sq).unwrap();
+    assert!(raw.push_bulk(&[
+        TxDesc::new(layout.tx_bufs as u64, 4096, 5).with_first(true),
+        TxDesc::new(layout.tx_bufs as u64 + 4096, 4096, 5),
+    ]));
+    pf.poll();
+    let report = pf.reset_vf(0).unwrap();
+    assert_eq!(report.tx_in_flight, vec![(0, vec![5])]);
+    let (totals, _) = pf.vf(0).unwrap().totals();
+    assert_eq!(totals.tx_packets, 2, "counters survive the reset");
+    assert_eq!(pf.vf(0).unwrap().queue_count(), 0);
+    drop(raw);
+    // The driver lays the queue out again and traffic resumes.
+    let mut tx = queue(&mut pf, 0, &w0, 0, 64);
+    assert_eq!(tx.send_burst(&[&frame]), 1);
+    pf.poll();
+    assert_eq!(rx.recv(|_, _| {}), 1);
+    assert_eq!(pf.vf(0).unwrap().totals().0.tx_packets, 3);
+}
+
+#[test]
+fn spoofed_sources_are_dropped_and_broadcast_reaches_everyone() {
+    let mut pf = PhysicalFunction::new(3).unwrap();
+    pf.set_num_vfs(3).unwrap();
+    let ws: Vec<DmaWindow> = (0..3).map(|v| guest(&mut pf, v, 0, 8 * MB)).collect();
+    let mut d: Vec<QueuePairDriver> =
+        (0..3).map(|v| queue(&mut pf, v, &ws[usize::from(v)], 0, 64)).collect();
+    let mut spoof = udp(200, 0, 1, 1, 1);
+    spoof[6..12].copy_from_slice(&mac(2).0);
+    assert_eq!(d[0].send_burst(&[&spoof]), 1);
+    let mut bcast = udp(200, 0, 1, 1, 2);
+    bcast[..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    assert_eq!(d[0].send_burst(&[&bcast]), 1);
+    pf.poll();
+    assert_eq!(pf.vf(0).unwrap().totals().1.tx_spoofed, 1);
+    assert_eq!(d[1].recv(|f, _| assert_eq!(f[..6], [0xff; 6])), 1);
+    assert_eq!(d[2].recv(|_, _| {}), 1);
+    assert_eq!(d[0].recv(|_, _| {}), 0, "not back to the sender");
+}
+
+#[test]
+fn rx_without_buffers_drops_and_jumbo_frames_span_buffers() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    pf.set_mtu(0, 9001).unwrap();
+    pf.set_mtu(1, 9001).unwrap();
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 64);
+    // The receiver lays out its rings but posts only three 2 KiB buffers.
+    let layout = QueuePairLayout::new(0, 64, 2048);
+    let mut rx = QueuePairDriver::create(w1.clone(), layout).unwrap();
+    pf.create_queue_pair(1, rx.spec()).unwrap();
+    let jumbo = udp(9015, 0, 1, 5, 9);
+    // Before any buffer is posted: dropped and counted.
+    assert_eq!(tx.send_burst(&[&jumbo]), 1);
+    pf.poll();
+    assert_eq!(pf.vf(1).unwrap().totals().0.rx_drops, 1);
+    rx.refill_rx();
+    assert_eq!(tx.send_burst(&[&jumbo]), 1);
+    pf.poll();
+    let mut got = Vec::new();
+    assert_eq!(rx.recv(|f, _| got = f.to_vec()), 1);
+    assert!(got == jumbo, "a 9015-byte frame in five 2 KiB buffers");
+    // A frame above the receiver's MTU is dropped.
+    pf.set_mtu(1, 1500).unwrap();
+    assert_eq!(tx.send_burst(&[&jumbo]), 1);
+    pf.poll();
+    assert_eq!(pf.vf(1).unwrap().totals().0.rx_drops, 2);
+}
+
+/// xorshift64*: a seeded source of hostile bits.
+struct Hostile(u64);
+impl Hostile {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[test]
+fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(4).unwrap();
+    // VF 0 is hostile; VF 1 sends to VF 2; VF 3's memory is a canary nobody may touch.
+    let w0 = guest(&mut pf, 0, 0x1000_0000, 4 * MB);
+    let w1 = guest(&mut pf, 1, 0x2000_0000, 8 * MB);
+    let w2 = guest(&mut pf, 2, 0x3000_0000, 8 * MB);
+    let w3 = guest(&mut pf, 3, 0x4000_0000, MB);
+    let mut a = queue(&mut pf, 1, &w1, 0, 256);
+    let mut b = queue(&mut pf, 2, &w2, 0, 256);
+    // The hostile guest lays out real rings (so the device attaches), then writes garbage.
+    let layout = QueuePairLayout::new(0, 256, 2048);
+    let r0 = w0.region().clone();
+    SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 256).unwrap();
+    CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 256).unwrap();
+    SubmissionRing::<vnic::desc::RxDesc>::init(&r0, layout.rx_sq, 256).unwrap();
+    CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 256).unwrap();
+    pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
+    let mut evil = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
+    let mut evil_cq = CompletionConsumer::<TxCompletion>::attach(r0.clone(), layout.tx_cq).unwrap();
+    let mut rng = Hostile(0x9E37_79B9_7F4A_7C15);
+    let targets = [
+        0u64,
+        0x1000_0000,
+        0x1000_0000 + 4 * MB as u64 - 8,
+        0x2000_0000,
+        0x4000_0000,
+        u64::MAX - 100,
+    ];
+    let mut hostile_sent = 0u64;
+    let mut good_frames = 0u64;
+    let mut received = 0u64;
+    let mut completions = [TxCompletion::default(); 64];
+    for round in 0..20_000u32 {
+        // 64 hostile descriptors a round: random words, or aimed at other windows, huge lengths,
+        // reused request ids, broken chains.
+        let mut burst = [TxDesc::default(); 64];
+        for d in burst.iter_mut() {
+            let r = rng.next();
+            *d = match r % 4 {
+                0 => bytemuck::cast([rng.next(), rng.next()]),
+                1 => TxDesc::new(
+                    targets[(r >> 8) as usize % targets.len()] + (r >> 40) % 64,
+                    (r >> 16) as u16,
+                    (r >> 32) as u16 % 300,
+                )
+                .with_first(r & 0x100 != 0)
+                .with_last(r & 0x200 != 0),
+                2 => TxDesc::new(0x1000_0000 + layout.tx_bufs as u64, 64, 7)
+                    .with_first(true)
+                    .with_last(true),
+                _ => TxDesc::new(0x1000_0000 + (r % (4 * MB as u64)), 9000, (r % 256) as u16)
+                    .with_first(true),
+            };
+        }
+        hostile_sent += evil.push_burst(&burst) as u64;
+        evil_cq.pop_burst(&mut completions);
+        // The neighbours carry on.
+        let frame = udp(256, 1, 2, (round % 300) as u16, round);
+        good_frames += a.send_burst(&[&frame]) as u64;
+        pf.poll();
+        pf.poll();
+        a.reap_tx();
+        received += b.recv(|f, _| {
+            assert_eq!(f.len(), 256);
+        }) as u64;
+    }
+    // Last, a hostile doorbell: the guest scribbles an impossible tail over its TX ring's
+    // producer index, then keeps ringing.
+    for _ in 0..100 {
+        let tail = (rng.next() as u32).to_ne_bytes();
+        w0.write(w0.iova(layout.tx_sq + 128).0, &tail).unwrap();
+        let frame = udp(256, 1, 2, 1, 0);
+        good_frames += a.send_burst(&[&frame]) as u64;
+        pf.poll();
+        a.reap_tx();
+        received += b.recv(|_, _| {}) as u64;
+    }
+    for _ in 0..4 {
+        pf.poll();
+        a.reap_tx();
+        received += b.recv(|_, _| {}) as u64;
+    }
+    assert!(hostile_sent > 1_000_000, "{hostile_sent} hostile descriptors");
+    assert_eq!(received, good_frames, "the neighbours lost nothing");
+    assert_eq!(good_frames, 20_100);
+    let (q0, v0) = pf.vf(0).unwrap().totals();
+    assert!(q0.tx_bad_desc > 100_000, "{q0:?}");
+    assert!(v0.tx_malformed + v0.tx_spoofed + q0.tx_bad_desc > 0);
+    // Nothing outside a window was touched: the canary is still all zeros.
+    let mut canary = vec![0u8; MB];
+    w3.read(0x4000_0000, &mut canary).unwrap();
+    assert!(canary.iter().all(|&b| b == 0), "VF 3's memory was written");
+}
