@@ -76,7 +76,7 @@ pub enum Forward {
 #[derive(Debug, Default)]
 pub struct EmbeddedSwitch {
     ports: Vec<Option<VfPort>>,
-    fdb: HashMap<(MacAddr, u16), u16>,
+    fdb: HashMap<(MacAddr, u16), u16, foldhash::fast::RandomState>,
 }
 
 impl EmbeddedSwitch {

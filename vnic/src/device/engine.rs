@@ -3,7 +3,10 @@
 //!
 //! One engine owns a whole PF (every VF's queues), so delivering into another VF's RX ring needs
 //! no lock. Work per TX queue and poll is one burst of at most [`BURST`] descriptors: one acquire
-//! load of the tail, one release store of the head, one completion publication.
+//! load of the tail, one release store of the head, one completion publication. On the receive
+//! side, RX descriptors are taken from the ring a burst at a time into a per-queue cache (as a
+//! NIC's descriptor cache does), and RX completions are published once per poll, so a frame costs
+//! no shared-index traffic of its own.
 
 use super::stats::add;
 use super::{DeviceQueue, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction};
@@ -87,6 +90,7 @@ impl PhysicalFunction {
             };
             k += 1;
         }
+        self.flush_rx();
         let queue = &mut self.vfs[vf].queues[q];
         // The TX completion ring is as deep as the TX ring and completions never outnumber
         // frames in flight, so there is room unless the driver stopped reaping; then the
@@ -112,7 +116,9 @@ impl PhysicalFunction {
         }
         let from = Port::Vf(vf as u16);
         match self.switch.forward(from, &info) {
-            Forward::One(Port::Vf(dst)) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+            Forward::One(Port::Vf(dst)) => {
+                deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
+            }
             Forward::One(Port::Uplink) => {
                 if let Some(uplink) = &self.uplink {
                     uplink.transmit(frame);
@@ -121,7 +127,9 @@ impl PhysicalFunction {
             Forward::Flood { vlan } => {
                 for port in self.switch.flood(from, vlan) {
                     match port {
-                        Port::Vf(dst) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+                        Port::Vf(dst) => {
+                            deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
+                        }
                         Port::Uplink => {
                             if let Some(uplink) = &self.uplink {
                                 uplink.transmit(frame);
@@ -139,16 +147,32 @@ impl PhysicalFunction {
     pub fn receive_from_uplink(&mut self, frame: &[u8]) {
         let Ok(info) = FrameInfo::parse(frame) else { return };
         match self.switch.forward(Port::Uplink, &info) {
-            Forward::One(Port::Vf(dst)) => deliver(&mut self.vfs[usize::from(dst)], frame, &info),
+            Forward::One(Port::Vf(dst)) => {
+                deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
+            }
             Forward::Flood { vlan } => {
-                let targets: Vec<Port> = self.switch.flood(Port::Uplink, vlan).collect();
-                for port in targets {
+                for port in self.switch.flood(Port::Uplink, vlan) {
                     if let Port::Vf(dst) = port {
-                        deliver(&mut self.vfs[usize::from(dst)], frame, &info);
+                        deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info);
                     }
                 }
             }
             _ => {}
+        }
+        self.flush_rx();
+    }
+
+    /// Publishes the RX completions written since the last flush, one doorbell per queue.
+    fn flush_rx(&mut self) {
+        for (vf, q) in self.rx_dirty.drain(..) {
+            let Some(queue) = self.vfs.get_mut(usize::from(vf)).and_then(|v| v.queues.get_mut(usize::from(q))) else {
+                continue;
+            };
+            // Room was reserved when the RX descriptors were taken, so this takes them all
+            // unless the guest rewrote its ring's indices; what does not fit is counted.
+            let pushed = queue.rx_cq.push_burst(&queue.rx_done);
+            add(&queue.stats.rx_drops, (queue.rx_done.len() - pushed) as u64);
+            queue.rx_done.clear();
         }
     }
 }
@@ -204,9 +228,28 @@ fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) ->
     if p.bad { Gathered::Bad { req_id } } else { Gathered::Frame { req_id, len: p.len } }
 }
 
+/// The next posted RX buffer of `queue`, refilling the descriptor cache a burst at a time, and
+/// only with as many as the RX completion ring has room to complete.
+#[inline]
+fn next_rx(queue: &mut DeviceQueue) -> Option<RxDesc> {
+    if queue.rx_cache_next == queue.rx_cache.len() {
+        let room = queue.rx_cq.free_slots().saturating_sub(queue.rx_done.len()).min(BURST);
+        queue.rx_cache.resize(room, RxDesc::default());
+        let n = queue.rx_sq.pop_burst(&mut queue.rx_cache);
+        queue.rx_cache.truncate(n);
+        queue.rx_cache_next = 0;
+        if n == 0 {
+            return None;
+        }
+    }
+    let rx = queue.rx_cache[queue.rx_cache_next];
+    queue.rx_cache_next += 1;
+    Some(rx)
+}
+
 /// Puts a frame into one of `vf`'s RX queues (chosen by RSS), using as many posted buffers as
-/// it needs.
-fn deliver(vf: &mut VirtualFunction, frame: &[u8], info: &FrameInfo) {
+/// it needs; the completions wait in the queue until [`PhysicalFunction::flush_rx`].
+fn deliver(vf: &mut VirtualFunction, dirty: &mut Vec<(u16, u16)>, frame: &[u8], info: &FrameInfo) {
     if vf.queues.is_empty() {
         return;
     }
@@ -219,6 +262,7 @@ fn deliver(vf: &mut VirtualFunction, frame: &[u8], info: &FrameInfo) {
     };
     let q = usize::from(vf.indirection.queue(hash)) % vf.queues.len();
     let too_big = frame.len() > usize::from(vf.mtu()) + FRAME_OVERHEAD;
+    let id = vf.id();
     let Some(window) = vf.window.as_ref() else { return };
     let queue = &mut vf.queues[q];
     if too_big {
@@ -227,10 +271,10 @@ fn deliver(vf: &mut VirtualFunction, frame: &[u8], info: &FrameInfo) {
     }
     let mut sent = 0;
     let mut first = true;
-    while sent < frame.len() || first {
-        let Some(rx) = queue.rx_sq.pop() else {
+    while sent < frame.len() {
+        let Some(rx) = next_rx(queue) else {
             // No buffer posted: the rest of the frame is dropped (buffers already used come back
-            // with a dropped status below).
+            // with their completions; the frame is incomplete without a last one).
             add(&queue.stats.rx_drops, 1);
             return;
         };
@@ -251,30 +295,26 @@ fn deliver(vf: &mut VirtualFunction, frame: &[u8], info: &FrameInfo) {
         if last {
             status |= rx_cq_field::LAST;
         }
-        let completion = RxCompletion {
+        if queue.rx_done.is_empty() {
+            dirty.push((id, q as u16));
+        }
+        queue.rx_done.push(RxCompletion {
             status,
             length: chunk as u16,
             req_id: rx.req_id,
             hash,
             sub_qid: q as u16,
             ..Default::default()
-        };
-        if !queue.rx_cq.push(completion) {
-            add(&queue.stats.rx_drops, 1);
-            return;
-        }
+        });
         if status & RX_STATUS_DROPPED != 0 {
             add(&queue.stats.rx_drops, 1);
             return;
         }
         sent += chunk;
         first = false;
-        if last {
-            add(&queue.stats.rx_packets, 1);
-            add(&queue.stats.rx_bytes, frame.len() as u64);
-            return;
-        }
     }
+    add(&queue.stats.rx_packets, 1);
+    add(&queue.stats.rx_bytes, frame.len() as u64);
 }
 
 fn rx_desc_ok(rx: &RxDesc, depth: u32) -> bool {

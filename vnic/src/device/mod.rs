@@ -140,6 +140,11 @@ pub(crate) struct DeviceQueue {
     pub(crate) partial: Option<PartialFrame>,
     /// Count of TX descriptors consumed (ENA's SQ head index).
     pub(crate) tx_head: u16,
+    /// RX descriptors taken from the ring a burst at a time, as a NIC's descriptor cache.
+    pub(crate) rx_cache: Vec<RxDesc>,
+    pub(crate) rx_cache_next: usize,
+    /// RX completions written this poll, published with one doorbell at its end.
+    pub(crate) rx_done: Vec<RxCompletion>,
     pub(crate) stats: Arc<QueueStats>,
 }
 
@@ -232,6 +237,8 @@ pub struct PhysicalFunction {
     pub(crate) switch: EmbeddedSwitch,
     pub(crate) uplink: Option<Arc<dyn Uplink>>,
     pub(crate) scratch: Vec<u8>,
+    /// RX queues with completions waiting for the end of the poll: (VF, queue).
+    pub(crate) rx_dirty: Vec<(u16, u16)>,
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -255,6 +262,7 @@ impl PhysicalFunction {
             switch: EmbeddedSwitch::new(),
             uplink: None,
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
+            rx_dirty: Vec::new(),
         })
     }
 
@@ -420,6 +428,9 @@ impl PhysicalFunction {
             tx_in_flight: vec![false; depth as usize],
             partial: None,
             tx_head: 0,
+            rx_cache: Vec::with_capacity(engine::BURST),
+            rx_cache_next: 0,
+            rx_done: Vec::with_capacity(engine::BURST * 4),
             stats: Arc::default(),
         });
         let n = v.queues.len() as u16;

@@ -1,0 +1,141 @@
+//! VF → VF through the device engine: `cargo bench --bench device`.
+//!
+//! A guest thread drives VF 0's and VF 1's ENA-style drivers (copy the frame into a TX buffer,
+//! post descriptors with one doorbell per burst, reap TX completions, receive and repost RX
+//! buffers); the engine thread busy-polls the PF (validate, gather, switch by MAC, RSS, copy into
+//! the posted RX buffer, complete). Frames of 64, 1500 and 9001 bytes, bursts of 1, 8 and 32, one
+//! and two queue pairs (two flows spread by RSS over VF 1's queues, VF 0 sending on both of its
+//! queues). One iteration is [`PER_ITER`] frames received; criterion reports frames per second.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vnic::device::{DmaWindow, Iova, PhysicalFunction};
+use vnic::driver::{QueuePairDriver, QueuePairLayout};
+use vnic::frame::{MacAddr, build_udp_frame};
+use vnic::ring::SharedRegion;
+
+const PER_ITER: u64 = 8192;
+const DEPTH: u32 = 1024;
+
+struct Rig {
+    tx: Vec<QueuePairDriver>,
+    rx: Vec<QueuePairDriver>,
+    frames: Vec<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    engine: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Rig {
+    fn new(frame_len: usize, queues: usize) -> Rig {
+        let mut pf = PhysicalFunction::new(2).expect("pf");
+        pf.set_num_vfs(2).expect("vfs");
+        let layout_bytes = QueuePairLayout::new(0, DEPTH, 9216).end;
+        let mut drivers: Vec<Vec<QueuePairDriver>> = Vec::new();
+        for vf in 0..2u16 {
+            pf.set_mtu(vf, 9001).expect("mtu");
+            let region = SharedRegion::anonymous(layout_bytes * queues).expect("guest memory");
+            let window = DmaWindow::new(Arc::new(region), Iova(0x1_0000_0000 * u64::from(vf + 1)));
+            pf.assign(vf, window.clone()).expect("assign");
+            let mut qs = Vec::new();
+            for q in 0..queues {
+                let layout = QueuePairLayout::new(q * layout_bytes, DEPTH, 9216);
+                let mut drv = QueuePairDriver::create(window.clone(), layout).expect("driver");
+                pf.create_queue_pair(vf, drv.spec()).expect("queue pair");
+                drv.refill_rx();
+                qs.push(drv);
+            }
+            drivers.push(qs);
+        }
+        let rx = drivers.pop().expect("vf 1");
+        let tx = drivers.pop().expect("vf 0");
+        // Flows whose RSS hashes land on each of VF 1's queues.
+        let frames = (0..queues as u16)
+            .map(|q| {
+                let mut buf = vec![0u8; frame_len];
+                let sport = (0..u16::MAX)
+                    .find(|&p| {
+                        let t = vnic::rss::Toeplitz::new(vnic::rss::MICROSOFT_RSS_KEY);
+                        t.hash_ipv4_ports([10, 0, 0, 1], [10, 0, 0, 2], p, 9000) % 128 % queues as u32
+                            == u32::from(q)
+                    })
+                    .expect("a port for each queue");
+                build_udp_frame(&mut buf, frame_len, MacAddr::local(2), MacAddr::local(1), ([10, 0, 0, 1], [10, 0, 0, 2]), (sport, 9000));
+                buf
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let engine = std::thread::spawn(move || pf.run(&flag));
+        Rig { tx, rx, frames, stop, engine: Some(engine) }
+    }
+
+    /// Keeps sending in bursts of `burst` until `count` frames have been received (frames the
+    /// receiver had no buffer for are dropped and not counted); returns the time taken.
+    fn run(&mut self, count: u64, burst: usize) -> Duration {
+        let start = Instant::now();
+        let mut received = 0u64;
+        let mut last_progress = Instant::now();
+        let mut idle = 0u32;
+        while received < count {
+            for (q, tx) in self.tx.iter_mut().enumerate() {
+                tx.reap_tx();
+                let frames = [self.frames[q].as_slice(); 128];
+                tx.send_burst(&frames[..burst]);
+            }
+            let before = received;
+            for rx in self.rx.iter_mut() {
+                received += rx.recv(|f, _| {
+                    std::hint::black_box(f);
+                }) as u64;
+            }
+            if received != before {
+                idle = 0;
+            } else {
+                if idle == 0 {
+                    last_progress = Instant::now();
+                }
+                idle += 1;
+                if idle.is_multiple_of(1 << 16) {
+                    assert!(last_progress.elapsed() < Duration::from_secs(10), "no frame for 10 s");
+                }
+            }
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(e) = self.engine.take() {
+            let _ = e.join();
+        }
+    }
+}
+
+fn device(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vf_to_vf");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.sample_size(20);
+    for queues in [1usize, 2] {
+        for frame_len in [64usize, 1500, 9001] {
+            for burst in [1usize, 8, 32] {
+                if queues == 2 && burst != 32 {
+                    continue;
+                }
+                let mut rig = Rig::new(frame_len, queues);
+                group.throughput(Throughput::Elements(PER_ITER));
+                let id = BenchmarkId::new(format!("{queues}qp_{frame_len}B"), format!("burst{burst}"));
+                group.bench_function(id, |b| b.iter_custom(|iters| rig.run(iters * PER_ITER, burst)));
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, device);
+criterion_main!(benches);
