@@ -32,7 +32,9 @@ impl Rig {
     fn new(frame_len: usize, queues: usize) -> Rig {
         let mut pf = PhysicalFunction::new(2).expect("pf");
         pf.set_num_vfs(2).expect("vfs");
-        let layout_bytes = QueuePairLayout::new(0, DEPTH, 9216).end;
+        // Buffers sized to the frames, as a driver sizes them to its MTU.
+        let buf = if frame_len > 2048 { 9216 } else { 2048 };
+        let layout_bytes = QueuePairLayout::with_buffers(0, DEPTH, buf, buf).end;
         let mut drivers: Vec<Vec<QueuePairDriver>> = Vec::new();
         for vf in 0..2u16 {
             pf.set_mtu(vf, 9001).expect("mtu");
@@ -41,7 +43,7 @@ impl Rig {
             pf.assign(vf, window.clone()).expect("assign");
             let mut qs = Vec::new();
             for q in 0..queues {
-                let layout = QueuePairLayout::new(q * layout_bytes, DEPTH, 9216);
+                let layout = QueuePairLayout::with_buffers(q * layout_bytes, DEPTH, buf, buf);
                 let mut drv = QueuePairDriver::create(window.clone(), layout).expect("driver");
                 pf.create_queue_pair(vf, drv.spec()).expect("queue pair");
                 drv.refill_rx();
@@ -58,11 +60,20 @@ impl Rig {
                 let sport = (0..u16::MAX)
                     .find(|&p| {
                         let t = vnic::rss::Toeplitz::new(vnic::rss::MICROSOFT_RSS_KEY);
-                        t.hash_ipv4_ports([10, 0, 0, 1], [10, 0, 0, 2], p, 9000) % 128 % queues as u32
+                        t.hash_ipv4_ports([10, 0, 0, 1], [10, 0, 0, 2], p, 9000)
+                            % 128
+                            % queues as u32
                             == u32::from(q)
                     })
                     .expect("a port for each queue");
-                build_udp_frame(&mut buf, frame_len, MacAddr::local(2), MacAddr::local(1), ([10, 0, 0, 1], [10, 0, 0, 2]), (sport, 9000));
+                build_udp_frame(
+                    &mut buf,
+                    frame_len,
+                    MacAddr::local(2),
+                    MacAddr::local(1),
+                    ([10, 0, 0, 1], [10, 0, 0, 2]),
+                    (sport, 9000),
+                );
                 buf
             })
             .collect();
@@ -129,8 +140,11 @@ fn device(c: &mut Criterion) {
                 }
                 let mut rig = Rig::new(frame_len, queues);
                 group.throughput(Throughput::Elements(PER_ITER));
-                let id = BenchmarkId::new(format!("{queues}qp_{frame_len}B"), format!("burst{burst}"));
-                group.bench_function(id, |b| b.iter_custom(|iters| rig.run(iters * PER_ITER, burst)));
+                let id =
+                    BenchmarkId::new(format!("{queues}qp_{frame_len}B"), format!("burst{burst}"));
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| rig.run(iters * PER_ITER, burst))
+                });
             }
         }
     }

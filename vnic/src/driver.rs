@@ -34,6 +34,8 @@ fn align(n: usize) -> usize {
 pub struct QueuePairLayout {
     /// Ring depth.
     pub depth: u32,
+    /// TX buffer size (the largest frame the driver sends).
+    pub tx_buf: usize,
     /// RX buffer size.
     pub rx_buf: usize,
     /// TX submission ring.
@@ -53,17 +55,24 @@ pub struct QueuePairLayout {
 }
 
 impl QueuePairLayout {
-    /// A layout starting at `offset` (rounded up to 128).
+    /// A layout starting at `offset` (rounded up to 128) with jumbo-sized TX buffers.
     pub fn new(offset: usize, depth: u32, rx_buf: usize) -> Self {
+        Self::with_buffers(offset, depth, TX_BUF, rx_buf)
+    }
+
+    /// A layout with TX buffers of `tx_buf` bytes (at most [`TX_BUF`]): drivers for a 1500-byte
+    /// MTU use 2 KiB, which keeps a 1024-deep ring's buffers in 2 MiB rather than 9 MiB.
+    pub fn with_buffers(offset: usize, depth: u32, tx_buf: usize, rx_buf: usize) -> Self {
         let d = depth as usize;
+        let tx_buf = tx_buf.clamp(64, TX_BUF);
         let tx_sq = align(offset);
         let tx_cq = tx_sq + SubmissionRing::<TxDesc>::bytes(depth);
         let rx_sq = tx_cq + CompletionRing::<TxCompletion>::bytes(depth);
         let rx_cq = rx_sq + SubmissionRing::<RxDesc>::bytes(depth);
         let tx_bufs = rx_cq + CompletionRing::<RxCompletion>::bytes(depth);
-        let rx_bufs = align(tx_bufs + d * TX_BUF);
+        let rx_bufs = align(tx_bufs + d * tx_buf);
         let end = align(rx_bufs + d * rx_buf);
-        Self { depth, rx_buf, tx_sq, tx_cq, rx_sq, rx_cq, tx_bufs, rx_bufs, end }
+        Self { depth, tx_buf, rx_buf, tx_sq, tx_cq, rx_sq, rx_cq, tx_bufs, rx_bufs, end }
     }
 
     /// The rings' addresses as the device sees them through `window`.
@@ -206,11 +215,12 @@ impl QueuePairDriver {
         let (mut used, mut taken) = (0, 0);
         for frame in frames {
             let chain = frame.len().div_ceil(TX_DESC_MAX);
-            if frame.is_empty() || frame.len() > TX_BUF || used + chain > room {
+            if frame.is_empty() || frame.len() > self.layout.tx_buf || used + chain > room {
                 break;
             }
             let Some(req_id) = self.tx_free.pop() else { break };
-            let base = self.window.iova(self.layout.tx_bufs + usize::from(req_id) * TX_BUF);
+            let base =
+                self.window.iova(self.layout.tx_bufs + usize::from(req_id) * self.layout.tx_buf);
             if self.window.write(base.0, frame).is_err() {
                 self.tx_free.push(req_id);
                 break;
@@ -280,6 +290,25 @@ impl QueuePairDriver {
             }
             self.rx_unposted.push(id);
             let dropped = c.status & crate::device::RX_STATUS_DROPPED != 0;
+            let buf = self.layout.rx_bufs + usize::from(id) * self.layout.rx_buf;
+            let whole = rx_cq_field::FIRST | rx_cq_field::LAST;
+            if !dropped && c.status & whole == whole {
+                // A frame in one buffer is handed over in place, as a NIC driver passes up the
+                // page it DMA'd into.
+                let len = usize::from(c.length).min(self.layout.rx_buf);
+                // SAFETY: the device completed this buffer and it is not posted again until
+                // `refill_rx` below, after `each` has returned; nothing else writes it.
+                match unsafe { self.window.view(self.window.iova(buf).0, len) } {
+                    Ok(frame) => {
+                        self.stats.rx_frames += 1;
+                        frames += 1;
+                        each(frame, c.hash);
+                    }
+                    Err(_) => self.stats.rx_errors += 1,
+                }
+                self.rx_in_frame = false;
+                continue;
+            }
             if c.status & rx_cq_field::FIRST != 0 {
                 self.rx_frame.clear();
                 self.rx_in_frame = true;
@@ -287,7 +316,6 @@ impl QueuePairDriver {
             let len = usize::from(c.length).min(self.layout.rx_buf);
             let start = self.rx_frame.len();
             self.rx_frame.resize(start + len, 0);
-            let buf = self.layout.rx_bufs + usize::from(id) * self.layout.rx_buf;
             let ok = !dropped
                 && self.rx_in_frame
                 && self.window.read(self.window.iova(buf).0, &mut self.rx_frame[start..]).is_ok();

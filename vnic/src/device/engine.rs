@@ -9,7 +9,9 @@
 //! no shared-index traffic of its own.
 
 use super::stats::add;
-use super::{DeviceQueue, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction};
+use super::{
+    DeviceQueue, DmaWindow, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction,
+};
 use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
 use crate::frame::FrameInfo;
 use crate::switch::{Forward, Port, SwitchDrop};
@@ -61,6 +63,11 @@ impl PhysicalFunction {
         let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut descs);
         if n == 0 {
             return 0;
+        }
+        if let Some(window) = self.vfs[vf].window.as_ref() {
+            for d in &descs[..n] {
+                window.prefetch(d.addr(), u64::from(d.len()));
+            }
         }
         let mut done = [TxCompletion::default(); BURST];
         let mut k = 0;
@@ -127,9 +134,12 @@ impl PhysicalFunction {
             Forward::Flood { vlan } => {
                 for port in self.switch.flood(from, vlan) {
                     match port {
-                        Port::Vf(dst) => {
-                            deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
-                        }
+                        Port::Vf(dst) => deliver(
+                            &mut self.vfs[usize::from(dst)],
+                            &mut self.rx_dirty,
+                            frame,
+                            &info,
+                        ),
                         Port::Uplink => {
                             if let Some(uplink) = &self.uplink {
                                 uplink.transmit(frame);
@@ -165,7 +175,9 @@ impl PhysicalFunction {
     /// Publishes the RX completions written since the last flush, one doorbell per queue.
     fn flush_rx(&mut self) {
         for (vf, q) in self.rx_dirty.drain(..) {
-            let Some(queue) = self.vfs.get_mut(usize::from(vf)).and_then(|v| v.queues.get_mut(usize::from(q))) else {
+            let Some(queue) =
+                self.vfs.get_mut(usize::from(vf)).and_then(|v| v.queues.get_mut(usize::from(q)))
+            else {
                 continue;
             };
             // Room was reserved when the RX descriptors were taken, so this takes them all
@@ -231,7 +243,7 @@ fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) ->
 /// The next posted RX buffer of `queue`, refilling the descriptor cache a burst at a time, and
 /// only with as many as the RX completion ring has room to complete.
 #[inline]
-fn next_rx(queue: &mut DeviceQueue) -> Option<RxDesc> {
+fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<RxDesc> {
     if queue.rx_cache_next == queue.rx_cache.len() {
         let room = queue.rx_cq.free_slots().saturating_sub(queue.rx_done.len()).min(BURST);
         queue.rx_cache.resize(room, RxDesc::default());
@@ -240,6 +252,9 @@ fn next_rx(queue: &mut DeviceQueue) -> Option<RxDesc> {
         queue.rx_cache_next = 0;
         if n == 0 {
             return None;
+        }
+        for rx in &queue.rx_cache {
+            window.prefetch(rx.addr(), 64);
         }
     }
     let rx = queue.rx_cache[queue.rx_cache_next];
@@ -272,7 +287,7 @@ fn deliver(vf: &mut VirtualFunction, dirty: &mut Vec<(u16, u16)>, frame: &[u8], 
     let mut sent = 0;
     let mut first = true;
     while sent < frame.len() {
-        let Some(rx) = next_rx(queue) else {
+        let Some(rx) = next_rx(queue, window) else {
             // No buffer posted: the rest of the frame is dropped (buffers already used come back
             // with their completions; the frame is incomplete without a last one).
             add(&queue.stats.rx_drops, 1);
