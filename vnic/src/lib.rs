@@ -15,7 +15,9 @@
 #![deny(missing_docs)]
 
 pub mod desc;
+#[cfg(not(loom))]
 pub mod device;
+#[cfg(not(loom))]
 pub mod driver;
 pub mod frame;
 pub mod ring;

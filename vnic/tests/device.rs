@@ -348,3 +348,72 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
     w3.read(0x4000_0000, &mut canary).unwrap();
     assert!(canary.iter().all(|&b| b == 0), "VF 3's memory was written");
 }
+
+#[test]
+fn moderated_interrupts_wake_a_sleeping_receiver() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 256);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 256);
+    let rx_line = Arc::new(InterruptLine::new().unwrap());
+    let tx_line = Arc::new(InterruptLine::new().unwrap());
+    let moderated = Notification::Moderated { delay_us: 20, packets: 32 };
+    pf.set_notification(1, 0, (Notification::BusyPoll, None), (moderated, Some(rx_line.clone())))
+        .unwrap();
+    pf.set_notification(
+        0,
+        0,
+        (Notification::ENA_TX, Some(tx_line.clone())),
+        (Notification::BusyPoll, None),
+    )
+    .unwrap();
+    assert!(matches!(
+        pf.set_notification(1, 3, (Notification::BusyPoll, None), (Notification::BusyPoll, None)),
+        Err(DeviceError::NoSuchQueue { .. })
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let engine = std::thread::spawn(move || {
+        pf.run(&flag);
+        pf
+    });
+    let receiver = std::thread::spawn(move || {
+        let (mut got, mut wakeups, mut sleeps) = (0u64, 0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got < 5000 && Instant::now() < deadline {
+            let n = rx.recv(|f, _| assert_eq!(f.len(), 100)) as u64;
+            got += n;
+            if n == 0 {
+                sleeps += 1;
+                wakeups += u64::from(rx_line.wait(Duration::from_millis(50)));
+            }
+        }
+        (got, wakeups, sleeps)
+    });
+    let frame = udp(100, 0, 1, 3, 0);
+    let mut sent = 0;
+    while sent < 5000 {
+        let burst = [frame.as_slice(); 8];
+        sent += tx.send_burst(&burst[..8.min(5000 - sent)]);
+        if tx.reap_tx() == 0 && tx.tx_free() == 0 {
+            tx_line.wait(Duration::from_millis(10));
+        }
+        // Pace the sender so the receiver runs dry and has to sleep.
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    let (got, wakeups, sleeps) = receiver.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let pf = engine.join().unwrap();
+    assert_eq!(got, 5000, "every frame arrives");
+    assert!(sleeps > 0 && wakeups > 0, "the receiver slept and was woken ({sleeps} sleeps)");
+    let (_, rx_irqs) = pf.interrupts(1, 0).unwrap();
+    let (tx_irqs, _) = pf.interrupts(0, 0).unwrap();
+    assert!(rx_irqs > 0 && rx_irqs < 5000, "moderated: {rx_irqs} interrupts for 5000 frames");
+    assert!(tx_irqs > 0);
+    assert_eq!(pf.interrupts(0, 0).unwrap().1, 0, "busy-polled RX never interrupts");
+}

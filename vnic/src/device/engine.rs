@@ -37,12 +37,24 @@ enum Gathered {
 }
 
 impl PhysicalFunction {
-    /// Polls every queue of every VF once; returns the descriptors processed.
+    /// Polls every queue of every VF once and raises the interrupts that are due; returns the
+    /// descriptors processed.
     pub fn poll(&mut self) -> usize {
         let mut work = 0;
+        let mut armed = false;
         for vf in 0..self.vfs.len() {
             for q in 0..self.vfs[vf].queues.len() {
                 work += self.poll_tx(vf, q);
+                let queue = &self.vfs[vf].queues[q];
+                armed |= queue.tx_irq.armed() || queue.rx_irq.armed();
+            }
+        }
+        if armed {
+            // Only moderated queues with completions waiting cost a clock read.
+            let now = std::time::Instant::now();
+            for queue in self.vfs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
+                queue.tx_irq.tick(now);
+                queue.rx_irq.tick(now);
             }
         }
         work
@@ -103,6 +115,7 @@ impl PhysicalFunction {
         // frames in flight, so there is room unless the driver stopped reaping; then the
         // completions are lost to it and counted.
         let pushed = queue.tx_cq.push_burst(&done[..k]);
+        queue.tx_irq.completed(pushed);
         add(&queue.stats.tx_errors, (k - pushed) as u64);
         add(&queue.stats.tx_packets, packets);
         add(&queue.stats.tx_bytes, bytes);
@@ -183,6 +196,7 @@ impl PhysicalFunction {
             // Room was reserved when the RX descriptors were taken, so this takes them all
             // unless the guest rewrote its ring's indices; what does not fit is counted.
             let pushed = queue.rx_cq.push_burst(&queue.rx_done);
+            queue.rx_irq.completed(pushed);
             add(&queue.stats.rx_drops, (queue.rx_done.len() - pushed) as u64);
             queue.rx_done.clear();
         }

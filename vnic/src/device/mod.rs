@@ -24,12 +24,14 @@
 
 mod dma;
 mod engine;
+mod irq;
 pub mod stats;
 
 use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
 pub use engine::{BURST, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK};
+pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
 
 use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc};
@@ -81,6 +83,14 @@ pub enum DeviceError {
         vf: u16,
         /// Enabled now.
         enabled: u16,
+    },
+    /// No such queue pair.
+    #[error("VF {vf} has no queue pair {queue}")]
+    NoSuchQueue {
+        /// The VF.
+        vf: u16,
+        /// The queue asked for.
+        queue: u16,
     },
     /// The VF has no DMA window yet.
     #[error("VF {0} is not assigned (no DMA window)")]
@@ -145,6 +155,9 @@ pub(crate) struct DeviceQueue {
     pub(crate) rx_cache_next: usize,
     /// RX completions written this poll, published with one doorbell at its end.
     pub(crate) rx_done: Vec<RxCompletion>,
+    /// Interrupt moderation of TX and RX completions.
+    pub(crate) tx_irq: irq::Moderator,
+    pub(crate) rx_irq: irq::Moderator,
     pub(crate) stats: Arc<QueueStats>,
 }
 
@@ -431,11 +444,41 @@ impl PhysicalFunction {
             rx_cache: Vec::with_capacity(engine::BURST),
             rx_cache_next: 0,
             rx_done: Vec::with_capacity(engine::BURST * 4),
+            tx_irq: irq::Moderator::busy_poll(),
+            rx_irq: irq::Moderator::busy_poll(),
             stats: Arc::default(),
         });
         let n = v.queues.len() as u16;
         v.indirection = IndirectionTable::spread(n);
         Ok(n - 1)
+    }
+
+    /// Sets how queue `q` of VF `vf` signals TX and RX completions: busy polling, or moderated
+    /// interrupts on the given lines.
+    pub fn set_notification(
+        &mut self,
+        vf: u16,
+        q: u16,
+        tx: (Notification, Option<Arc<InterruptLine>>),
+        rx: (Notification, Option<Arc<InterruptLine>>),
+    ) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        let queue = self.vfs[i]
+            .queues
+            .get_mut(usize::from(q))
+            .ok_or(DeviceError::NoSuchQueue { vf, queue: q })?;
+        queue.tx_irq.set(tx.0, tx.1);
+        queue.rx_irq.set(rx.0, rx.1);
+        Ok(())
+    }
+
+    /// Interrupts raised so far by queue `q` of VF `vf`: (TX, RX).
+    pub fn interrupts(&self, vf: u16, q: u16) -> Result<(u64, u64), DeviceError> {
+        let queue = self.vfs[self.check(vf)?]
+            .queues
+            .get(usize::from(q))
+            .ok_or(DeviceError::NoSuchQueue { vf, queue: q })?;
+        Ok((queue.tx_irq.raised, queue.rx_irq.raised))
     }
 
     /// Resets a VF: its queues are destroyed and the TX request ids still in flight returned;
