@@ -337,3 +337,147 @@ impl QueuePairDriver {
         frames
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The admin path.
+
+use crate::device::admin::{
+    self, AENQ_DEPTH, AQ_DEPTH, AdminCommand, AdminCompletion, AenqEntry, RegisterSpace, opcode,
+    reg,
+};
+
+/// Why an admin command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The device answered with a non-zero status.
+    #[error("admin command {opcode} failed with status {status}")]
+    Status {
+        /// The opcode.
+        opcode: u8,
+        /// ENA's status code.
+        status: u8,
+    },
+    /// The admin queue was full.
+    #[error("the admin queue is full")]
+    QueueFull,
+    /// No completion came back.
+    #[error("admin command {0} got no completion")]
+    NoCompletion(u8),
+    /// The rings could not be laid out.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+}
+
+/// The driver's admin queue, admin completion queue and async event queue.
+#[derive(Debug)]
+pub struct AdminDriver {
+    window: DmaWindow,
+    aq: SubmissionProducer<AdminCommand>,
+    acq: CompletionConsumer<AdminCompletion>,
+    aenq: CompletionConsumer<AenqEntry>,
+    next_id: u16,
+}
+
+impl AdminDriver {
+    /// Bytes the admin rings take in guest memory.
+    pub const BYTES: usize = SubmissionRing::<AdminCommand>::bytes(AQ_DEPTH)
+        + CompletionRing::<AdminCompletion>::bytes(AQ_DEPTH)
+        + CompletionRing::<AenqEntry>::bytes(AENQ_DEPTH);
+
+    /// Lays out the admin rings at `offset` of guest memory and programs the function's
+    /// registers with their addresses, as ENA's driver does at probe time.
+    pub fn bring_up(
+        window: DmaWindow,
+        offset: usize,
+        regs: &mut impl RegisterSpace,
+    ) -> Result<Self, AdminError> {
+        let r = window.region();
+        let aq_at = align(offset);
+        let acq_at = aq_at + SubmissionRing::<AdminCommand>::bytes(AQ_DEPTH);
+        let aenq_at = acq_at + CompletionRing::<AdminCompletion>::bytes(AQ_DEPTH);
+        SubmissionRing::<AdminCommand>::init(r, aq_at, AQ_DEPTH)?;
+        CompletionRing::<AdminCompletion>::init(r, acq_at, AQ_DEPTH)?;
+        CompletionRing::<AenqEntry>::init(r, aenq_at, AENQ_DEPTH)?;
+        let driver = Self {
+            aq: SubmissionProducer::attach(r.clone(), aq_at)?,
+            acq: CompletionConsumer::attach(r.clone(), acq_at)?,
+            aenq: CompletionConsumer::attach(r.clone(), aenq_at)?,
+            next_id: 0,
+            window,
+        };
+        let caps = |depth: u32| depth | (64 << 16);
+        for (lo, hi, at) in [
+            (reg::AQ_BASE_LO, reg::AQ_BASE_HI, aq_at),
+            (reg::ACQ_BASE_LO, reg::ACQ_BASE_HI, acq_at),
+            (reg::AENQ_BASE_LO, reg::AENQ_BASE_HI, aenq_at),
+        ] {
+            let iova = driver.window.iova(at).0;
+            regs.write32(lo, iova as u32);
+            regs.write32(hi, (iova >> 32) as u32);
+        }
+        regs.write32(reg::AQ_CAPS, caps(AQ_DEPTH));
+        regs.write32(reg::ACQ_CAPS, caps(AQ_DEPTH));
+        regs.write32(reg::AENQ_CAPS, caps(AENQ_DEPTH));
+        Ok(driver)
+    }
+
+    /// Posts one command, rings the doorbell and waits for its completion.
+    pub fn execute(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        opcode: u8,
+        words: &[u32],
+    ) -> Result<AdminCompletion, AdminError> {
+        let mut cmd =
+            AdminCommand { command_id: self.next_id & 0x0fff, opcode, ..Default::default() };
+        self.next_id = self.next_id.wrapping_add(1);
+        let n = words.len().min(cmd.words.len());
+        cmd.words[..n].copy_from_slice(&words[..n]);
+        if !self.aq.push(cmd) {
+            return Err(AdminError::QueueFull);
+        }
+        regs.write32(reg::AQ_DB, 1);
+        // The modelled device executes on the doorbell; a real one is polled for a while.
+        for _ in 0..1000 {
+            if let Some(c) = self.acq.pop() {
+                if c.status != admin::status::SUCCESS {
+                    return Err(AdminError::Status { opcode, status: c.status });
+                }
+                return Ok(c);
+            }
+            std::hint::spin_loop();
+        }
+        Err(AdminError::NoCompletion(opcode))
+    }
+
+    /// Creates the device's end of `queue` through admin commands: two CQs, then the TX and RX
+    /// SQs; returns the TX and RX queue indices (2q, 2q + 1).
+    pub fn create_queue_pair(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        queue: &QueuePairDriver,
+    ) -> Result<(u32, u32), AdminError> {
+        let spec = queue.spec();
+        let lo_hi = |iova: crate::device::Iova| [iova.0 as u32, (iova.0 >> 32) as u32];
+        let [tl, th] = lo_hi(spec.tx_cq);
+        let tx_cq = self.execute(regs, opcode::CREATE_CQ, &[spec.depth, tl, th])?.words[0];
+        let [rl, rh] = lo_hi(spec.rx_cq);
+        let rx_cq = self.execute(regs, opcode::CREATE_CQ, &[spec.depth, rl, rh])?.words[0];
+        let [a, b] = lo_hi(spec.tx_sq);
+        let tx =
+            self.execute(regs, opcode::CREATE_SQ, &[1 | tx_cq << 16, spec.depth, a, b])?.words[0];
+        let [a, b] = lo_hi(spec.rx_sq);
+        let rx =
+            self.execute(regs, opcode::CREATE_SQ, &[2 | rx_cq << 16, spec.depth, a, b])?.words[0];
+        Ok((tx, rx))
+    }
+
+    /// Async events received since the last call.
+    pub fn events(&mut self) -> Vec<AenqEntry> {
+        let mut out = Vec::new();
+        while let Some(e) = self.aenq.pop() {
+            out.push(e);
+        }
+        out
+    }
+}

@@ -97,6 +97,13 @@ impl Moderator {
         self.since = None;
     }
 
+    /// Changes the delay of a moderated queue (ENA's SET_FEATURE INTERRUPT_MODERATION).
+    pub(crate) fn set_delay(&mut self, us: u32) {
+        if let Notification::Moderated { delay_us, .. } = &mut self.mode {
+            *delay_us = us;
+        }
+    }
+
     /// True while completions wait for an interrupt (the engine then checks the clock).
     #[inline(always)]
     pub(crate) fn armed(&self) -> bool {

@@ -22,6 +22,7 @@
 //! A VF reset ([`PhysicalFunction::reset_vf`]) destroys its queues and returns the request ids
 //! still in flight to the caller (the driver's buffers); counters are kept.
 
+pub mod admin;
 mod dma;
 mod engine;
 mod irq;
@@ -180,6 +181,10 @@ pub struct VirtualFunction {
     pub(crate) stats: Arc<VfStats>,
     /// Queue stats of destroyed queues, so that counters survive a reset.
     retired: QueueStatsSnapshot,
+    /// Admin queue, async event queue and register state.
+    pub(crate) admin: admin::AdminState,
+    /// Interrupt moderation delays set through the admin queue: (TX, RX) µs.
+    pub(crate) moderation_us: (u32, u32),
 }
 
 impl VirtualFunction {
@@ -193,6 +198,8 @@ impl VirtualFunction {
             indirection: IndirectionTable::spread(1),
             stats: Arc::default(),
             retired: QueueStatsSnapshot::default(),
+            admin: admin::AdminState::default(),
+            moderation_us: (64, 20),
         }
     }
 

@@ -22,9 +22,9 @@ pub const RING_ALIGN: usize = 128;
 /// Bytes before the first slot.
 pub(crate) const CONTROL_BYTES: usize = 3 * RING_ALIGN;
 
-/// Smallest ring depth (ENA's TX minimum is 256; 64 leaves room for small test rings).
-/// Model checking under loom uses rings of 2–4 entries.
-pub const MIN_DEPTH: u32 = if cfg!(loom) { 2 } else { 64 };
+/// Smallest ring depth: 16, ENA's async event queue (its admin queue has 32 entries, its TX
+/// rings at least 256). Model checking under loom uses rings of 2–4 entries.
+pub const MIN_DEPTH: u32 = if cfg!(loom) { 2 } else { 16 };
 /// Largest ring depth (ENA allows RX rings up to 16K entries).
 pub const MAX_DEPTH: u32 = 16384;
 

@@ -16,7 +16,7 @@
 //!   producer reads only when it believes the ring is full, as ENA's completion-queue head
 //!   doorbell does.
 //!
-//! Depths are powers of two from 64 to 16,384 ([`MIN_DEPTH`], [`MAX_DEPTH`]); indices are
+//! Depths are powers of two from 16 to 16,384 ([`MIN_DEPTH`], [`MAX_DEPTH`]); indices are
 //! free-running `u32`s masked on use. A ring lives at a 128-byte-aligned offset inside a
 //! [`SharedRegion`] and starts with a header (magic `VNICRING`, layout version, kind, depth, entry
 //! size) that every attaching side validates, so a second process can attach to the same file and
@@ -450,7 +450,7 @@ mod tests {
         assert_eq!(SubmissionRing::<TxDesc>::bytes(64), 384 + 1024);
         assert_eq!(CompletionRing::<TxCompletion>::bytes(64), 384 + 512);
         assert_eq!(SubmissionRing::<[u8; 3]>::bytes(64), 384 + 256);
-        for depth in [0, 1, 32, 63, 100, 32768] {
+        for depth in [0, 1, 8, 15, 63, 100, 32768] {
             assert!(
                 matches!(
                     SubmissionRing::<TxDesc>::in_process(depth),
@@ -459,7 +459,7 @@ mod tests {
                 "{depth}"
             );
         }
-        for depth in [64, 1024, 16384] {
+        for depth in [16, 32, 64, 1024, 16384] {
             SubmissionRing::<TxDesc>::in_process(depth).unwrap();
         }
     }
