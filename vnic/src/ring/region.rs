@@ -104,12 +104,7 @@ impl SharedRegion {
         if len == 0 {
             return Err(RegionError::Empty);
         }
-        let map = MmapOptions::new().len(len).map_raw(&file).map_err(|source| RegionError::Io {
-            what: "map",
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Self { map, path, _file: file })
+        Self::map(file, path, len)
     }
 
     fn from_file(file: File, path: PathBuf, len: usize) -> Result<Self, RegionError> {
@@ -118,6 +113,10 @@ impl SharedRegion {
             path: path.clone(),
             source,
         })?;
+        Self::map(file, path, len)
+    }
+
+    fn map(file: File, path: PathBuf, len: usize) -> Result<Self, RegionError> {
         let map = MmapOptions::new().len(len).map_raw(&file).map_err(|source| RegionError::Io {
             what: "map",
             path: path.clone(),
