@@ -20,6 +20,11 @@ fn setup() -> (PhysicalFunction, DmaWindow, DmaWindow) {
     (pf, w0, w1)
 }
 
+/// The MAC `set_num_vfs` gives VF 1.
+fn pf_mac_of_vf1() -> [u8; 6] {
+    MacAddr::local(2).0
+}
+
 #[test]
 fn a_driver_brings_a_vf_up_through_the_admin_queue() {
     let (mut pf, w0, w1) = setup();
@@ -40,7 +45,21 @@ fn a_driver_brings_a_vf_up_through_the_admin_queue() {
     assert_eq!(mtu.words[1], 9001);
     let mac = MacAddr([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]);
     let (a, b) = (u32::from_le_bytes([2, 0xaa, 0xbb, 0xcc]), u32::from_le_bytes([0xdd, 1, 0, 0]));
-    admin.execute(&mut regs, opcode::SET_FEATURE, &[feature::DEVICE_ATTRIBUTES, a, b]).unwrap();
+    let set_mac = [feature::DEVICE_ATTRIBUTES, a, b];
+    assert!(admin.execute(&mut regs, opcode::SET_FEATURE, &set_mac).is_err(), "not trusted");
+    let mut regs = {
+        pf.set_trusted(0, true).unwrap();
+        pf.registers(0).unwrap()
+    };
+    // Not even a trusted VF may take another VF's MAC.
+    let [o0, o1, o2, o3, o4, o5] = pf_mac_of_vf1();
+    let steal = [
+        feature::DEVICE_ATTRIBUTES,
+        u32::from_le_bytes([o0, o1, o2, o3]),
+        u32::from_le_bytes([o4, o5, 0, 0]),
+    ];
+    assert!(admin.execute(&mut regs, opcode::SET_FEATURE, &steal).is_err(), "VF 1's MAC");
+    admin.execute(&mut regs, opcode::SET_FEATURE, &set_mac).unwrap();
     let attrs =
         admin.execute(&mut regs, opcode::GET_FEATURE, &[feature::DEVICE_ATTRIBUTES]).unwrap();
     assert_eq!((attrs.words[1], attrs.words[2]), (a, b));

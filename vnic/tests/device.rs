@@ -275,6 +275,11 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
     let mut evil = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
     let mut evil_cq = CompletionConsumer::<TxCompletion>::attach(r0.clone(), layout.tx_cq).unwrap();
     let mut rng = Hostile(0x9E37_79B9_7F4A_7C15);
+    // It also has an admin queue, into which it posts random commands.
+    let mut admin =
+        vnic::driver::AdminDriver::bring_up(w0.clone(), 3 * MB, &mut pf.registers(0).unwrap())
+            .unwrap();
+    let mut admin_sent = 0u64;
     let targets = [
         0u64,
         0x1000_0000,
@@ -311,6 +316,15 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
         }
         hostile_sent += evil.push_burst(&burst) as u64;
         evil_cq.pop_burst(&mut completions);
+        if round % 4 == 0 {
+            // Random admin commands, except the two that would end the experiment early (a reset
+            // of the hostile queue, or a queue pair built from its own live rings).
+            let words: Vec<u32> = (0..15).map(|_| rng.next() as u32).collect();
+            let op = [3u8, 8, 9, 11, 2, 4, 99][(rng.next() % 7) as usize];
+            let op = if op == 2 { 4 } else { op };
+            let _ = admin.execute(&mut pf.registers(0).unwrap(), op, &words);
+            admin_sent += 1;
+        }
         // The neighbours carry on.
         let frame = udp(256, 1, 2, (round % 300) as u16, round);
         good_frames += a.send_burst(&[&frame]) as u64;
@@ -338,6 +352,7 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
         received += b.recv(|_, _| {}) as u64;
     }
     assert!(hostile_sent > 1_000_000, "{hostile_sent} hostile descriptors");
+    assert_eq!(admin_sent, 5_000);
     assert_eq!(received, good_frames, "the neighbours lost nothing");
     assert_eq!(good_frames, 20_100);
     let (q0, v0) = pf.vf(0).unwrap().totals();

@@ -9,8 +9,8 @@
 //! (`read32` / `write32`), so the same driver code can talk to a real VF's BAR0 through VFIO.
 //!
 //! Modelled commands: `CREATE_CQ`, `CREATE_SQ`, `DESTROY_SQ`, `DESTROY_CQ`, `GET_FEATURE` and
-//! `SET_FEATURE` (MTU, MAC, RSS key, one RSS indirection entry, interrupt moderation, queue
-//! limits) and `GET_STATS`. The common headers are ENA's; the payloads keep ENA's fields in a
+//! `SET_FEATURE` (MTU, MAC — for VFs the PF trusts, and never one another VF has —, RSS key, one
+//! RSS indirection entry, interrupt moderation, queue limits) and `GET_STATS`. The common headers are ENA's; the payloads keep ENA's fields in a
 //! simpler word layout, given per opcode in [`payload`]. Writing `DEV_CTL` bit 0 resets the
 //! function: queues and admin rings go, counters stay, and `DEV_STS` reads ready again.
 
@@ -551,7 +551,12 @@ impl PhysicalFunction {
             feature::DEVICE_ATTRIBUTES => {
                 let (a, b) = (w[1].to_le_bytes(), w[2].to_le_bytes());
                 let mac = MacAddr([a[0], a[1], a[2], a[3], b[0], b[1]]);
-                if mac.is_group() {
+                // Only a trusted VF may change its MAC, never to a group address or to a MAC
+                // another VF of this PF has: that would steal its traffic.
+                let taken = (0..self.num_vfs())
+                    .filter(|&other| other != vf)
+                    .any(|other| self.port(other).is_ok_and(|p| p.mac == mac));
+                if !self.vfs[i].trusted || mac.is_group() || taken {
                     return status::ILLEGAL_PARAMETER;
                 }
                 let Ok(mut port) = self.port(vf) else { return status::ILLEGAL_PARAMETER };

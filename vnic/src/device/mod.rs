@@ -185,6 +185,8 @@ pub struct VirtualFunction {
     pub(crate) admin: admin::AdminState,
     /// Interrupt moderation delays set through the admin queue: (TX, RX) µs.
     pub(crate) moderation_us: (u32, u32),
+    /// Whether the guest may change its own MAC (`ip link set dev PF vf N trust on`).
+    pub(crate) trusted: bool,
 }
 
 impl VirtualFunction {
@@ -200,6 +202,7 @@ impl VirtualFunction {
             retired: QueueStatsSnapshot::default(),
             admin: admin::AdminState::default(),
             moderation_us: (64, 20),
+            trusted: false,
         }
     }
 
@@ -355,6 +358,14 @@ impl PhysicalFunction {
     pub fn set_port(&mut self, vf: u16, port: VfPort) -> Result<(), DeviceError> {
         self.check(vf)?;
         self.switch.set_port(vf, port);
+        Ok(())
+    }
+
+    /// Lets a VF's guest change its own MAC through the admin queue (off by default: an ENA's MAC
+    /// is the cloud's to assign).
+    pub fn set_trusted(&mut self, vf: u16, trusted: bool) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        self.vfs[i].trusted = trusted;
         Ok(())
     }
 
