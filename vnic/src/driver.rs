@@ -245,6 +245,9 @@ impl QueuePairDriver {
 
     /// Reaps TX completions, returning their request ids to the free list; returns how many.
     pub fn reap_tx(&mut self) -> usize {
+        if !self.tx_cq.has_ready() {
+            return 0;
+        }
         let mut done = [TxCompletion::default(); 64];
         let n = self.tx_cq.pop_burst(&mut done);
         for c in &done[..n] {
@@ -277,6 +280,9 @@ impl QueuePairDriver {
     /// Reaps RX completions, gathering multi-buffer frames, calling `each(frame, rss_hash)` per
     /// whole frame, and reposting the buffers; returns the frames received.
     pub fn recv(&mut self, mut each: impl FnMut(&[u8], u32)) -> usize {
+        if !self.rx_cq.has_ready() {
+            return 0;
+        }
         let mut done = [RxCompletion::default(); 64];
         let n = self.rx_cq.pop_burst(&mut done);
         let mut frames = 0;

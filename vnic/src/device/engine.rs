@@ -71,8 +71,13 @@ impl PhysicalFunction {
 
     /// One burst from TX queue `q` of VF `vf`.
     fn poll_tx(&mut self, vf: usize, q: usize) -> usize {
+        let tx_sq = &mut self.vfs[vf].queues[q].tx_sq;
+        if tx_sq.is_empty() {
+            // Most polls of most queues find nothing: leave before zeroing any scratch.
+            return 0;
+        }
         let mut descs = [TxDesc::default(); BURST];
-        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut descs);
+        let n = tx_sq.pop_burst(&mut descs);
         if n == 0 {
             return 0;
         }
