@@ -71,26 +71,21 @@ impl PhysicalFunction {
 
     /// One burst from TX queue `q` of VF `vf`.
     fn poll_tx(&mut self, vf: usize, q: usize) -> usize {
-        let tx_sq = &mut self.vfs[vf].queues[q].tx_sq;
-        if tx_sq.is_empty() {
-            // Most polls of most queues find nothing: leave before zeroing any scratch.
-            return 0;
-        }
-        let mut descs = [TxDesc::default(); BURST];
-        let n = tx_sq.pop_burst(&mut descs);
+        // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
+        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs);
         if n == 0 {
             return 0;
         }
         if let Some(window) = self.vfs[vf].window.as_ref() {
-            for d in &descs[..n] {
+            for d in &self.tx_descs[..n] {
                 window.prefetch(d.addr(), u64::from(d.len()));
             }
         }
-        let mut done = [TxCompletion::default(); BURST];
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
-        for d in &descs[..n] {
-            let gathered = gather(&mut self.vfs[vf], q, d, &mut self.scratch);
+        for i in 0..n {
+            let d = self.tx_descs[i];
+            let gathered = gather(&mut self.vfs[vf], q, &d, &mut self.scratch);
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_head = queue.tx_head.wrapping_add(1);
             let (req_id, status) = match gathered {
@@ -105,7 +100,7 @@ impl PhysicalFunction {
             };
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_in_flight[usize::from(req_id)] = false;
-            done[k] = TxCompletion {
+            self.tx_done[k] = TxCompletion {
                 req_id,
                 status,
                 sub_qid: q as u16,
@@ -119,7 +114,7 @@ impl PhysicalFunction {
         // The TX completion ring is as deep as the TX ring and completions never outnumber
         // frames in flight, so there is room unless the driver stopped reaping; then the
         // completions are lost to it and counted.
-        let pushed = queue.tx_cq.push_burst(&done[..k]);
+        let pushed = queue.tx_cq.push_burst(&self.tx_done[..k]);
         queue.tx_irq.completed(pushed);
         add(&queue.stats.tx_errors, (k - pushed) as u64);
         add(&queue.stats.tx_packets, packets);

@@ -262,6 +262,9 @@ pub struct PhysicalFunction {
     pub(crate) scratch: Vec<u8>,
     /// RX queues with completions waiting for the end of the poll: (VF, queue).
     pub(crate) rx_dirty: Vec<(u16, u16)>,
+    /// A TX burst being processed, and its completions.
+    pub(crate) tx_descs: [TxDesc; engine::BURST],
+    pub(crate) tx_done: [TxCompletion; engine::BURST],
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -286,6 +289,8 @@ impl PhysicalFunction {
             uplink: None,
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
             rx_dirty: Vec::new(),
+            tx_descs: [TxDesc::default(); engine::BURST],
+            tx_done: [TxCompletion::default(); engine::BURST],
         })
     }
 
