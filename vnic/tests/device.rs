@@ -177,8 +177,22 @@ fn a_reset_returns_in_flight_buffers_and_keeps_counters() {
         TxDesc::new(layout.tx_bufs as u64 + 4096, 4096, 5),
     ]));
     pf.poll();
+    // One more frame posted but never consumed by the device.
+    assert!(raw.push(TxDesc::new(layout.tx_bufs as u64, 100, 9).with_first(true).with_last(true)));
     let report = pf.reset_vf(0).unwrap();
-    assert_eq!(report.tx_in_flight, vec![(0, vec![5])]);
+    assert_eq!(report.tx_in_flight, vec![(0, vec![5, 9])]);
+    // Both also come back to the driver as TX completions marked reset.
+    let mut cq =
+        CompletionConsumer::<TxCompletion>::attach(w.region().clone(), layout.tx_cq).unwrap();
+    let mut back = [TxCompletion::default(); 8];
+    let n = cq.pop_burst(&mut back);
+    let got: Vec<(u16, u8)> = back[..n].iter().map(|c| (c.req_id, c.status)).collect();
+    assert_eq!(
+        got,
+        vec![(5, TX_STATUS_RESET), (9, TX_STATUS_RESET)],
+        "resuming after the two frames reaped earlier"
+    );
+    drop(cq);
     let (totals, _) = pf.vf(0).unwrap().totals();
     assert_eq!(totals.tx_packets, 2, "counters survive the reset");
     assert_eq!(pf.vf(0).unwrap().queue_count(), 0);

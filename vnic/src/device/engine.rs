@@ -23,6 +23,8 @@ pub const BURST: usize = 32;
 pub const TX_STATUS_OK: u8 = 0;
 /// TX completion status: the frame's descriptors were invalid; its buffers are returned.
 pub const TX_STATUS_BAD_DESC: u8 = 1;
+/// TX completion status: the queue was reset before the frame was sent; its buffer is returned.
+pub const TX_STATUS_RESET: u8 = 2;
 /// RX completion status: the frame was dropped part-way; the buffer is returned empty.
 pub const RX_STATUS_DROPPED: u32 = 1 << 30;
 
@@ -60,11 +62,21 @@ impl PhysicalFunction {
         work
     }
 
-    /// Busy-polls until `stop` is set.
+    /// Busy-polls until `stop` is set, posting a keep-alive event (with drop counters) to every
+    /// VF with an async event queue once a second, as ENA does.
     pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        let mut last_keep_alive = std::time::Instant::now();
+        let mut polls = 0u32;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             if self.poll() == 0 {
                 std::hint::spin_loop();
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(4096) && last_keep_alive.elapsed().as_secs() >= 1 {
+                last_keep_alive = std::time::Instant::now();
+                for vf in 0..self.num_vfs() {
+                    let _ = self.send_keep_alive(vf);
+                }
             }
         }
     }

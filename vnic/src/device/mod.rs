@@ -31,7 +31,7 @@ pub mod stats;
 use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
-pub use engine::{BURST, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK};
+pub use engine::{BURST, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET};
 pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
 
@@ -504,18 +504,44 @@ impl PhysicalFunction {
         Ok((queue.tx_irq.raised, queue.rx_irq.raised))
     }
 
-    /// Resets a VF: its queues are destroyed and the TX request ids still in flight returned;
-    /// counters are kept; MAC, MTU, RSS and the DMA window stay.
+    /// Resets a VF: its queues are destroyed and the TX request ids still in flight (a frame
+    /// half gathered, or descriptors not yet consumed) are returned, both in the report and as TX
+    /// completions with status [`TX_STATUS_RESET`] so the driver frees the buffers; counters are
+    /// kept; MAC, MTU, RSS and the DMA window stay.
     pub fn reset_vf(&mut self, vf: u16) -> Result<ResetReport, DeviceError> {
         let i = self.check(vf)?;
         let v = &mut self.vfs[i];
         let mut report = ResetReport::default();
-        for (q, queue) in v.queues.drain(..).enumerate() {
-            v.retired += queue.stats.snapshot();
+        for (q, mut queue) in v.queues.drain(..).enumerate() {
+            // Descriptors the device has not consumed yet are in flight too.
+            let mut descs = [TxDesc::default(); engine::BURST];
+            for _ in 0..queue.depth as usize / engine::BURST + 1 {
+                let n = queue.tx_sq.pop_burst(&mut descs);
+                for d in &descs[..n] {
+                    if let Some(flag) = queue.tx_in_flight.get_mut(usize::from(d.req_id())) {
+                        *flag = true;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
             let ids: Vec<u16> = (0..queue.depth as usize)
                 .filter(|&r| queue.tx_in_flight[r])
                 .map(|r| r as u16)
                 .collect();
+            // Hand the buffers back through the completion ring as well, marked reset.
+            let returned: Vec<TxCompletion> = ids
+                .iter()
+                .map(|&req_id| TxCompletion {
+                    req_id,
+                    status: engine::TX_STATUS_RESET,
+                    sub_qid: q as u16,
+                    ..Default::default()
+                })
+                .collect();
+            queue.tx_cq.push_burst(&returned);
+            v.retired += queue.stats.snapshot();
             if !ids.is_empty() {
                 report.tx_in_flight.push((q as u16, ids));
             }
