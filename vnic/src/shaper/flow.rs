@@ -26,7 +26,7 @@ pub enum Direction {
 
 /// A flow as seen from the ENI: local end first. Addresses are IPv6 (IPv4 as v4-mapped).
 #[repr(C, packed)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct FlowKey {
     /// The ENI's address.
     pub local: [u8; 16],
@@ -48,16 +48,36 @@ const LINK_LOCAL_SERVICES: [u128; 2] = [
     u128::from_ne_bytes(Ipv4Addr::new(169, 254, 169, 254).to_ipv6_mapped().octets()),
 ];
 
+impl PartialEq for FlowKey {
+    /// Two 128-bit compares and one of the ports and protocol, not a byte-wise compare.
+    #[inline(always)]
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a == b
+    }
+}
+
+impl Eq for FlowKey {}
+
+impl FlowKey {
+    /// The key as three words: local address, remote address, ports and protocol.
+    #[inline(always)]
+    fn words(&self) -> (u128, u128, u64) {
+        let (local, remote) = (self.local, self.remote);
+        let ports = u64::from(self.local_port) << 24
+            | u64::from(self.remote_port) << 8
+            | u64::from(self.protocol);
+        (u128::from_ne_bytes(local), u128::from_ne_bytes(remote), ports)
+    }
+}
+
 impl std::hash::Hash for FlowKey {
     /// Three word-sized writes instead of one per field and byte array.
     #[inline(always)]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let (local, remote) = (self.local, self.remote);
-        state.write_u128(u128::from_ne_bytes(local));
-        state.write_u128(u128::from_ne_bytes(remote));
-        let ports = u64::from(self.local_port) << 24
-            | u64::from(self.remote_port) << 8
-            | u64::from(self.protocol);
+        let (local, remote, ports) = self.words();
+        state.write_u128(local);
+        state.write_u128(remote);
         state.write_u64(ports);
     }
 }
