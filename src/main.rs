@@ -8,6 +8,7 @@
 //! second and the VFs' counters).
 
 mod demo;
+mod plan;
 mod vf_demo;
 
 use std::process::ExitCode;
@@ -31,6 +32,15 @@ enum Command {
     /// Send frames from one VF to another through the device engine. Runs second with no
     /// arguments.
     VfDemo(vf_demo::VfDemoArgs),
+    /// The analytic capacity plan of a scenario: placement, max-min rates with bottlenecks,
+    /// busiest links, blast radius. No packets.
+    Plan {
+        /// The scenario (TOML).
+        file: std::path::PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +51,15 @@ fn main() -> ExitCode {
         }
         Some(Command::VfDemo(args)) => {
             vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
+        }
+        Some(Command::Plan { file, json }) => {
+            plan::run_file(&file).map_err(|e| e.to_string()).and_then(|r| {
+                if json {
+                    serde_json::to_string_pretty(&r).map(|s| s + "\n").map_err(|e| e.to_string())
+                } else {
+                    Ok(r.to_string())
+                }
+            })
         }
         None => demo::run(&demo::DemoArgs::default()).map_err(|e| e.to_string()).and_then(|ring| {
             let vf = vf_demo::run(&vf_demo::VfDemoArgs::default()).map_err(|e| e.to_string())?;

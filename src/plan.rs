@@ -1,0 +1,528 @@
+//! `vnic-lab plan FILE`: the analytic capacity plan of a scenario — where every VM lands, the
+//! max-min fair rate and bottleneck of every flow, the busiest links, and what each rack or AZ
+//! failure takes down. No packets move.
+//!
+//! The scenario is TOML: a generated `[topology]`, `[[groups]]` (cluster / spread / partition),
+//! `[[vms]]` (a name, an instance type, a count, a group, an AZ or a partition), and `[[flows]]`
+//! between VMs (`from`/`to` name a VM or, ending in `*`, every VM whose name starts so; `gbps` is
+//! the demand, absent for as much as the network gives). Errors name the file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::Path;
+
+use placement::{
+    Bottleneck, FailureDomain, Fleet, FlowDemand, GeneratedTopology, InstanceId, InstanceType,
+    LaunchRequest, NetworkModel, PlacementStrategy, SpreadLevel, blast_radius, plan,
+};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A capacity-planning scenario.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanScenario {
+    /// Seed for capacity taken by other tenants.
+    #[serde(default)]
+    pub seed: u64,
+    /// Mean share of every host already taken by other tenants (0 to 1).
+    #[serde(default)]
+    pub fragmentation: f64,
+    /// The region(s), AZs, racks and hosts.
+    pub topology: GeneratedTopology,
+    /// Instance types beyond the built-in catalogue.
+    #[serde(default)]
+    pub instance_types: Vec<InstanceType>,
+    /// Latency and flow-cap settings.
+    #[serde(default)]
+    pub network: NetworkModel,
+    /// Placement groups.
+    #[serde(default)]
+    pub groups: Vec<GroupDecl>,
+    /// VMs.
+    #[serde(default)]
+    pub vms: Vec<VmDecl>,
+    /// Flows between VMs.
+    #[serde(default)]
+    pub flows: Vec<FlowDecl>,
+}
+
+/// A placement group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDecl {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// `cluster`, `spread` or `partition`.
+    pub strategy: Spanned<String>,
+    /// Partitions per AZ (partition groups).
+    pub partitions: Option<u8>,
+    /// `rack` (default) or `host` (spread groups).
+    pub level: Option<SpreadLevel>,
+}
+
+/// One or more VMs of a type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDecl {
+    /// The name (with `-0`, `-1`, ... appended when `count` is given).
+    pub name: Spanned<String>,
+    /// Instance type.
+    #[serde(rename = "type")]
+    pub instance_type: Spanned<String>,
+    /// How many, launched in one request.
+    pub count: Option<u32>,
+    /// Placement group.
+    pub group: Option<Spanned<String>>,
+    /// AZ.
+    pub az: Option<String>,
+    /// Partition number (partition groups).
+    pub partition: Option<u8>,
+}
+
+/// Flows from every VM `from` matches to every VM `to` matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDecl {
+    /// A VM name, or a prefix ending in `*`.
+    pub from: Spanned<String>,
+    /// A VM name, or a prefix ending in `*`.
+    pub to: Spanned<String>,
+    /// Demand per flow, Gbps (absent: elastic).
+    pub gbps: Option<f64>,
+    /// ENA Express (SRD).
+    #[serde(default)]
+    pub srd: bool,
+}
+
+/// A scenario error, located in its file where it can be.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct PlanError {
+    file: String,
+    at: Option<(usize, usize)>,
+    message: String,
+}
+
+/// One VM's placement in the report.
+#[derive(Debug, Serialize)]
+pub struct VmPlacement {
+    /// Name.
+    pub name: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// AZ name.
+    pub az: String,
+    /// Rack index.
+    pub rack: u32,
+    /// Host index.
+    pub host: u32,
+    /// Group, if any.
+    pub group: Option<String>,
+    /// Partition, if any.
+    pub partition: Option<u8>,
+}
+
+/// One flow in the report.
+#[derive(Debug, Serialize)]
+pub struct FlowResult {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// Achieved rate, Gbps.
+    pub gbps: f64,
+    /// Its single-flow cap, Gbps.
+    pub cap_gbps: f64,
+    /// Demand (absent: elastic).
+    pub demand_gbps: Option<f64>,
+    /// Network class.
+    pub class: placement::NetworkClass,
+    /// What limits it.
+    pub bottleneck: Bottleneck,
+    /// The same, in words.
+    pub limited_by: String,
+}
+
+/// One failure in the report.
+#[derive(Debug, Serialize)]
+pub struct FailureResult {
+    /// The failed domain (`rack 3`, `AZ us-east-1a`).
+    pub domain: String,
+    /// VMs lost.
+    pub vms_lost: Vec<String>,
+    /// Per group: lost / total.
+    pub groups: BTreeMap<String, (u32, u32)>,
+    /// Total planned Gbps after the failure.
+    pub gbps_after: f64,
+}
+
+/// The plan.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    /// Where each VM landed.
+    pub vms: Vec<VmPlacement>,
+    /// Every flow's rate and bottleneck.
+    pub flows: Vec<FlowResult>,
+    /// Total planned Gbps.
+    pub total_gbps: f64,
+    /// Demand not met, Gbps.
+    pub unmet_demand_gbps: f64,
+    /// The five busiest links: (link, utilisation).
+    pub busiest_links: Vec<(String, f64)>,
+    /// Each rack and AZ that holds a VM, failed in turn.
+    pub failures: Vec<FailureResult>,
+}
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Reads and plans the scenario at `path`.
+pub fn run_file(path: &Path) -> Result<PlanReport, PlanError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: file.clone(),
+        at: None,
+        message: e.to_string(),
+    })?;
+    run_text(&file, &text)
+}
+
+/// Plans a scenario given as text (`file` names it in errors).
+pub fn run_text(file: &str, text: &str) -> Result<PlanReport, PlanError> {
+    let err = |span: Option<std::ops::Range<usize>>, message: String| PlanError {
+        file: file.to_string(),
+        at: span.map(|s| line_col(text, s.start)),
+        message,
+    };
+    let scenario: PlanScenario =
+        toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+    if !(0.0..=1.0).contains(&scenario.fragmentation) {
+        return Err(err(
+            None,
+            format!("fragmentation {} is not between 0 and 1", scenario.fragmentation),
+        ));
+    }
+    let topology = scenario.topology.build().map_err(|e| err(None, e.to_string()))?;
+    let mut types = InstanceType::catalog();
+    types.extend(scenario.instance_types.iter().cloned());
+    let mut fleet = Fleet::new(topology, types);
+    if scenario.fragmentation > 0.0 {
+        fleet.fragment(scenario.seed, scenario.fragmentation);
+    }
+    for g in &scenario.groups {
+        let strategy = match (g.strategy.get_ref().as_str(), g.partitions) {
+            ("cluster", None) => PlacementStrategy::Cluster,
+            ("spread", None) => PlacementStrategy::Spread { level: g.level.unwrap_or_default() },
+            ("partition", Some(partitions)) => PlacementStrategy::Partition { partitions },
+            ("partition", None) => {
+                return Err(err(
+                    Some(g.strategy.span()),
+                    "a partition group needs `partitions`".into(),
+                ));
+            }
+            ("cluster" | "spread", Some(_)) => {
+                return Err(err(
+                    Some(g.strategy.span()),
+                    "only partition groups take `partitions`".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(err(
+                    Some(g.strategy.span()),
+                    format!("unknown strategy `{other}`: expected cluster, spread or partition"),
+                ));
+            }
+        };
+        fleet
+            .create_group(g.name.get_ref(), None, strategy)
+            .map_err(|e| err(Some(g.name.span()), e.to_string()))?;
+    }
+    let mut names: BTreeMap<String, InstanceId> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for vm in &scenario.vms {
+        let request = LaunchRequest {
+            instance_type: vm.instance_type.get_ref().clone(),
+            count: vm.count.unwrap_or(1),
+            group: vm.group.as_ref().map(|g| g.get_ref().clone()),
+            region: None,
+            az: vm.az.clone(),
+            partition: vm.partition,
+        };
+        let ids = fleet.launch(&request).map_err(|e| err(Some(vm.name.span()), e.to_string()))?;
+        for (k, id) in ids.into_iter().enumerate() {
+            let name = match vm.count {
+                Some(_) => format!("{}-{k}", vm.name.get_ref()),
+                None => vm.name.get_ref().clone(),
+            };
+            if names.insert(name.clone(), id).is_some() {
+                return Err(err(Some(vm.name.span()), format!("VM name `{name}` is used twice")));
+            }
+            order.push(name);
+        }
+    }
+    let matching = |pattern: &Spanned<String>| -> Result<Vec<(String, InstanceId)>, PlanError> {
+        let p = pattern.get_ref();
+        let found: Vec<(String, InstanceId)> = match p.strip_suffix('*') {
+            Some(prefix) => order
+                .iter()
+                .filter(|n| n.starts_with(prefix))
+                .map(|n| (n.clone(), names[n]))
+                .collect(),
+            None => names.get(p).map(|&id| vec![(p.clone(), id)]).unwrap_or_default(),
+        };
+        if found.is_empty() {
+            return Err(err(Some(pattern.span()), format!("no VM named `{p}`")));
+        }
+        Ok(found)
+    };
+    let mut flows = Vec::new();
+    let mut flow_names = Vec::new();
+    for f in &scenario.flows {
+        if let Some(g) = f.gbps.filter(|g| !(g.is_finite() && *g >= 0.0)) {
+            return Err(err(Some(f.from.span()), format!("gbps {g} is not a rate")));
+        }
+        for (from, src) in matching(&f.from)? {
+            for (to, dst) in matching(&f.to)? {
+                if src != dst {
+                    flows.push(FlowDemand {
+                        src,
+                        dst,
+                        demand_gbps: f.gbps.unwrap_or(f64::INFINITY),
+                        srd: f.srd,
+                    });
+                    flow_names.push((from.clone(), to.clone()));
+                }
+            }
+        }
+    }
+    let model = &scenario.network;
+    let planned = plan(&fleet, model, &flows).map_err(|e| err(None, e.to_string()))?;
+    report(&fleet, model, &order, &names, &flows, &flow_names, &planned)
+}
+
+fn report(
+    fleet: &Fleet,
+    model: &NetworkModel,
+    order: &[String],
+    names: &BTreeMap<String, InstanceId>,
+    flows: &[FlowDemand],
+    flow_names: &[(String, String)],
+    planned: &placement::Plan,
+) -> Result<PlanReport, PlanError> {
+    let internal = |e: placement::PlacementError| PlanError {
+        file: String::new(),
+        at: None,
+        message: e.to_string(),
+    };
+    let t = fleet.topology();
+    let name_of: BTreeMap<InstanceId, &String> = names.iter().map(|(n, &id)| (id, n)).collect();
+    let mut vms = Vec::new();
+    for name in order {
+        let inst = fleet.instance(names[name]).map_err(internal)?;
+        vms.push(VmPlacement {
+            name: name.clone(),
+            instance_type: fleet.instance_types()[inst.instance_type].name.clone(),
+            az: t.azs[t.az_of(inst.host).index()].name.clone(),
+            rack: t.rack_of(inst.host).0,
+            host: inst.host.0,
+            group: inst.group.map(|g| fleet.group(g).name.clone()),
+            partition: inst.partition,
+        });
+    }
+    let vm = |id: InstanceId| {
+        name_of.get(&id).map_or_else(|| format!("instance {}", id.0), |n| (*n).clone())
+    };
+    let link_label = |l: placement::Link| match l {
+        placement::Link::SenderOut(i) => format!("{}'s sending bandwidth", vm(i)),
+        placement::Link::ReceiverIn(i) => format!("{}'s receiving bandwidth", vm(i)),
+        placement::Link::RackUplinkOut(r) => format!("rack {}'s uplink out", r.0),
+        placement::Link::RackUplinkIn(r) => format!("rack {}'s uplink in", r.0),
+        placement::Link::AzLinkOut(a) => format!("{}'s inter-AZ link out", t.azs[a.index()].name),
+        placement::Link::AzLinkIn(a) => format!("{}'s inter-AZ link in", t.azs[a.index()].name),
+        placement::Link::RegionEgress(i) => format!("{}'s region egress allowance", vm(i)),
+    };
+    let flows_out = flows
+        .iter()
+        .zip(&planned.flows)
+        .zip(flow_names)
+        .map(|((f, p), (from, to))| FlowResult {
+            limited_by: match p.bottleneck {
+                Bottleneck::FlowCap => "the single-flow cap".into(),
+                Bottleneck::Demand => "its demand".into(),
+                Bottleneck::Link(l) => link_label(l),
+            },
+            from: from.clone(),
+            to: to.clone(),
+            gbps: p.rate_gbps,
+            cap_gbps: p.cap_gbps,
+            demand_gbps: f.demand_gbps.is_finite().then_some(f.demand_gbps),
+            class: p.class,
+            bottleneck: p.bottleneck,
+        })
+        .collect();
+    let mut links: Vec<(String, f64)> =
+        planned.links.iter().map(|l| (link_label(l.link), l.utilisation())).collect();
+    links.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    links.truncate(5);
+    let mut failures = Vec::new();
+    for domain in FailureDomain::occupied(fleet) {
+        let label = match domain {
+            FailureDomain::Host(_) => continue,
+            FailureDomain::Rack(r) => format!("rack {}", r.0),
+            FailureDomain::Az(a) => format!("AZ {}", t.azs[a.index()].name),
+        };
+        let b = blast_radius(fleet, model, flows, Some(planned), domain).map_err(internal)?;
+        failures.push(FailureResult {
+            domain: label,
+            vms_lost: b
+                .failed
+                .iter()
+                .filter_map(|id| name_of.get(id).map(|n| (*n).clone()))
+                .collect(),
+            groups: b.groups.iter().map(|g| (g.group.clone(), (g.lost, g.total))).collect(),
+            gbps_after: b.throughput_after_gbps(),
+        });
+    }
+    Ok(PlanReport {
+        vms,
+        flows: flows_out,
+        total_gbps: planned.total_gbps,
+        unmet_demand_gbps: planned.unmet_demand_gbps,
+        busiest_links: links,
+        failures,
+    })
+}
+
+impl fmt::Display for PlanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "placement ({} VMs):", self.vms.len())?;
+        for vm in &self.vms {
+            let mut group = String::new();
+            if let Some(g) = &vm.group {
+                let _ = write!(group, "  group {g}");
+            }
+            if let Some(p) = vm.partition {
+                let _ = write!(group, " partition {p}");
+            }
+            writeln!(
+                f,
+                "  {:<12} {:<14} {}  rack {:>3}  host {:>4}{group}",
+                vm.name, vm.instance_type, vm.az, vm.rack, vm.host
+            )?;
+        }
+        writeln!(
+            f,
+            "flows ({}): {:.2} Gbps in all, {:.2} Gbps of demand unmet",
+            self.flows.len(),
+            self.total_gbps,
+            self.unmet_demand_gbps
+        )?;
+        let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+        for fl in &self.flows {
+            *by.entry(&fl.limited_by).or_default() += 1;
+        }
+        for (k, n) in &by {
+            writeln!(f, "  {n:>4} limited by {k}")?;
+        }
+        for fl in self.flows.iter().take(12) {
+            writeln!(
+                f,
+                "  {:>10} -> {:<10} {:>7.2} Gbps  cap {:>4.1}  {:?}, limited by {}",
+                fl.from, fl.to, fl.gbps, fl.cap_gbps, fl.class, fl.limited_by
+            )?;
+        }
+        if self.flows.len() > 12 {
+            writeln!(f, "  ... {} more (--json for all)", self.flows.len() - 12)?;
+        }
+        writeln!(f, "busiest links:")?;
+        for (l, u) in &self.busiest_links {
+            writeln!(f, "  {:>5.1}%  {l}", u * 100.0)?;
+        }
+        writeln!(f, "blast radius:")?;
+        for x in &self.failures {
+            let groups: Vec<String> =
+                x.groups.iter().map(|(g, (l, t))| format!("{g} {l}/{t}")).collect();
+            writeln!(
+                f,
+                "  {:<16} loses {:>2} VMs [{}], {:.2} Gbps left",
+                x.domain,
+                x.vms_lost.len(),
+                groups.join(", "),
+                x.gbps_after
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../scenarios/plan-hpc.toml");
+
+    #[test]
+    fn the_example_plans() {
+        let r = run_text("plan-hpc.toml", EXAMPLE).unwrap();
+        assert_eq!(r.vms.len(), 24);
+        let azs: std::collections::BTreeSet<&str> = r
+            .vms
+            .iter()
+            .filter(|v| v.group.as_deref() == Some("hpc"))
+            .map(|v| v.az.as_str())
+            .collect();
+        assert_eq!(azs.len(), 1, "a cluster group lives in one AZ");
+        assert_eq!(r.flows.len(), 8 * 7 + 6 * 6 + 4);
+        for fl in r.flows.iter().filter(|f| f.from.starts_with("node")) {
+            assert_eq!((fl.gbps, fl.cap_gbps), (10.0, 10.0), "{fl:?}");
+        }
+        for fl in r.flows.iter().filter(|f| f.to.starts_with("client")) {
+            assert!((fl.gbps - 0.75).abs() < 1e-9, "m5.large baseline: {fl:?}");
+        }
+        assert!(!r.failures.is_empty());
+        let text = r.to_string();
+        assert!(text.contains("blast radius") && text.contains("limited by"), "{text}");
+        assert!(serde_json::to_string(&r).unwrap().contains("\"bottleneck\""));
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_place() {
+        let cases: &[(&str, &str)] = &[
+            ("[topology]\nregionz = []\n", "plan.toml:2:1"),
+            ("seed = \"x\"\n", "plan.toml:1:8"),
+            (&EXAMPLE.replace("to = \"web-*\"", "to = \"webb-*\""), "no VM named `webb-*`"),
+            (
+                &EXAMPLE.replace("strategy = \"spread\"", "strategy = \"scatter\""),
+                "unknown strategy `scatter`",
+            ),
+            (&EXAMPLE.replace("partitions = 3", "partitions = 8"), "1 to 7 partitions"),
+            (
+                &EXAMPLE.replace("count = 8\ngroup = \"hpc\"", "count = 80\ngroup = \"hpc\""),
+                "InsufficientInstanceCapacity",
+            ),
+            (
+                &EXAMPLE.replace("type = \"m5.large\"", "type = \"m9.huge\""),
+                "unknown instance type",
+            ),
+            (&EXAMPLE.replace("gbps = 2.0", "gbps = -2.0"), "is not a rate"),
+            (&EXAMPLE.replace("group = \"web\"", "group = \"nope\""), "does not exist"),
+        ];
+        for (text, want) in cases {
+            let e = run_text("plan.toml", text).unwrap_err().to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+            assert!(e.starts_with("plan.toml"), "{e}");
+        }
+        // Dangling references point at their line.
+        let e = run_text("plan.toml", &EXAMPLE.replace("to = \"web-*\"", "to = \"webb-*\""))
+            .unwrap_err()
+            .to_string();
+        let line = EXAMPLE.lines().position(|l| l.contains("to = \"web-*\"")).unwrap() + 1;
+        assert!(e.starts_with(&format!("plan.toml:{line}:")), "{e}");
+    }
+}
