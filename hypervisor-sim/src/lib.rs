@@ -6,9 +6,11 @@
 //! SR-IOV virtual function driven by an ENA-style kernel driver, and EFA's OS bypass. Those three
 //! paths are the comparison vnic-lab exists to measure.
 //!
-//! For now it only re-exports the building blocks it will be made of; the hosts, VMs, ENIs and
-//! fabric are the subject of their own issue.
+//! Built so far: [`eni`], the elastic network interfaces and EC2's rules for them. The hosts,
+//! VMs, I/O paths and fabric are still to come (see the hypervisor-sim issue).
 #![deny(missing_docs)]
+
+pub mod eni;
 
 pub use placement;
 pub use vnic;
