@@ -234,19 +234,11 @@ impl<T: CompletionEntry> CompletionConsumer<T> {
     #[inline(always)]
     fn take_landed(&mut self, dst: &mut [T]) {
         let start = (self.head & self.ring.mask) as usize;
-        let room = self.ring.depth as usize - start;
-        if dst.len() < room {
-            // SAFETY: start + dst.len() < depth; the acquire load in burst_has_landed made every
-            // entry up to the last visible, and the producer will not rewrite them until the
-            // head published by pop_burst has passed them.
-            unsafe { self.ring.mem.copy_out(start, dst) };
-        } else {
-            let (a, b) = dst.split_at_mut(room);
-            // SAFETY: as above, in two runs: up to the ring's end, then from slot 0.
-            unsafe {
-                self.ring.mem.copy_out(start, a);
-                self.ring.mem.copy_out(0, b);
-            }
+        // SAFETY: start < depth and dst.len() <= depth; the acquire load in burst_has_landed made
+        // every entry up to the last visible, and the producer will not rewrite them until the
+        // head published by pop_burst has passed them.
+        unsafe { self.ring.mem.copy_out_wrapping(start, dst) };
+        if start + dst.len() >= self.ring.depth as usize {
             self.phase = !self.phase;
         }
         self.head = self.head.wrapping_add(dst.len() as u32);

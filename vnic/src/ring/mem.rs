@@ -19,6 +19,49 @@ pub(crate) use shm::{RingMemory, control_at_checked};
 #[cfg(loom)]
 pub(crate) use heap::RingMemory;
 
+impl<T: Pod> RingMemory<T> {
+    /// Copies `src` into the slots from `start` on, wrapping at the ring's end.
+    ///
+    /// # Safety
+    /// `start < depth`, `src.len() <= depth`, and the caller owns those slots.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_in_wrapping(&self, start: usize, src: &[T]) {
+        let room = self.depth() - start;
+        if src.len() <= room {
+            // SAFETY: start + src.len() <= depth; owned (caller's contract).
+            unsafe { self.copy_in(start, src) };
+        } else {
+            let (a, b) = src.split_at(room);
+            // SAFETY: the first run ends at the ring's end, the second starts at slot 0 and is
+            // shorter than depth; all are owned (caller's contract).
+            unsafe {
+                self.copy_in(start, a);
+                self.copy_in(0, b);
+            }
+        }
+    }
+
+    /// Copies the slots from `start` on, wrapping at the ring's end, into `dst`.
+    ///
+    /// # Safety
+    /// `start < depth`, `dst.len() <= depth`, and the caller owns those slots.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_out_wrapping(&self, start: usize, dst: &mut [T]) {
+        let room = self.depth() - start;
+        if dst.len() <= room {
+            // SAFETY: start + dst.len() <= depth; owned (caller's contract).
+            unsafe { self.copy_out(start, dst) };
+        } else {
+            let (a, b) = dst.split_at_mut(room);
+            // SAFETY: as for copy_in_wrapping, in the other direction.
+            unsafe {
+                self.copy_out(start, a);
+                self.copy_out(0, b);
+            }
+        }
+    }
+}
+
 #[cfg(not(loom))]
 mod shm {
     use std::marker::PhantomData;
@@ -101,6 +144,11 @@ mod shm {
             // SAFETY: the whole ring, slots included, lies inside the mapping (checked above).
             let slots = unsafe { control.cast::<u8>().add(CONTROL_BYTES).cast::<T>() };
             Ok(Self { region, control, slots, depth: depth as usize, _entries: PhantomData })
+        }
+
+        #[inline(always)]
+        pub(crate) fn depth(&self) -> usize {
+            self.depth
         }
 
         #[inline(always)]
@@ -267,6 +315,10 @@ mod heap {
 
         pub(crate) fn control(&self) -> &RingControl {
             &self.inner.control
+        }
+
+        pub(crate) fn depth(&self) -> usize {
+            self.inner.slots.len()
         }
 
         pub(crate) unsafe fn copy_in(&self, idx: usize, src: &[T]) {

@@ -70,20 +70,9 @@ impl<T: Pod> SubmissionProducer<T> {
     #[inline(always)]
     fn write(&mut self, src: &[T]) {
         let start = (self.cursor.tail & self.ring.mask) as usize;
-        let room = self.ring.depth as usize - start;
-        if src.len() <= room {
-            // SAFETY: start + src.len() <= depth, and the caller checked that src.len() slots
-            // are free, so the producer owns them.
-            unsafe { self.ring.mem.copy_in(start, src) };
-        } else {
-            let (a, b) = src.split_at(room);
-            // SAFETY: the first run ends at the ring's end, the second starts at slot 0 and is
-            // shorter than depth; all src.len() slots are free (checked by the caller).
-            unsafe {
-                self.ring.mem.copy_in(start, a);
-                self.ring.mem.copy_in(0, b);
-            }
-        }
+        // SAFETY: start < depth, and the caller checked that src.len() (<= depth) slots are free,
+        // so the producer owns them.
+        unsafe { self.ring.mem.copy_in_wrapping(start, src) };
         self.cursor.tail = self.cursor.tail.wrapping_add(src.len() as u32);
     }
 
@@ -282,20 +271,9 @@ impl<T: Pod> SubmissionConsumer<T> {
     #[inline(always)]
     fn read(&mut self, dst: &mut [T]) {
         let start = (self.head & self.ring.mask) as usize;
-        let room = self.ring.depth as usize - start;
-        if dst.len() <= room {
-            // SAFETY: start + dst.len() <= depth, and the producer published these entries (the
-            // caller checked that dst.len() are ready), so the consumer owns them until it
-            // publishes its head below.
-            unsafe { self.ring.mem.copy_out(start, dst) };
-        } else {
-            let (a, b) = dst.split_at_mut(room);
-            // SAFETY: as above, in two runs: up to the ring's end, then from slot 0.
-            unsafe {
-                self.ring.mem.copy_out(start, a);
-                self.ring.mem.copy_out(0, b);
-            }
-        }
+        // SAFETY: start < depth, and the producer published these entries (the caller checked
+        // that dst.len() are ready), so the consumer owns them until it publishes its head below.
+        unsafe { self.ring.mem.copy_out_wrapping(start, dst) };
         self.head = self.head.wrapping_add(dst.len() as u32);
         self.ring.control().consumer.index.store(self.head, Ordering::Release);
     }
