@@ -446,3 +446,35 @@ fn moderated_interrupts_wake_a_sleeping_receiver() {
     assert!(tx_irqs > 0);
     assert_eq!(pf.interrupts(0, 0).unwrap().1, 0, "busy-polled RX never interrupts");
 }
+
+#[test]
+fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 8 * MB);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    let layout = QueuePairLayout::new(0, 64, 2048);
+    let r0 = w0.region().clone();
+    SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 64).unwrap();
+    CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 64).unwrap();
+    SubmissionRing::<vnic::desc::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
+    CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 64).unwrap();
+    pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
+    let mut sq = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
+    let mut cq = CompletionConsumer::<TxCompletion>::attach(r0, layout.tx_cq).unwrap();
+    let frame = udp(100, 0, 1, 1, 1);
+    let buf = layout.tx_bufs as u64;
+    w0.write(buf, &frame).unwrap();
+    // Request 3 starts a chain that never ends; request 4 is a whole frame.
+    assert!(sq.push(TxDesc::new(buf, 50, 3).with_first(true)));
+    pf.poll();
+    assert!(sq.push(TxDesc::new(buf, 100, 4).with_first(true).with_last(true)));
+    pf.poll();
+    let mut done = [TxCompletion::default(); 4];
+    let n = cq.pop_burst(&mut done);
+    let got: Vec<(u16, u8)> = done[..n].iter().map(|c| (c.req_id, c.status)).collect();
+    assert_eq!(got, vec![(3, TX_STATUS_BAD_DESC), (4, TX_STATUS_OK)]);
+    assert_eq!(rx.recv(|f, _| assert_eq!(f, &frame[..])), 1);
+    assert_eq!(pf.vf(0).unwrap().totals().0.tx_bad_desc, 1);
+}

@@ -100,6 +100,18 @@ impl PhysicalFunction {
             let gathered = gather(&mut self.vfs[vf], q, &d, &mut self.scratch);
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_head = queue.tx_head.wrapping_add(1);
+            if let Some(req_id) = queue.abandoned.take() {
+                // Its buffers go back to the driver with an error status.
+                queue.tx_in_flight[usize::from(req_id)] = false;
+                self.tx_done[k] = TxCompletion {
+                    req_id,
+                    status: TX_STATUS_BAD_DESC,
+                    sub_qid: q as u16,
+                    sq_head_idx: queue.tx_head,
+                    ..Default::default()
+                };
+                k += 1;
+            }
             let (req_id, status) = match gathered {
                 Gathered::Nothing => continue,
                 Gathered::Bad { req_id } => (req_id, TX_STATUS_BAD_DESC),
@@ -227,10 +239,9 @@ fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) ->
     }
     if d.is_first() {
         if let Some(p) = queue.partial.take() {
-            // A chain that never ended: complete it as bad before starting the next.
+            // A chain that never ended: the engine completes it as bad before this one.
             add(&queue.stats.tx_bad_desc, 1);
-            queue.partial = None;
-            queue.tx_in_flight[usize::from(p.req_id)] = false;
+            queue.abandoned = Some(p.req_id);
         }
         if queue.tx_in_flight[usize::from(req_id)] {
             add(&queue.stats.tx_bad_desc, 1);

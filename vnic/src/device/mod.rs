@@ -149,6 +149,8 @@ pub(crate) struct DeviceQueue {
     pub(crate) tx_in_flight: Vec<bool>,
     /// The frame being gathered: its request id, bytes so far, and whether it is already bad.
     pub(crate) partial: Option<PartialFrame>,
+    /// A chain cut short by a new first descriptor, waiting for its error completion.
+    pub(crate) abandoned: Option<u16>,
     /// Count of TX descriptors consumed (ENA's SQ head index).
     pub(crate) tx_head: u16,
     /// RX descriptors taken from the ring a burst at a time, as a NIC's descriptor cache.
@@ -262,9 +264,10 @@ pub struct PhysicalFunction {
     pub(crate) scratch: Vec<u8>,
     /// RX queues with completions waiting for the end of the poll: (VF, queue).
     pub(crate) rx_dirty: Vec<(u16, u16)>,
-    /// A TX burst being processed, and its completions.
+    /// A TX burst being processed, and its completions (one more than the burst: a chain from
+    /// an earlier burst may be cut short in this one).
     pub(crate) tx_descs: [TxDesc; engine::BURST],
-    pub(crate) tx_done: [TxCompletion; engine::BURST],
+    pub(crate) tx_done: [TxCompletion; engine::BURST + 1],
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -290,7 +293,7 @@ impl PhysicalFunction {
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
             rx_dirty: Vec::new(),
             tx_descs: [TxDesc::default(); engine::BURST],
-            tx_done: [TxCompletion::default(); engine::BURST],
+            tx_done: [TxCompletion::default(); engine::BURST + 1],
         })
     }
 
@@ -463,6 +466,7 @@ impl PhysicalFunction {
             rx_cq,
             tx_in_flight: vec![false; depth as usize],
             partial: None,
+            abandoned: None,
             tx_head: 0,
             rx_cache: Vec::with_capacity(engine::BURST),
             rx_cache_next: 0,
