@@ -77,6 +77,8 @@ pub enum Forward {
 pub struct EmbeddedSwitch {
     ports: Vec<Option<VfPort>>,
     fdb: HashMap<(MacAddr, u16), u16, foldhash::fast::RandomState>,
+    /// Extra unicast MAC filters per VF (a hypervisor's backend VF carrying emulated NICs).
+    extra: HashMap<(MacAddr, u16), u16, foldhash::fast::RandomState>,
 }
 
 impl EmbeddedSwitch {
@@ -85,8 +87,9 @@ impl EmbeddedSwitch {
         Self::default()
     }
 
-    /// Configures VF `vf` (replacing what it had).
+    /// Configures VF `vf` (replacing what it had; its extra MAC filters move to the new VLAN).
     pub fn set_port(&mut self, vf: u16, port: VfPort) {
+        let extras = self.take_extras(vf);
         self.remove_port(vf);
         let i = usize::from(vf);
         if self.ports.len() <= i {
@@ -94,12 +97,54 @@ impl EmbeddedSwitch {
         }
         self.ports[i] = Some(port);
         self.fdb.insert((port.mac, port.vlan.unwrap_or(0)), vf);
+        for mac in extras {
+            self.add_mac_filter(vf, mac);
+        }
     }
 
-    /// Removes VF `vf`'s port.
+    /// Removes VF `vf`'s port and its extra MAC filters.
     pub fn remove_port(&mut self, vf: u16) {
+        self.take_extras(vf);
         if let Some(Some(old)) = self.ports.get_mut(usize::from(vf)).map(Option::take) {
             self.fdb.remove(&(old.mac, old.vlan.unwrap_or(0)));
+        }
+    }
+
+    /// Removes VF `vf`'s extra MAC filters and returns their MACs.
+    pub(crate) fn take_extras(&mut self, vf: u16) -> Vec<MacAddr> {
+        let keys: Vec<(MacAddr, u16)> =
+            self.extra.iter().filter(|&(_, &owner)| owner == vf).map(|(&k, _)| k).collect();
+        for key in &keys {
+            self.extra.remove(key);
+            self.fdb.remove(key);
+        }
+        keys.into_iter().map(|(mac, _)| mac).collect()
+    }
+
+    /// Adds an extra unicast MAC filter to VF `vf`'s port, on its VLAN: frames to `mac` are
+    /// delivered to it, and with spoof check on it may send as `mac` too (as a hypervisor's
+    /// backend VF does for the emulated NICs behind it). Returns false, changing nothing, if
+    /// the port does not exist or another port already has the MAC.
+    pub fn add_mac_filter(&mut self, vf: u16, mac: MacAddr) -> bool {
+        let Some(port) = self.port(vf) else { return false };
+        let key = (mac, port.vlan.unwrap_or(0));
+        match self.fdb.get(&key) {
+            Some(&owner) => owner == vf,
+            None => {
+                self.fdb.insert(key, vf);
+                self.extra.insert(key, vf);
+                true
+            }
+        }
+    }
+
+    /// Removes an extra MAC filter of VF `vf`.
+    pub fn remove_mac_filter(&mut self, vf: u16, mac: MacAddr) {
+        let Some(port) = self.port(vf) else { return };
+        let key = (mac, port.vlan.unwrap_or(0));
+        if self.extra.get(&key) == Some(&vf) {
+            self.extra.remove(&key);
+            self.fdb.remove(&key);
         }
     }
 
@@ -115,7 +160,10 @@ impl EmbeddedSwitch {
                 let Some(port) = self.port(vf) else {
                     return Forward::Drop(SwitchDrop::NoSuchPort);
                 };
-                if port.spoof_check && info.src != port.mac {
+                if port.spoof_check
+                    && info.src != port.mac
+                    && self.extra.get(&(info.src, port.vlan.unwrap_or(0))) != Some(&vf)
+                {
                     return Forward::Drop(SwitchDrop::Spoofed);
                 }
                 match (port.vlan, info.vlan) {
@@ -224,5 +272,31 @@ mod tests {
         s.set_port(2, VfPort { mac: m(22), vlan: None, spoof_check: true });
         assert_eq!(s.forward(Port::Vf(0), &info(m(2), m(0), None)), Forward::One(Port::Uplink));
         assert_eq!(s.forward(Port::Vf(0), &info(m(22), m(0), None)), Forward::One(Port::Vf(2)));
+    }
+
+    #[test]
+    fn extra_mac_filters_receive_and_may_send_but_never_steal() {
+        let mut s = switch();
+        let m = MacAddr::local;
+        assert!(s.add_mac_filter(0, m(40)));
+        assert!(!s.add_mac_filter(0, m(1)), "VF 1's MAC stays VF 1's");
+        assert!(!s.add_mac_filter(9, m(41)));
+        assert_eq!(s.forward(Port::Uplink, &info(m(40), m(99), None)), Forward::One(Port::Vf(0)));
+        assert_eq!(s.forward(Port::Vf(0), &info(m(1), m(40), None)), Forward::One(Port::Vf(1)));
+        assert_eq!(
+            s.forward(Port::Vf(2), &info(m(1), m(40), None)),
+            Forward::Drop(SwitchDrop::Spoofed)
+        );
+        // Reconfiguring the port keeps its filters; removing them or the port drops them.
+        s.set_port(0, VfPort { mac: m(0), vlan: None, spoof_check: true });
+        assert_eq!(s.forward(Port::Uplink, &info(m(40), m(99), None)), Forward::One(Port::Vf(0)));
+        s.remove_mac_filter(0, m(40));
+        assert_eq!(
+            s.forward(Port::Uplink, &info(m(40), m(99), None)),
+            Forward::Drop(SwitchDrop::UnknownUnicast)
+        );
+        assert!(s.add_mac_filter(0, m(41)));
+        s.remove_port(0);
+        assert!(s.add_mac_filter(1, m(41)), "a removed port's filters are free again");
     }
 }

@@ -478,3 +478,89 @@ fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
     assert_eq!(rx.recv(|f, _| assert_eq!(f, &frame[..])), 1);
     assert_eq!(pf.vf(0).unwrap().totals().0.tx_bad_desc, 1);
 }
+
+#[test]
+fn source_destination_check_drops_spoofed_addresses_only_while_on() {
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0x10_0000_0000, 4 * MB);
+    let w1 = guest(&mut pf, 1, 0x20_0000_0000, 4 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 64);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    // VF 0 owns 10.0.0.1, VF 1 owns 10.0.0.2: `udp` sends 10.0.0.1 -> 10.0.0.2.
+    pf.set_address_check(0, Some(&["10.0.0.1".parse().unwrap()])).unwrap();
+    pf.set_address_check(1, Some(&["10.0.0.2".parse().unwrap()])).unwrap();
+    let mut spoofed = udp(128, 0, 1, 7, 0);
+    spoofed[26..30].copy_from_slice(&[10, 0, 0, 99]); // source IP not VF 0's
+    let mut elsewhere = udp(128, 0, 1, 7, 1);
+    elsewhere[30..34].copy_from_slice(&[10, 0, 0, 77]); // destination IP not VF 1's
+    let good = udp(128, 0, 1, 7, 2);
+    let mut round = |pf: &mut PhysicalFunction, frames: &[&[u8]]| {
+        assert_eq!(tx.send_burst(frames), frames.len());
+        pf.poll();
+        tx.reap_tx();
+        rx.recv(|_, _| {})
+    };
+    assert_eq!(round(&mut pf, &[&spoofed, &elsewhere, &good]), 1);
+    let (_, v0) = pf.vf(0).unwrap().totals();
+    let (_, v1) = pf.vf(1).unwrap().totals();
+    assert_eq!((v0.tx_src_dst_check, v1.rx_src_dst_check), (1, 1));
+    // With the check off (a NAT instance), both pass.
+    pf.set_address_check(0, None).unwrap();
+    pf.set_address_check(1, None).unwrap();
+    assert_eq!(round(&mut pf, &[&spoofed, &elsewhere, &good]), 3);
+}
+
+#[test]
+fn an_eni_shaper_in_the_device_holds_frames_to_the_flow_cap() {
+    use vnic::shaper::{FlowKey, ShaperConfig};
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0x10_0000_0000, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0x20_0000_0000, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 256);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 256);
+    // 100 Mbit/s per flow: 1500-byte frames leave one every 120 µs.
+    let cap = |_: &FlowKey| 100_000_000u64;
+    let counters =
+        pf.set_shaper(0, Some((ShaperConfig::default(), Box::new(cap)))).unwrap().unwrap();
+    let frame = udp(1500, 0, 1, 7, 0);
+    let drops = pf.vf(0).unwrap().vf_stats();
+    let dropped = || drops.tx_shaper_drops.load(std::sync::atomic::Ordering::Relaxed);
+    // Sends `n` frames as fast as the ring takes them; returns when each has arrived or been
+    // dropped, and how long that took.
+    let mut burst = |pf: &mut PhysicalFunction, n: u64, got: &mut u64| {
+        let start = std::time::Instant::now();
+        let (mut posted, before) = (0, *got + dropped());
+        while *got + dropped() < before + n && start.elapsed().as_secs() < 20 {
+            if posted < n {
+                let k = (n - posted).min(8) as usize;
+                posted += tx.send_burst(&[frame.as_slice(); 8][..k]) as u64;
+            }
+            pf.poll();
+            tx.reap_tx();
+            *got += rx.recv(|f, _| assert_eq!(f.len(), 1500)) as u64;
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut got = 0;
+    // 100 frames fit the flow's queue (128): all arrive, at the cap. 100 × 1500 B at
+    // 100 Mbit/s is 12 ms, less the limiter's burst tolerance (two jumbo frames: 12 of these),
+    // so at least 88 × 120 µs = 10.6 ms.
+    let elapsed = burst(&mut pf, 100, &mut got);
+    assert_eq!((got, dropped()), (100, 0), "held frames all leave");
+    assert!(elapsed >= 0.0100, "frames left at the flow cap, not at once ({elapsed} s)");
+    let stats = counters.snapshot();
+    assert!(stats.flow_cap_exceeded >= 80, "{stats:?}");
+    // 400 at once overflow it: the excess is dropped and counted in both places.
+    burst(&mut pf, 400, &mut got);
+    let stats = counters.snapshot();
+    assert!(dropped() > 0 && got + dropped() == 500, "got {got}, dropped {}", dropped());
+    assert_eq!(stats.shaper_drops, dropped());
+    assert_eq!(tx.stats().tx_completed, 500, "the sender's completions do not wait");
+    // Taking the shaper away releases nothing twice and traffic flows unshaped.
+    pf.set_shaper(0, None).unwrap();
+    assert_eq!(tx.send_burst(&[frame.as_slice(); 8]), 8);
+    pf.poll();
+    assert_eq!(rx.recv(|_, _| {}), 8);
+}

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
 use crate::frame::FrameInfo;
+use crate::shaper::Clock;
 use crate::switch::{Forward, Port, SwitchDrop};
 
 /// Descriptors taken from a TX queue per poll.
@@ -44,6 +45,9 @@ impl PhysicalFunction {
     pub fn poll(&mut self) -> usize {
         let mut work = 0;
         let mut armed = false;
+        if !self.shaped.is_empty() {
+            self.release_shaped();
+        }
         for vf in 0..self.vfs.len() {
             for q in 0..self.vfs[vf].queues.len() {
                 work += self.poll_tx(vf, q);
@@ -93,6 +97,7 @@ impl PhysicalFunction {
                 window.prefetch(d.addr(), u64::from(d.len()));
             }
         }
+        let now_ns = if self.vfs[vf].shaper.is_some() { self.clock.now_ns() } else { 0 };
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
@@ -116,7 +121,7 @@ impl PhysicalFunction {
                 Gathered::Nothing => continue,
                 Gathered::Bad { req_id } => (req_id, TX_STATUS_BAD_DESC),
                 Gathered::Frame { req_id, len } => {
-                    self.switch_frame(vf, len);
+                    self.switch_frame(vf, len, now_ns);
                     packets += 1;
                     bytes += len as u64;
                     (req_id, TX_STATUS_OK)
@@ -146,8 +151,9 @@ impl PhysicalFunction {
         n
     }
 
-    /// Forwards the frame in the scratch buffer, sent by `vf`.
-    fn switch_frame(&mut self, vf: usize, len: usize) {
+    /// Forwards the frame in the scratch buffer, sent by `vf`: parse, MTU, source/destination
+    /// check, the switch's decision (spoof check), then the VF's shaper, then delivery.
+    fn switch_frame(&mut self, vf: usize, len: usize, now_ns: u64) {
         let frame = &self.scratch[..len];
         let stats = &self.vfs[vf].stats;
         let Ok(info) = FrameInfo::parse(frame) else {
@@ -158,59 +164,79 @@ impl PhysicalFunction {
             add(&stats.tx_oversize, 1);
             return;
         }
-        let from = Port::Vf(vf as u16);
-        match self.switch.forward(from, &info) {
-            Forward::One(Port::Vf(dst)) => {
-                deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
-            }
-            Forward::One(Port::Uplink) => {
-                if let Some(uplink) = &self.uplink {
-                    uplink.transmit(frame);
-                }
-            }
-            Forward::Flood { vlan } => {
-                for port in self.switch.flood(from, vlan) {
-                    match port {
-                        Port::Vf(dst) => deliver(
-                            &mut self.vfs[usize::from(dst)],
-                            &mut self.rx_dirty,
-                            frame,
-                            &info,
-                        ),
-                        Port::Uplink => {
-                            if let Some(uplink) = &self.uplink {
-                                uplink.transmit(frame);
-                            }
-                        }
-                    }
-                }
-            }
-            Forward::Drop(SwitchDrop::Spoofed) => add(&stats.tx_spoofed, 1),
-            Forward::Drop(_) => add(&stats.tx_switch_drops, 1),
+        if let (Some(addresses), Some(ip)) = (&self.vfs[vf].addresses, &info.ipv4)
+            && !addresses.contains(&ip.src)
+        {
+            add(&stats.tx_src_dst_check, 1);
+            return;
         }
+        let from = Port::Vf(vf as u16);
+        let decision = self.switch.forward(from, &info);
+        match decision {
+            Forward::Drop(SwitchDrop::Spoofed) => return add(&stats.tx_spoofed, 1),
+            Forward::Drop(_) => return add(&stats.tx_switch_drops, 1),
+            _ => {}
+        }
+        let v = &mut self.vfs[vf];
+        if let (Some(shaper), Some(ip)) = (v.shaper.as_deref_mut(), &info.ipv4)
+            && !shape(shaper, now_ns, frame, ip, &v.stats)
+        {
+            return;
+        }
+        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        to.dispatch(&self.switch, from, decision, frame, &info);
+    }
+
+    /// Sends a frame the shaper held, now that it is due.
+    pub(crate) fn forward_released(&mut self, vf: usize, frame: &[u8]) {
+        let Ok(info) = FrameInfo::parse(frame) else { return };
+        let from = Port::Vf(vf as u16);
+        let decision = self.switch.forward(from, &info);
+        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        to.dispatch(&self.switch, from, decision, frame, &info);
+    }
+
+    /// Sends every held frame that is due.
+    fn release_shaped(&mut self) {
+        let now = self.clock.now_ns();
+        for k in 0..self.shaped.len() {
+            let vf = usize::from(self.shaped[k]);
+            let Some(shaper) = self.vfs[vf].shaper.as_deref_mut() else { continue };
+            if shaper.shaper.queued() == 0 {
+                continue;
+            }
+            let mut due = std::mem::take(&mut self.due);
+            shaper.shaper.release(now, &mut due);
+            for &handle in &due {
+                let slot = handle as usize;
+                let held = self.vfs[vf]
+                    .shaper
+                    .as_deref_mut()
+                    .and_then(|s| s.held.get_mut(slot).and_then(Option::take));
+                let Some(frame) = held else { continue };
+                self.forward_released(vf, &frame);
+                if let Some(s) = self.vfs[vf].shaper.as_deref_mut() {
+                    s.free_slots.push(slot);
+                    s.pool.push(frame);
+                }
+            }
+            due.clear();
+            self.due = due;
+        }
+        self.flush_rx();
     }
 
     /// A frame arriving from the uplink (the fabric).
     pub fn receive_from_uplink(&mut self, frame: &[u8]) {
         let Ok(info) = FrameInfo::parse(frame) else { return };
-        match self.switch.forward(Port::Uplink, &info) {
-            Forward::One(Port::Vf(dst)) => {
-                deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info)
-            }
-            Forward::Flood { vlan } => {
-                for port in self.switch.flood(Port::Uplink, vlan) {
-                    if let Port::Vf(dst) = port {
-                        deliver(&mut self.vfs[usize::from(dst)], &mut self.rx_dirty, frame, &info);
-                    }
-                }
-            }
-            _ => {}
-        }
+        let decision = self.switch.forward(Port::Uplink, &info);
+        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        to.dispatch(&self.switch, Port::Uplink, decision, frame, &info);
         self.flush_rx();
     }
 
     /// Publishes the RX completions written since the last flush, one doorbell per queue.
-    fn flush_rx(&mut self) {
+    pub(crate) fn flush_rx(&mut self) {
         for (vf, q) in self.rx_dirty.drain(..) {
             let Some(queue) =
                 self.vfs.get_mut(usize::from(vf)).and_then(|v| v.queues.get_mut(usize::from(q)))
@@ -223,6 +249,85 @@ impl PhysicalFunction {
             queue.rx_irq.completed(pushed);
             add(&queue.stats.rx_drops, (queue.rx_done.len() - pushed) as u64);
             queue.rx_done.clear();
+        }
+    }
+}
+
+/// Where a switched frame may go: the VFs' RX queues and the uplink.
+struct Targets<'a> {
+    vfs: &'a mut [VirtualFunction],
+    dirty: &'a mut Vec<(u16, u16)>,
+    uplink: &'a Option<std::sync::Arc<dyn crate::switch::Uplink>>,
+}
+
+impl Targets<'_> {
+    /// Carries out the switch's decision for a frame from `from`.
+    fn dispatch(
+        self,
+        switch: &crate::switch::EmbeddedSwitch,
+        from: Port,
+        decision: Forward,
+        frame: &[u8],
+        info: &FrameInfo,
+    ) {
+        let mut send = |port: Port| match port {
+            Port::Vf(dst) => {
+                if let Some(vf) = self.vfs.get_mut(usize::from(dst)) {
+                    deliver(vf, self.dirty, frame, info);
+                }
+            }
+            Port::Uplink => {
+                if let Some(uplink) = self.uplink {
+                    uplink.transmit(frame);
+                }
+            }
+        };
+        match decision {
+            Forward::One(port) => send(port),
+            Forward::Flood { vlan } => switch.flood(from, vlan).for_each(send),
+            Forward::Drop(_) => {}
+        }
+    }
+}
+
+/// Offers a frame to the VF's shaper: true to send it now; false if it is held (it leaves from
+/// [`PhysicalFunction::release_shaped`]) or dropped.
+fn shape(
+    shaper: &mut super::EgressShaper,
+    now_ns: u64,
+    frame: &[u8],
+    ip: &crate::frame::Ipv4Info,
+    stats: &super::stats::VfStats,
+) -> bool {
+    use crate::shaper::{Direction, FlowKey, Packet, Verdict};
+    let (sport, dport) = ip.ports.unwrap_or((0, 0));
+    let key = FlowKey::of_packet(
+        Direction::Out,
+        std::net::Ipv4Addr::from(ip.src).into(),
+        std::net::Ipv4Addr::from(ip.dst).into(),
+        ip.protocol,
+        sport,
+        dport,
+    );
+    let slot = shaper.free_slots.last().copied().unwrap_or(shaper.held.len());
+    let packet = Packet { key, len: frame.len() as u32, dir: Direction::Out, handle: slot as u64 };
+    match shaper.shaper.admit(now_ns, &packet) {
+        Verdict::Pass => true,
+        Verdict::Queued { .. } => {
+            let mut buf = shaper.pool.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(frame);
+            if slot == shaper.held.len() {
+                shaper.held.push(Some(buf));
+            } else {
+                shaper.free_slots.pop();
+                shaper.held[slot] = Some(buf);
+            }
+            false
+        }
+        Verdict::Drop(_) => {
+            add(&stats.tx_shaper_drops, 1);
+            false
         }
     }
 }
@@ -303,6 +408,13 @@ fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<RxDesc> {
 /// it needs; the completions wait in the queue until [`PhysicalFunction::flush_rx`].
 fn deliver(vf: &mut VirtualFunction, dirty: &mut Vec<(u16, u16)>, frame: &[u8], info: &FrameInfo) {
     if vf.queues.is_empty() {
+        return;
+    }
+    if let (Some(addresses), Some(ip)) = (&vf.addresses, &info.ipv4)
+        && !info.dst.is_group()
+        && !addresses.contains(&ip.dst)
+    {
+        add(&vf.stats.rx_src_dst_check, 1);
         return;
     }
     let hash = match info.ipv4 {

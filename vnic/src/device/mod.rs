@@ -41,6 +41,7 @@ use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
 };
 use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
+use crate::shaper::{AllowanceCounters, FlowKey, MonotonicClock, Shaper, ShaperConfig};
 use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
 
 /// Most VFs a PF can expose.
@@ -111,6 +112,9 @@ pub enum DeviceError {
     /// A ring address outside the VF's window.
     #[error(transparent)]
     Dma(#[from] DmaError),
+    /// A MAC filter another VF already has.
+    #[error("MAC {0} belongs to another VF")]
+    MacInUse(MacAddr),
     /// A ring that is not a valid ring of the expected shape.
     #[error("queue ring at {iova:#x}: {source}")]
     Ring {
@@ -189,6 +193,30 @@ pub struct VirtualFunction {
     pub(crate) moderation_us: (u32, u32),
     /// Whether the guest may change its own MAC (`ip link set dev PF vf N trust on`).
     pub(crate) trusted: bool,
+    /// EC2's source/destination check: the IPv4 addresses the VF may send from and receive for
+    /// (`None`: the check is off).
+    pub(crate) addresses: Option<Arc<[[u8; 4]]>>,
+    /// The ENI's shaper on the VF's outbound traffic, and the frames it holds.
+    pub(crate) shaper: Option<Box<EgressShaper>>,
+}
+
+/// A flow-cap policy the device can own: a closure from a flow to its cap in bits/s.
+pub type FlowCapPolicy = Box<dyn Fn(&FlowKey) -> u64 + Send>;
+
+/// A VF's outbound shaper and the frames it holds until their departure time.
+pub(crate) struct EgressShaper {
+    pub(crate) shaper: Shaper<FlowCapPolicy>,
+    /// Held frames by handle (the handle is the slot index).
+    pub(crate) held: Vec<Option<Vec<u8>>>,
+    pub(crate) free_slots: Vec<usize>,
+    /// Buffers of frames already sent, for reuse.
+    pub(crate) pool: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EgressShaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressShaper").field("held", &self.shaper.queued()).finish()
+    }
 }
 
 impl VirtualFunction {
@@ -205,6 +233,8 @@ impl VirtualFunction {
             admin: admin::AdminState::default(),
             moderation_us: (64, 20),
             trusted: false,
+            addresses: None,
+            shaper: None,
         }
     }
 
@@ -268,6 +298,12 @@ pub struct PhysicalFunction {
     /// an earlier burst may be cut short in this one).
     pub(crate) tx_descs: [TxDesc; engine::BURST],
     pub(crate) tx_done: [TxCompletion; engine::BURST + 1],
+    /// The shapers' time.
+    pub(crate) clock: MonotonicClock,
+    /// Handles of held frames due, reused across polls.
+    pub(crate) due: Vec<u64>,
+    /// VFs with an egress shaper (so a poll looks only at those).
+    pub(crate) shaped: Vec<u16>,
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -294,6 +330,9 @@ impl PhysicalFunction {
             rx_dirty: Vec::new(),
             tx_descs: [TxDesc::default(); engine::BURST],
             tx_done: [TxCompletion::default(); engine::BURST + 1],
+            clock: MonotonicClock::new(),
+            due: Vec::new(),
+            shaped: Vec::new(),
         })
     }
 
@@ -415,7 +454,74 @@ impl PhysicalFunction {
         let report = self.reset_vf(vf)?;
         let i = self.check(vf)?;
         self.vfs[i].window = None;
+        self.vfs[i].addresses = None;
+        self.set_shaper(vf, None)?;
+        // Back to the pool as it came: the default MAC, no VLAN, spoof check on, no filters.
+        self.switch.take_extras(vf);
+        let mac = MacAddr::local(u32::from(vf) + 1);
+        self.switch.set_port(vf, VfPort { mac, vlan: None, spoof_check: true });
         Ok(report)
+    }
+
+    /// Turns EC2's source/destination check on (with the addresses the VF owns) or off: with it
+    /// on, an IPv4 frame the VF sends from another address, or that arrives for another
+    /// address, is dropped and counted (`tx_src_dst_check`, `rx_src_dst_check`). Frames that are
+    /// not IPv4 (ARP) pass.
+    pub fn set_address_check(
+        &mut self,
+        vf: u16,
+        addresses: Option<&[std::net::Ipv4Addr]>,
+    ) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        self.vfs[i].addresses = addresses.map(|a| a.iter().map(|ip| ip.octets()).collect());
+        Ok(())
+    }
+
+    /// Shapes the VF's outbound traffic with an ENI's limits (flow caps from `policy`,
+    /// bandwidth with burst credits, PPS, conntrack, link-local), or stops shaping it (`None`,
+    /// releasing held frames at once). Frames over a limit are held in the device and leave at
+    /// their departure time; the sender's TX completion does not wait for them. Returns the
+    /// allowance counters (ENA's names), readable while traffic runs.
+    pub fn set_shaper(
+        &mut self,
+        vf: u16,
+        shaper: Option<(ShaperConfig, FlowCapPolicy)>,
+    ) -> Result<Option<Arc<AllowanceCounters>>, DeviceError> {
+        let i = self.check(vf)?;
+        if let Some(old) = self.vfs[i].shaper.take() {
+            // Whatever it held leaves now rather than being lost.
+            for frame in old.held.into_iter().flatten() {
+                self.forward_released(i, &frame);
+            }
+            self.flush_rx();
+        }
+        self.shaped.retain(|&v| v != vf);
+        let Some((config, policy)) = shaper else { return Ok(None) };
+        let shaper = Shaper::new(config, policy);
+        let counters = shaper.counters();
+        self.vfs[i].shaper = Some(Box::new(EgressShaper {
+            shaper,
+            held: Vec::new(),
+            free_slots: Vec::new(),
+            pool: Vec::new(),
+        }));
+        self.shaped.push(vf);
+        Ok(Some(counters))
+    }
+
+    /// Adds an extra unicast MAC filter to a VF (a hypervisor's backend VF carrying the
+    /// emulated NICs of its VMs: it receives their frames and may send as them). Fails if
+    /// another VF has the MAC.
+    pub fn add_mac_filter(&mut self, vf: u16, mac: MacAddr) -> Result<(), DeviceError> {
+        self.check(vf)?;
+        if self.switch.add_mac_filter(vf, mac) { Ok(()) } else { Err(DeviceError::MacInUse(mac)) }
+    }
+
+    /// Removes an extra MAC filter.
+    pub fn remove_mac_filter(&mut self, vf: u16, mac: MacAddr) -> Result<(), DeviceError> {
+        self.check(vf)?;
+        self.switch.remove_mac_filter(vf, mac);
+        Ok(())
     }
 
     /// Creates a queue pair from rings the driver laid out in the VF's window; returns its index.

@@ -70,6 +70,12 @@ counters!(
         tx_malformed,
         /// Frames larger than the MTU.
         tx_oversize,
+        /// Frames sent from an address the VF does not own (source/destination check).
+        tx_src_dst_check,
+        /// Frames arriving for an address the VF does not own (source/destination check).
+        rx_src_dst_check,
+        /// Frames the egress shaper dropped (its queue full, or conntrack exhausted).
+        tx_shaper_drops,
     }
 );
 
