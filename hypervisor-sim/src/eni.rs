@@ -191,7 +191,7 @@ pub struct EniRegistry {
 }
 
 /// What a new ENI is made of.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EniSpec {
     /// Subnet name.
     pub subnet: String,

@@ -145,19 +145,40 @@ pub struct QueuePairDriver {
 impl QueuePairDriver {
     /// Lays out the rings of `layout` in the guest memory behind `window` and attaches to them.
     pub fn create(window: DmaWindow, layout: QueuePairLayout) -> Result<Self, DriverError> {
-        if layout.end as u64 > window.size() {
-            return Err(DriverError::TooSmall { needed: layout.end, have: window.size() });
-        }
-        if !(64..=65536).contains(&layout.rx_buf) {
-            return Err(DriverError::RxBuffer(layout.rx_buf));
-        }
+        Self::init_rings(&window, &layout)?;
+        Self::attach(window, layout)
+    }
+
+    /// Lays out (initialises) the four rings of `layout` without attaching to them: a
+    /// hypervisor does this before the device attaches, when the driver runs in another process.
+    pub fn init_rings(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
+        Self::check_layout(window, layout)?;
         let r = window.region();
         let d = layout.depth;
         SubmissionRing::<TxDesc>::init(r, layout.tx_sq, d)?;
         CompletionRing::<TxCompletion>::init(r, layout.tx_cq, d)?;
         SubmissionRing::<RxDesc>::init(r, layout.rx_sq, d)?;
         CompletionRing::<RxCompletion>::init(r, layout.rx_cq, d)?;
-        let depth = d as usize;
+        Ok(())
+    }
+
+    fn check_layout(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
+        if layout.end as u64 > window.size() {
+            return Err(DriverError::TooSmall { needed: layout.end, have: window.size() });
+        }
+        if !(64..=65536).contains(&layout.rx_buf) {
+            return Err(DriverError::RxBuffer(layout.rx_buf));
+        }
+        Ok(())
+    }
+
+    /// Attaches to rings of `layout` laid out already (by [`Self::init_rings`], possibly in
+    /// another process); every buffer starts free and no RX buffer is posted.
+    pub fn attach(window: DmaWindow, layout: QueuePairLayout) -> Result<Self, DriverError> {
+        Self::check_layout(&window, &layout)?;
+        let r = window.region();
+        let depth = layout.depth as usize;
+        let d = layout.depth;
         Ok(Self {
             tx_sq: SubmissionProducer::attach(r.clone(), layout.tx_sq)?,
             tx_cq: CompletionConsumer::attach(r.clone(), layout.tx_cq)?,

@@ -79,6 +79,8 @@ pub struct EmbeddedSwitch {
     fdb: HashMap<(MacAddr, u16), u16, foldhash::fast::RandomState>,
     /// Extra unicast MAC filters per VF (a hypervisor's backend VF carrying emulated NICs).
     extra: HashMap<(MacAddr, u16), u16, foldhash::fast::RandomState>,
+    /// VEPA mode: no switching between VFs, every frame a VF sends leaves by the uplink.
+    vepa: bool,
 }
 
 impl EmbeddedSwitch {
@@ -119,6 +121,13 @@ impl EmbeddedSwitch {
             self.fdb.remove(key);
         }
         keys.into_iter().map(|(mac, _)| mac).collect()
+    }
+
+    /// Switches between VEB (the default: frames between VFs are switched locally) and VEPA
+    /// (every frame from a VF leaves by the uplink, and the adjacent switch relays it back if it
+    /// is for a neighbour), as a hypervisor's software bridge in front of a NIC can be set.
+    pub fn set_vepa(&mut self, vepa: bool) {
+        self.vepa = vepa;
     }
 
     /// Adds an extra unicast MAC filter to VF `vf`'s port, on its VLAN: frames to `mac` are
@@ -174,10 +183,22 @@ impl EmbeddedSwitch {
             }
             Port::Uplink => info.vlan.unwrap_or(0),
         };
+        if self.vepa && from != Port::Uplink {
+            return Forward::One(Port::Uplink);
+        }
         if info.dst.is_group() {
             return Forward::Flood { vlan };
         }
         match (self.fdb.get(&(info.dst, vlan)), from) {
+            // Back to the sending VF only for another of its MACs (reflective relay, for a
+            // hypervisor's backend VF carrying several emulated NICs): never to the same MAC.
+            (Some(&vf), Port::Vf(src)) if vf == src && info.dst != info.src => {
+                if self.extra.contains_key(&(info.dst, vlan)) {
+                    Forward::One(Port::Vf(vf))
+                } else {
+                    Forward::Drop(SwitchDrop::Hairpin)
+                }
+            }
             (Some(&vf), Port::Vf(src)) if vf == src => Forward::Drop(SwitchDrop::Hairpin),
             (Some(&vf), _) => Forward::One(Port::Vf(vf)),
             (None, Port::Vf(_)) => Forward::One(Port::Uplink),
@@ -295,8 +316,35 @@ mod tests {
             s.forward(Port::Uplink, &info(m(40), m(99), None)),
             Forward::Drop(SwitchDrop::UnknownUnicast)
         );
+        // Between two MACs of one VF, the switch relays the frame back (reflective relay).
+        assert!(s.add_mac_filter(0, m(42)) && s.add_mac_filter(0, m(43)));
+        assert_eq!(s.forward(Port::Vf(0), &info(m(43), m(42), None)), Forward::One(Port::Vf(0)));
+        assert_eq!(
+            s.forward(Port::Vf(0), &info(m(42), m(42), None)),
+            Forward::Drop(SwitchDrop::Hairpin)
+        );
+        s.remove_mac_filter(0, m(42));
+        s.remove_mac_filter(0, m(43));
         assert!(s.add_mac_filter(0, m(41)));
         s.remove_port(0);
         assert!(s.add_mac_filter(1, m(41)), "a removed port's filters are free again");
+    }
+
+    #[test]
+    fn vepa_sends_everything_up() {
+        let mut s = switch();
+        let m = MacAddr::local;
+        s.set_vepa(true);
+        assert_eq!(s.forward(Port::Vf(0), &info(m(1), m(0), None)), Forward::One(Port::Uplink));
+        assert_eq!(
+            s.forward(Port::Vf(0), &info(MacAddr::BROADCAST, m(0), None)),
+            Forward::One(Port::Uplink)
+        );
+        assert_eq!(
+            s.forward(Port::Vf(0), &info(m(1), m(9), None)),
+            Forward::Drop(SwitchDrop::Spoofed),
+            "the spoof check still applies"
+        );
+        assert_eq!(s.forward(Port::Uplink, &info(m(1), m(9), None)), Forward::One(Port::Vf(1)));
     }
 }

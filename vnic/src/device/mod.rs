@@ -377,6 +377,11 @@ impl PhysicalFunction {
         Ok(())
     }
 
+    /// VEPA (`true`) or VEB switching between VFs ([`EmbeddedSwitch::set_vepa`]).
+    pub fn set_vepa(&mut self, vepa: bool) {
+        self.switch.set_vepa(vepa);
+    }
+
     /// Connects the uplink (the host's fabric).
     pub fn set_uplink(&mut self, uplink: Arc<dyn Uplink>) {
         self.uplink = Some(uplink);
@@ -449,12 +454,16 @@ impl PhysicalFunction {
         Ok(())
     }
 
-    /// Resets a VF and takes its DMA window away, returning it to the pool.
+    /// Resets a VF and takes its DMA window away, returning it to the pool as it came: default
+    /// MAC, no filters, address check or shaper, counters at zero.
     pub fn release(&mut self, vf: u16) -> Result<ResetReport, DeviceError> {
         let report = self.reset_vf(vf)?;
         let i = self.check(vf)?;
         self.vfs[i].window = None;
         self.vfs[i].addresses = None;
+        // Its next VM starts counting from zero.
+        self.vfs[i].retired = QueueStatsSnapshot::default();
+        self.vfs[i].stats = Arc::default();
         self.set_shaper(vf, None)?;
         // Back to the pool as it came: the default MAC, no VLAN, spoof check on, no filters.
         self.switch.take_extras(vf);

@@ -219,6 +219,20 @@ pub struct AllowanceStats {
     pub shaper_drops: u64,
 }
 
+impl std::ops::AddAssign for AllowanceStats {
+    /// Sums two ENIs' (or two lifetimes of one ENI's) counters; the room left is the later one's.
+    fn add_assign(&mut self, other: Self) {
+        self.bw_in_allowance_exceeded += other.bw_in_allowance_exceeded;
+        self.bw_out_allowance_exceeded += other.bw_out_allowance_exceeded;
+        self.pps_allowance_exceeded += other.pps_allowance_exceeded;
+        self.conntrack_allowance_exceeded += other.conntrack_allowance_exceeded;
+        self.linklocal_allowance_exceeded += other.linklocal_allowance_exceeded;
+        self.conntrack_allowance_available = other.conntrack_allowance_available;
+        self.flow_cap_exceeded += other.flow_cap_exceeded;
+        self.shaper_drops += other.shaper_drops;
+    }
+}
+
 impl AllowanceCounters {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -442,6 +456,7 @@ impl<P: FlowPolicy> Shaper<P> {
                 AllowanceCounters::bump(&c.flow_cap_exceeded);
             }
             let queued = flow.queued();
+            self.wheel.catch_up(now);
             if queued >= self.config.per_flow_queue
                 || !self.wheel.insert(at, Waiting { handle: pkt.handle, flow: Some(pkt.key) })
             {
@@ -471,6 +486,7 @@ impl<P: FlowPolicy> Shaper<P> {
         let at = self.linklocal.state.earliest_ps(&self.linklocal.limit, now);
         let verdict = if at > now {
             AllowanceCounters::bump(&self.counters.linklocal_allowance_exceeded);
+            self.wheel.catch_up(now);
             if !self.wheel.insert(at, Waiting { handle, flow: None }) {
                 AllowanceCounters::bump(&self.counters.shaper_drops);
                 return Verdict::Drop(DropReason::QueueFull);

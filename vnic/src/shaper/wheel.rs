@@ -79,6 +79,15 @@ impl<T> TimingWheel<T> {
         self.cursor = self.cursor.max(now_tick + 1);
     }
 
+    /// Brings an idle wheel's cursor up to `now_ps`, so that the horizon counts from now: a
+    /// wheel nobody released for a while would otherwise refuse departures that are near.
+    #[inline]
+    pub fn catch_up(&mut self, now_ps: u64) {
+        if self.len == 0 {
+            self.cursor = self.cursor.max(now_ps / self.granularity_ps);
+        }
+    }
+
     /// Packets waiting.
     pub fn len(&self) -> usize {
         self.len
@@ -115,6 +124,21 @@ mod tests {
         assert_eq!(out.len(), 3);
         w.release(7_000_000, &mut out);
         assert_eq!(out.last(), Some(&4));
+    }
+
+    #[test]
+    fn an_idle_wheel_catches_up_with_the_clock() {
+        let mut w = TimingWheel::new(1_000, 16, 100);
+        // Ten seconds without a release: the cursor is far behind.
+        assert!(!w.has_room_for(10_000_000_000_000), "stale cursor: beyond the horizon");
+        w.catch_up(10_000_000_000_000);
+        assert!(w.insert(10_000_005_000_000, 1), "5 µs ahead of now is within 16 µs");
+        assert!(!w.insert(10_000_040_000_000, 2), "40 µs ahead is not");
+        let mut out = Vec::new();
+        w.release(10_000_004_000_000, &mut out);
+        assert!(out.is_empty(), "never early");
+        w.release(10_000_005_000_000, &mut out);
+        assert_eq!(out, vec![1]);
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! A host: its physical functions, each driven by an engine thread, and the pool of VFs the
+//! hypervisor hands to VMs.
+//!
+//! The engine thread owns its [`PhysicalFunction`] outright (the data path takes no lock). The
+//! control plane reaches it through a mailbox: [`PfEngine::call`] sends a closure that the engine
+//! runs between two polls and waits for its result, as a PF driver's mailbox to its firmware.
+//! Between polls the engine also drains the fabric's frames for it that are due. An engine with
+//! nothing to do spins for a while (busy polling, as DPDK does), then yields the CPU, then naps
+//! for 50 µs at a time, so idle hosts leave the cores to the VMs on a small machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vnic::device::PhysicalFunction;
+
+use crate::fabric::FabricPort;
+
+/// A control-plane request to an engine.
+type PfCommand = Box<dyn FnOnce(&mut PhysicalFunction) + Send>;
+
+/// Empty polls before the engine yields its CPU.
+const SPIN_POLLS: u32 = 4096;
+/// Empty polls before it naps.
+const YIELD_POLLS: u32 = 65_536;
+
+/// What can go wrong talking to an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine thread is gone (it panicked or was stopped).
+    #[error("the engine of PF {0} is not running")]
+    Gone(String),
+    /// The engine thread could not be started.
+    #[error("could not start the engine of PF {name}: {source}")]
+    Spawn {
+        /// The PF.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A PF on its engine thread.
+#[derive(Debug)]
+pub struct PfEngine {
+    name: String,
+    endpoint: usize,
+    total_vfs: u16,
+    control: mpsc::Sender<PfCommand>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<PhysicalFunction>>,
+}
+
+impl PfEngine {
+    /// Starts an engine thread for `pf`, which is fabric endpoint `port`.
+    pub fn spawn(
+        name: String,
+        mut pf: PhysicalFunction,
+        mut port: FabricPort,
+        endpoint: usize,
+    ) -> Result<Self, EngineError> {
+        let (control, mailbox) = mpsc::channel::<PfCommand>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let total_vfs = pf.total_vfs();
+        let thread = std::thread::Builder::new()
+            .name(format!("engine {name}"))
+            .spawn(move || {
+                let mut idle = 0u32;
+                let mut polls = 0u32;
+                let mut last_keep_alive = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    let mut work = pf.poll();
+                    work += port.drain(|frame| pf.receive_from_uplink(frame));
+                    polls = polls.wrapping_add(1);
+                    if work > 0 {
+                        idle = 0;
+                    } else {
+                        idle = idle.saturating_add(1);
+                    }
+                    if polls.is_multiple_of(64) || idle > SPIN_POLLS {
+                        while let Ok(command) = mailbox.try_recv() {
+                            command(&mut pf);
+                            idle = 0;
+                        }
+                    }
+                    if polls.is_multiple_of(4096) && last_keep_alive.elapsed().as_secs() >= 1 {
+                        last_keep_alive = Instant::now();
+                        for vf in 0..pf.num_vfs() {
+                            let _ = pf.send_keep_alive(vf);
+                        }
+                    }
+                    if idle > YIELD_POLLS {
+                        std::thread::sleep(Duration::from_micros(50));
+                    } else if idle > SPIN_POLLS {
+                        std::thread::yield_now();
+                    } else if work == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                pf
+            })
+            .map_err(|source| EngineError::Spawn { name: name.clone(), source })?;
+        Ok(Self { name, endpoint, total_vfs, control, stop, thread: Some(thread) })
+    }
+
+    /// The PF's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its fabric endpoint.
+    pub fn endpoint(&self) -> usize {
+        self.endpoint
+    }
+
+    /// `sriov_totalvfs`.
+    pub fn total_vfs(&self) -> u16 {
+        self.total_vfs
+    }
+
+    /// Runs `f` on the PF between two polls of its engine and returns its result.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PhysicalFunction) -> R + Send + 'static,
+    ) -> Result<R, EngineError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let command: PfCommand = Box::new(move |pf| {
+            let _ = tx.send(f(pf));
+        });
+        self.control.send(command).map_err(|_| EngineError::Gone(self.name.clone()))?;
+        rx.recv().map_err(|_| EngineError::Gone(self.name.clone()))
+    }
+
+    /// Stops the engine and hands the PF back.
+    pub fn shut_down(mut self) -> Result<PhysicalFunction, EngineError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().ok_or_else(|| EngineError::Gone(self.name.clone()))?;
+        thread.join().map_err(|_| EngineError::Gone(self.name.clone()))
+    }
+}
+
+impl Drop for PfEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::{Fabric, LinkSpec};
+
+    #[test]
+    fn the_control_plane_reaches_a_running_engine() {
+        let fabric = Fabric::new(1, |_, _| LinkSpec { latency_ns: 0, bits_per_second: 1 });
+        let pf = PhysicalFunction::new(8).unwrap();
+        let engine = PfEngine::spawn("pf0".into(), pf, fabric.port(0), 0).unwrap();
+        assert!(engine.call(|pf| pf.set_num_vfs(4).is_ok()).unwrap());
+        assert_eq!(engine.call(|pf| pf.num_vfs()).unwrap(), 4);
+        assert!(engine.call(|pf| pf.set_num_vfs(2)).unwrap().is_err());
+        let pf = engine.shut_down().unwrap();
+        assert_eq!(pf.num_vfs(), 4);
+    }
+}
