@@ -562,7 +562,7 @@ impl Cloud {
             std::iter::once(e.primary_ip).chain(e.secondary_ips.iter().copied()).collect();
         let check = e.src_dst_check.then(|| addresses.clone());
         let config = shaper_config(&spec);
-        let policy = self.flow_policy(spec.host, spec.cluster_group.clone());
+        let policy = self.flow_policy(spec.host, spec.cluster_group.clone(), &spec.instance_type);
         let setup = DeviceSetup {
             mac: e.mac,
             mtu: spec.mtu,
@@ -701,10 +701,16 @@ impl Cloud {
     }
 
     /// The per-flow caps of a VM's ENIs: 10 Gbps to members of its cluster group, the
-    /// region-egress cap to other regions, 5 Gbps otherwise.
-    fn flow_policy(&self, host: usize, group: Option<String>) -> FlowCapPolicy {
+    /// region-egress cap to other regions (5 Gbps, or half the instance's bandwidth from 32
+    /// vCPUs; applied per flow here, where EC2 caps the instance's total), 5 Gbps otherwise.
+    fn flow_policy(&self, host: usize, group: Option<String>, ty: &InstanceType) -> FlowCapPolicy {
         let directory = self.directory.clone();
         let model = self.network.clone();
+        let egress = if ty.vcpus >= model.large_instance_vcpus {
+            ty.baseline_gbps * model.region_egress_large_share
+        } else {
+            model.region_egress_gbps.min(ty.baseline_gbps)
+        };
         let regions: Vec<String> = self.hosts.iter().map(|h| h.spec.region.clone()).collect();
         Box::new(move |key: &FlowKey| {
             let peer = match key.remote_ip() {
@@ -712,7 +718,7 @@ impl Cloud {
                 std::net::IpAddr::V6(_) => None,
             };
             let cap = match peer {
-                Some(p) if regions.get(p.host) != regions.get(host) => model.region_egress_gbps,
+                Some(p) if regions.get(p.host) != regions.get(host) => egress,
                 Some(p) if group.is_some() && p.cluster_group == group => {
                     model.cluster_flow_cap_gbps
                 }
@@ -1236,5 +1242,59 @@ fn shaper_config(spec: &VmSpec) -> ShaperConfig {
         pps: spec.pps,
         conntrack_max: spec.conntrack_max,
         ..ShaperConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnic::shaper::{Direction, PROTO_UDP};
+
+    #[test]
+    fn flow_caps_follow_cluster_groups_and_regions() {
+        let subnet = |name: &str, az: &str, third: u8| Subnet {
+            name: name.into(),
+            az: az.into(),
+            network: Ipv4Addr::new(10, 0, third, 0),
+            prefix: 24,
+        };
+        let mut far = HostSpec::new("far", "az-c", 0, 64, 4);
+        far.region = "region-2".into();
+        let mut cloud = Cloud::new(CloudSpec {
+            hosts: vec![HostSpec::new("h0", "az-a", 0, 64, 4), far],
+            subnets: vec![subnet("a", "az-a", 0), subnet("c", "az-c", 2)],
+            network: NetworkModel::default(),
+            link_gbps: 100.0,
+        })
+        .unwrap();
+        let ty = InstanceType::catalog().into_iter().find(|t| t.name == "c5n.large").unwrap();
+        let spec_ty = ty.clone();
+        let mut launch = |name: &str, host, subnet: &str, group: Option<&str>| {
+            let mut spec = VmSpec::new(name, host, spec_ty.clone(), subnet);
+            spec.cluster_group = group.map(str::to_string);
+            spec.ring_depth = 256;
+            let vm = cloud.launch(spec).unwrap();
+            cloud.enis().enis_of(vm)[0].primary_ip
+        };
+        let me = launch("me", 0, "a", Some("hpc"));
+        let peer = launch("peer", 0, "a", Some("hpc"));
+        let stranger = launch("stranger", 0, "a", None);
+        let remote = launch("remote", 1, "c", None);
+        let policy = cloud.flow_policy(0, Some("hpc".into()), &ty);
+        let big = InstanceType::catalog().into_iter().find(|t| t.vcpus >= 32).unwrap();
+        let big_policy = cloud.flow_policy(0, None, &big);
+        let cap = |to: Ipv4Addr| {
+            policy(&FlowKey::of_packet(Direction::Out, me.into(), to.into(), PROTO_UDP, 1, 2))
+        };
+        assert_eq!(cap(peer), 10_000_000_000, "cluster group peers: 10 Gbps");
+        assert_eq!(cap(stranger), 5_000_000_000, "outside the group: 5 Gbps");
+        assert_eq!(cap(remote), 3_000_000_000, "another region: egress, at most the baseline");
+        let key = FlowKey::of_packet(Direction::Out, me.into(), remote.into(), PROTO_UDP, 1, 2);
+        assert_eq!(big_policy(&key), gbps(big.baseline_gbps / 2.0), "32+ vCPUs: half");
+        assert_eq!(cap(Ipv4Addr::new(8, 8, 8, 8)), 5_000_000_000, "unknown peers: 5 Gbps");
+        // Latency on the fabric follows the class: same host 5 µs one way, other region 15 ms.
+        let fabric = cloud.fabric();
+        assert_eq!(fabric.link(0, 0).map(|l| l.latency_ns), Some(5_000));
+        assert_eq!(fabric.link(0, 1).map(|l| l.latency_ns), Some(15_000_000));
     }
 }
