@@ -98,6 +98,11 @@ impl PhysicalFunction {
             }
         }
         let now_ns = if self.vfs[vf].shaper.is_some() { self.clock.now_ns() } else { 0 };
+        // A chain the last burst cut in two resumes with its bytes back in the gather buffer.
+        let queue = &self.vfs[vf].queues[q];
+        if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
+            self.scratch[..p.len].copy_from_slice(&queue.partial_bytes[..p.len]);
+        }
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
@@ -140,6 +145,11 @@ impl PhysicalFunction {
         }
         self.flush_rx();
         let queue = &mut self.vfs[vf].queues[q];
+        if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
+            // Other queues will use the gather buffer before this chain resumes.
+            queue.partial_bytes.clear();
+            queue.partial_bytes.extend_from_slice(&self.scratch[..p.len]);
+        }
         // The TX completion ring is as deep as the TX ring and completions never outnumber
         // frames in flight, so there is room unless the driver stopped reaping; then the
         // completions are lost to it and counted.

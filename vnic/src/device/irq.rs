@@ -62,9 +62,14 @@ impl InterruptLine {
     /// (the driver's side).
     pub fn wait(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, count 1.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // ppoll, not poll: a moderated interrupt is tens of microseconds away, below poll's
+        // millisecond resolution.
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: one valid pollfd, count 1, a live timespec, no signal mask.
+        let ready = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         if ready <= 0 {
             return false;
         }

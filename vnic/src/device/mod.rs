@@ -153,6 +153,9 @@ pub(crate) struct DeviceQueue {
     pub(crate) tx_in_flight: Vec<bool>,
     /// The frame being gathered: its request id, bytes so far, and whether it is already bad.
     pub(crate) partial: Option<PartialFrame>,
+    /// The bytes gathered so far of a chain that a burst cut in two: the gather buffer is the
+    /// PF's and other queues use it before this chain resumes.
+    pub(crate) partial_bytes: Vec<u8>,
     /// A chain cut short by a new first descriptor, waiting for its error completion.
     pub(crate) abandoned: Option<u16>,
     /// Count of TX descriptors consumed (ENA's SQ head index).
@@ -581,6 +584,7 @@ impl PhysicalFunction {
             rx_cq,
             tx_in_flight: vec![false; depth as usize],
             partial: None,
+            partial_bytes: Vec::new(),
             abandoned: None,
             tx_head: 0,
             rx_cache: Vec::with_capacity(engine::BURST),
