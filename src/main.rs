@@ -1,19 +1,26 @@
 //! `vnic-lab`: the command line of the vnic-lab workspace.
 //!
-//! Until the scenario runner exists, running it with no arguments runs two demos: the queue-pair
-//! demo (a guest driver thread and a device thread exchange ENA TX descriptors and TX completions
-//! through a submission ring and a completion ring in one shared-memory region; descriptors per
-//! second and submit-to-completion latency percentiles from hdrhistogram), then the SR-IOV demo
-//! (frames from VF 0 to VF 1 through the embedded switch and the device engine; frames per
-//! second and the VFs' counters).
+//! With no arguments it runs the embedded default scenario (`scenarios/default.toml`: two hosts,
+//! six VMs in a cluster and a spread group, flows over the SR-IOV and emulated paths) for a few
+//! seconds and prints the report. `run FILE` simulates any scenario, `plan FILE` plans one
+//! analytically; `demo` and `vf-demo` drive one queue pair and one VF pair directly.
+//! Bad input (a scenario, an option) exits with status 2 and one message naming the file, line
+//! and column, or the entity.
 
 mod demo;
 mod plan;
+mod report;
+mod run;
+mod scenario;
 mod vf_demo;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The scenario `cargo run --release` runs.
+const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
 
 /// A software SR-IOV / ENA-style virtual NIC, the VMs that drive it, and the benchmarks that
 /// measure it.
@@ -24,34 +31,97 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Options of `run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario (TOML); without it, the embedded default scenario.
+    file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write report.json, latency-<path>.hgrm and SVG plots into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Capture what a VM's primary ENI sends and receives into a pcap file (repeatable).
+    #[arg(long, value_name = "VM=FILE", value_parser = parse_pcap)]
+    pcap: Vec<(String, PathBuf)>,
+    /// Print the embedded default scenario and exit.
+    #[arg(long)]
+    print_default: bool,
+}
+
+fn parse_pcap(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((vm, file)) if !vm.is_empty() && !file.is_empty() => {
+            Ok((vm.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("`{s}` is not VM=FILE")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Drive one TX queue pair (submission + completion ring) from a guest thread to a device
-    /// thread and report throughput and latency. Runs first with no arguments.
-    Demo(demo::DemoArgs),
-    /// Send frames from one VF to another through the device engine. Runs second with no
-    /// arguments.
-    VfDemo(vf_demo::VfDemoArgs),
+    /// Simulate a scenario live: per-flow achieved rates against their caps, per-ENI counters,
+    /// latency percentiles per path, placement of every VM.
+    Run(RunArgs),
     /// The analytic capacity plan of a scenario: placement, max-min rates with bottlenecks,
     /// busiest links, blast radius. No packets.
     Plan {
         /// The scenario (TOML).
-        file: std::path::PathBuf,
+        file: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Drive one TX queue pair (submission + completion ring) from a guest thread to a device
+    /// thread and report throughput and latency.
+    Demo(demo::DemoArgs),
+    /// Send frames from one VF to another through the device engine.
+    VfDemo(vf_demo::VfDemoArgs),
+}
+
+fn run_command(args: &RunArgs) -> Result<String, String> {
+    if args.print_default {
+        return Ok(DEFAULT_SCENARIO.to_string());
+    }
+    let (file, placed) = match &args.file {
+        Some(path) => {
+            (path.display().to_string(), scenario::load_file(path).map_err(|e| e.to_string())?)
+        }
+        None => (
+            "scenarios/default.toml (embedded)".to_string(),
+            scenario::load("scenarios/default.toml", DEFAULT_SCENARIO)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let options = run::RunOptions { progress: !args.json, pcap: args.pcap.clone() };
+    let report = run::run(&file, &placed, &options).map_err(|e| e.to_string())?;
+    let mut out = if args.json {
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n"
+    } else {
+        report.to_string()
+    };
+    if let Some(dir) = &args.out {
+        let written = report::write_out(dir, &report)?;
+        if !args.json {
+            out.push_str(&format!("\nwrote {}\n", written.join(", ")));
+        }
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {
+    hypervisor_sim::process::guest_main();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Demo(args)) => {
-            demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
-        }
-        Some(Command::VfDemo(args)) => {
-            vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
-        }
+        Some(Command::Run(args)) => run_command(&args),
+        None => run_command(&RunArgs {
+            file: None,
+            json: false,
+            out: None,
+            pcap: Vec::new(),
+            print_default: false,
+        }),
         Some(Command::Plan { file, json }) => {
             plan::run_file(&file).map_err(|e| e.to_string()).and_then(|r| {
                 if json {
@@ -61,10 +131,12 @@ fn main() -> ExitCode {
                 }
             })
         }
-        None => demo::run(&demo::DemoArgs::default()).map_err(|e| e.to_string()).and_then(|ring| {
-            let vf = vf_demo::run(&vf_demo::VfDemoArgs::default()).map_err(|e| e.to_string())?;
-            Ok(format!("{ring}\n{vf}"))
-        }),
+        Some(Command::Demo(args)) => {
+            demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
+        }
+        Some(Command::VfDemo(args)) => {
+            vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(report) => {

@@ -2,107 +2,21 @@
 //! max-min fair rate and bottleneck of every flow, the busiest links, and what each rack or AZ
 //! failure takes down. No packets move.
 //!
-//! The scenario is TOML: a generated `[topology]`, `[[groups]]` (cluster / spread / partition),
-//! `[[vms]]` (a name, an instance type, a count, a group, an AZ or a partition), and `[[flows]]`
-//! between VMs (`from`/`to` name a VM or, ending in `*`, every VM whose name starts so; `gbps` is
-//! the demand, absent for as much as the network gives). Errors name the file, line and column.
+//! The scenario is the same TOML `run` takes ([`crate::scenario`]): a generated `[topology]`,
+//! `[[groups]]` (cluster / spread / partition), `[[vms]]`, `[[flows]]` between VMs (`from`/`to`
+//! name a VM or, ending in `*`, every VM whose name starts so; `gbps` is the demand, absent for as
+//! much as the network gives). Errors name the file, line and column.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use placement::{
-    Bottleneck, FailureDomain, Fleet, FlowDemand, GeneratedTopology, InstanceId, InstanceType,
-    LaunchRequest, NetworkModel, PlacementStrategy, SpreadLevel, blast_radius, plan,
+    Bottleneck, FailureDomain, Fleet, FlowDemand, InstanceId, NetworkModel, blast_radius, plan,
 };
-use serde::{Deserialize, Serialize};
-use toml::Spanned;
+use serde::Serialize;
 
-/// A capacity-planning scenario.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlanScenario {
-    /// Seed for capacity taken by other tenants.
-    #[serde(default)]
-    pub seed: u64,
-    /// Mean share of every host already taken by other tenants (0 to 1).
-    #[serde(default)]
-    pub fragmentation: f64,
-    /// The region(s), AZs, racks and hosts.
-    pub topology: GeneratedTopology,
-    /// Instance types beyond the built-in catalogue.
-    #[serde(default)]
-    pub instance_types: Vec<InstanceType>,
-    /// Latency and flow-cap settings.
-    #[serde(default)]
-    pub network: NetworkModel,
-    /// Placement groups.
-    #[serde(default)]
-    pub groups: Vec<GroupDecl>,
-    /// VMs.
-    #[serde(default)]
-    pub vms: Vec<VmDecl>,
-    /// Flows between VMs.
-    #[serde(default)]
-    pub flows: Vec<FlowDecl>,
-}
-
-/// A placement group.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupDecl {
-    /// Its name.
-    pub name: Spanned<String>,
-    /// `cluster`, `spread` or `partition`.
-    pub strategy: Spanned<String>,
-    /// Partitions per AZ (partition groups).
-    pub partitions: Option<u8>,
-    /// `rack` (default) or `host` (spread groups).
-    pub level: Option<SpreadLevel>,
-}
-
-/// One or more VMs of a type.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VmDecl {
-    /// The name (with `-0`, `-1`, ... appended when `count` is given).
-    pub name: Spanned<String>,
-    /// Instance type.
-    #[serde(rename = "type")]
-    pub instance_type: Spanned<String>,
-    /// How many, launched in one request.
-    pub count: Option<u32>,
-    /// Placement group.
-    pub group: Option<Spanned<String>>,
-    /// AZ.
-    pub az: Option<String>,
-    /// Partition number (partition groups).
-    pub partition: Option<u8>,
-}
-
-/// Flows from every VM `from` matches to every VM `to` matches.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FlowDecl {
-    /// A VM name, or a prefix ending in `*`.
-    pub from: Spanned<String>,
-    /// A VM name, or a prefix ending in `*`.
-    pub to: Spanned<String>,
-    /// Demand per flow, Gbps (absent: elastic).
-    pub gbps: Option<f64>,
-    /// ENA Express (SRD).
-    #[serde(default)]
-    pub srd: bool,
-}
-
-/// A scenario error, located in its file where it can be.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}{}: {message}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-pub struct PlanError {
-    file: String,
-    at: Option<(usize, usize)>,
-    message: String,
-}
+use crate::scenario::{self, Placed, ScenarioError};
 
 /// One VM's placement in the report.
 #[derive(Debug, Serialize)]
@@ -174,136 +88,37 @@ pub struct PlanReport {
     pub failures: Vec<FailureResult>,
 }
 
-/// Line and column (1-based) of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 /// Reads and plans the scenario at `path`.
-pub fn run_file(path: &Path) -> Result<PlanReport, PlanError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
-        file: file.clone(),
+pub fn run_file(path: &Path) -> Result<PlanReport, ScenarioError> {
+    let placed = scenario::load_file(path)?;
+    plan_placed(&placed).map_err(|message| ScenarioError {
+        file: path.display().to_string(),
         at: None,
-        message: e.to_string(),
-    })?;
-    run_text(&file, &text)
+        message,
+    })
 }
 
 /// Plans a scenario given as text (`file` names it in errors).
-pub fn run_text(file: &str, text: &str) -> Result<PlanReport, PlanError> {
-    let err = |span: Option<std::ops::Range<usize>>, message: String| PlanError {
-        file: file.to_string(),
-        at: span.map(|s| line_col(text, s.start)),
-        message,
-    };
-    let scenario: PlanScenario =
-        toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
-    if !(0.0..=1.0).contains(&scenario.fragmentation) {
-        return Err(err(
-            None,
-            format!("fragmentation {} is not between 0 and 1", scenario.fragmentation),
-        ));
-    }
-    let topology = scenario.topology.build().map_err(|e| err(None, e.to_string()))?;
-    let mut types = InstanceType::catalog();
-    types.extend(scenario.instance_types.iter().cloned());
-    let mut fleet = Fleet::new(topology, types);
-    if scenario.fragmentation > 0.0 {
-        fleet.fragment(scenario.seed, scenario.fragmentation);
-    }
-    for g in &scenario.groups {
-        let strategy = match (g.strategy.get_ref().as_str(), g.partitions) {
-            ("cluster", None) => PlacementStrategy::Cluster,
-            ("spread", None) => PlacementStrategy::Spread { level: g.level.unwrap_or_default() },
-            ("partition", Some(partitions)) => PlacementStrategy::Partition { partitions },
-            ("partition", None) => {
-                return Err(err(
-                    Some(g.strategy.span()),
-                    "a partition group needs `partitions`".into(),
-                ));
-            }
-            ("cluster" | "spread", Some(_)) => {
-                return Err(err(
-                    Some(g.strategy.span()),
-                    "only partition groups take `partitions`".into(),
-                ));
-            }
-            (other, _) => {
-                return Err(err(
-                    Some(g.strategy.span()),
-                    format!("unknown strategy `{other}`: expected cluster, spread or partition"),
-                ));
-            }
-        };
-        fleet
-            .create_group(g.name.get_ref(), None, strategy)
-            .map_err(|e| err(Some(g.name.span()), e.to_string()))?;
-    }
-    let mut names: BTreeMap<String, InstanceId> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for vm in &scenario.vms {
-        let request = LaunchRequest {
-            instance_type: vm.instance_type.get_ref().clone(),
-            count: vm.count.unwrap_or(1),
-            group: vm.group.as_ref().map(|g| g.get_ref().clone()),
-            region: None,
-            az: vm.az.clone(),
-            partition: vm.partition,
-        };
-        let ids = fleet.launch(&request).map_err(|e| err(Some(vm.name.span()), e.to_string()))?;
-        for (k, id) in ids.into_iter().enumerate() {
-            let name = match vm.count {
-                Some(_) => format!("{}-{k}", vm.name.get_ref()),
-                None => vm.name.get_ref().clone(),
-            };
-            if names.insert(name.clone(), id).is_some() {
-                return Err(err(Some(vm.name.span()), format!("VM name `{name}` is used twice")));
-            }
-            order.push(name);
-        }
-    }
-    let matching = |pattern: &Spanned<String>| -> Result<Vec<(String, InstanceId)>, PlanError> {
-        let p = pattern.get_ref();
-        let found: Vec<(String, InstanceId)> = match p.strip_suffix('*') {
-            Some(prefix) => order
-                .iter()
-                .filter(|n| n.starts_with(prefix))
-                .map(|n| (n.clone(), names[n]))
-                .collect(),
-            None => names.get(p).map(|&id| vec![(p.clone(), id)]).unwrap_or_default(),
-        };
-        if found.is_empty() {
-            return Err(err(Some(pattern.span()), format!("no VM named `{p}`")));
-        }
-        Ok(found)
-    };
-    let mut flows = Vec::new();
-    let mut flow_names = Vec::new();
-    for f in &scenario.flows {
-        if let Some(g) = f.gbps.filter(|g| !(g.is_finite() && *g >= 0.0)) {
-            return Err(err(Some(f.from.span()), format!("gbps {g} is not a rate")));
-        }
-        for (from, src) in matching(&f.from)? {
-            for (to, dst) in matching(&f.to)? {
-                if src != dst {
-                    flows.push(FlowDemand {
-                        src,
-                        dst,
-                        demand_gbps: f.gbps.unwrap_or(f64::INFINITY),
-                        srd: f.srd,
-                    });
-                    flow_names.push((from.clone(), to.clone()));
-                }
-            }
-        }
-    }
-    let model = &scenario.network;
-    let planned = plan(&fleet, model, &flows).map_err(|e| err(None, e.to_string()))?;
-    report(&fleet, model, &order, &names, &flows, &flow_names, &planned)
+#[cfg(test)]
+pub fn run_text(file: &str, text: &str) -> Result<PlanReport, ScenarioError> {
+    let placed = scenario::load(file, text)?;
+    plan_placed(&placed).map_err(|message| ScenarioError { file: file.into(), at: None, message })
+}
+
+/// The plan of a placed scenario.
+pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
+    let flows = placed.demands();
+    let model = &placed.network;
+    let planned = plan(&placed.fleet, model, &flows).map_err(|e| e.to_string())?;
+    let order: Vec<String> = placed.vms.iter().map(|v| v.name.clone()).collect();
+    let names: BTreeMap<String, InstanceId> =
+        placed.vms.iter().map(|v| (v.name.clone(), v.id)).collect();
+    let flow_names: Vec<(String, String)> = placed
+        .flows
+        .iter()
+        .map(|f| (placed.vms[f.from].name.clone(), placed.vms[f.to].name.clone()))
+        .collect();
+    report(&placed.fleet, model, &order, &names, &flows, &flow_names, &planned)
 }
 
 fn report(
@@ -314,12 +129,8 @@ fn report(
     flows: &[FlowDemand],
     flow_names: &[(String, String)],
     planned: &placement::Plan,
-) -> Result<PlanReport, PlanError> {
-    let internal = |e: placement::PlacementError| PlanError {
-        file: String::new(),
-        at: None,
-        message: e.to_string(),
-    };
+) -> Result<PlanReport, String> {
+    let internal = |e: placement::PlacementError| e.to_string();
     let t = fleet.topology();
     let name_of: BTreeMap<InstanceId, &String> = names.iter().map(|(n, &id)| (id, n)).collect();
     let mut vms = Vec::new();

@@ -42,7 +42,7 @@ use vnic::switch::VfPort;
 use crate::emulated::EmulatedDevice;
 use crate::eni::{AttachKind, EniError, EniId, EniRegistry, EniSpec, Subnet, VmId, VmState};
 use crate::fabric::{Fabric, LinkSpec};
-use crate::guest::{GuestCtx, GuestNic, Hotplug, IoPath};
+use crate::guest::{GuestCtx, GuestNic, Hotplug, IoPath, NicSignals};
 use crate::host::{EngineError, PfEngine};
 use crate::process::{GuestProcessSpec, NicLayout, ProcessLauncher, ProcessWorkload};
 
@@ -575,7 +575,7 @@ impl Cloud {
         };
         let host_name = self.hosts[spec.host].spec.name.clone();
         let device_err = |source| CloudError::Device { host: host_name.clone(), source };
-        let (device, counters, doorbell, endpoint) = match path {
+        let (device, counters, doorbell, endpoint, engine_bell) = match path {
             IoPath::SrIov => {
                 let host = &mut self.hosts[spec.host];
                 let Some(vf) = host.free_vfs.pop() else {
@@ -587,7 +587,13 @@ impl Cloud {
                 };
                 let engine = &host.pfs[vf.pf];
                 match engine.call(move |pf| setup.apply(pf, vf.vf)) {
-                    Ok(Ok(counters)) => (NicDevice::Vf(vf), counters, None, engine.endpoint()),
+                    Ok(Ok(counters)) => (
+                        NicDevice::Vf(vf),
+                        counters,
+                        None,
+                        engine.endpoint(),
+                        Some(engine.doorbell()),
+                    ),
                     Ok(Err(e)) => {
                         let _ = engine.call(move |pf| pf.release(vf.vf));
                         host.free_vfs.push(vf);
@@ -619,6 +625,7 @@ impl Cloud {
                         counters,
                         Some(em.device.doorbell()),
                         engine.endpoint(),
+                        None,
                     ),
                     other => {
                         let _ = em.device.call(move |pf| pf.release(port));
@@ -644,7 +651,8 @@ impl Cloud {
         if let Some(record) = self.vms.get_mut(&vm) {
             record.nics.push(ProvisionedNic { eni, mac: e.mac, device, layouts, counters });
         }
-        Ok(GuestNic::new(eni, e.mac, e.primary_ip, path, drivers, doorbell, rx_line))
+        let signals = NicSignals { trap: doorbell, rx_line, engine: engine_bell };
+        Ok(GuestNic::new(eni, (e.mac, e.primary_ip), path, drivers, signals))
     }
 
     /// Starts the host's emulated NIC model if it has none: a backend VF from the pool with
@@ -689,7 +697,7 @@ impl Cloud {
         // Every frame goes through the PF, even between two emulated NICs of this host: the
         // PF relays it back to the backend VF.
         soft.set_vepa(true);
-        let device = EmulatedDevice::spawn(&name, soft, backend, line)
+        let device = EmulatedDevice::spawn(&name, soft, backend, line, engine.doorbell())
             .map_err(|source| CloudError::Spawn { vm: 0, source })?;
         host.emulated = Some(EmulatedHost {
             device,
@@ -1206,10 +1214,10 @@ fn check_spec(spec: &VmSpec) -> Result<(), CloudError> {
     Ok(())
 }
 
-/// TX and RX buffer sizes for an MTU: 2 KiB up to a 1500-byte MTU, else jumbo TX buffers and
-/// 2 KiB RX buffers chained.
+/// TX and RX buffer sizes for an MTU: 2 KiB up to a 1500-byte MTU, else 9 KiB, so that a jumbo
+/// frame is one buffer each way (chained 2 KiB RX buffers cost the driver a copy to gather).
 fn buffers(mtu: u16) -> (usize, usize) {
-    if mtu <= 1500 { (2048, 2048) } else { (9216, 2048) }
+    if mtu <= 1500 { (2048, 2048) } else { (9216, 9216) }
 }
 
 fn qp_bytes(spec: &VmSpec) -> usize {

@@ -26,6 +26,8 @@ use vnic::device::{InterruptLine, PhysicalFunction};
 use vnic::driver::QueuePairDriver;
 use vnic::switch::Uplink;
 
+use crate::host::EngineDoorbell;
+
 /// Frames the staging queue holds before it drops.
 const STAGING_FRAMES: usize = 8192;
 /// Frames handed to the backend per doorbell.
@@ -117,6 +119,7 @@ impl EmulatedDevice {
         mut soft: PhysicalFunction,
         mut backend: QueuePairDriver,
         line: Arc<InterruptLine>,
+        engine: Arc<EngineDoorbell>,
     ) -> std::io::Result<Self> {
         let stats = Arc::new(EmulatedStats::default());
         let uplink = Arc::new(StagingUplink { staging: Mutex::default(), stats: stats.clone() });
@@ -138,7 +141,11 @@ impl EmulatedDevice {
                     // commands and stop requests are seen).
                     for _ in 0..4096 {
                         let mut work = soft.poll();
-                        work += uplink.flush(&mut backend);
+                        let moved = uplink.flush(&mut backend);
+                        if moved > 0 {
+                            engine.kick();
+                        }
+                        work += moved;
                         backend.reap_tx();
                         let received = backend.recv(|frame, _| soft.receive_from_uplink(frame));
                         counters.from_backend.fetch_add(received as u64, Ordering::Relaxed);

@@ -14,12 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use vnic::frame::MacAddr;
 use vnic::switch::Uplink;
+
+use crate::host::EngineDoorbell;
 
 /// Frames one (source, destination) queue holds.
 pub const LINK_QUEUE: usize = 4096;
@@ -65,6 +67,8 @@ pub struct Fabric {
     free_at: Vec<AtomicU64>,
     routes: RwLock<HashMap<MacAddr, usize>>,
     stats: FabricStats,
+    /// Each endpoint's engine doorbell, kicked when a frame is queued for it.
+    doorbells: Vec<OnceLock<Arc<EngineDoorbell>>>,
 }
 
 impl Fabric {
@@ -79,6 +83,7 @@ impl Fabric {
             free_at: (0..n * n).map(|_| AtomicU64::new(0)).collect(),
             routes: RwLock::default(),
             stats: FabricStats::default(),
+            doorbells: (0..n).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -146,6 +151,9 @@ impl Fabric {
         let done = start + wire;
         let item = InFlight { due_ns: done + link.latency_ns, frame: frame.to_vec() };
         if self.queues[dst * self.endpoints + src].push(item).is_ok() {
+            if let Some(bell) = self.doorbells[dst].get() {
+                bell.kick();
+            }
             self.free_at[k].store(done, Ordering::Relaxed);
             self.stats.frames.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -193,6 +201,11 @@ pub struct FabricPort {
 }
 
 impl FabricPort {
+    /// The doorbell of the engine that drains this port.
+    pub fn set_doorbell(&self, bell: Arc<EngineDoorbell>) {
+        let _ = self.fabric.doorbells[self.dst].set(bell);
+    }
+
     /// Hands every frame that is due to `deliver`; returns how many.
     pub fn drain(&mut self, mut deliver: impl FnMut(&[u8])) -> usize {
         let f = &self.fabric;

@@ -26,6 +26,7 @@ use vnic::driver::QueuePairDriver;
 use vnic::frame::MacAddr;
 
 use crate::eni::{EniId, VmId};
+use crate::host::EngineDoorbell;
 
 /// How a VM's network interface reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,24 +69,36 @@ pub struct GuestNic {
     doorbell: Option<Arc<InterruptLine>>,
     /// The RX interrupt line (moderated), if the guest sleeps on interrupts.
     rx_line: Option<Arc<InterruptLine>>,
+    /// SR-IOV path: the doorbell of the engine serving the VF, kicked if it sleeps.
+    engine: Option<Arc<EngineDoorbell>>,
+}
+
+/// How a NIC's driver and its device signal each other.
+#[derive(Debug, Default)]
+pub(crate) struct NicSignals {
+    /// Emulated path: the doorbell that traps to the hypervisor.
+    pub(crate) trap: Option<Arc<InterruptLine>>,
+    /// The RX interrupt line, if the guest sleeps on interrupts.
+    pub(crate) rx_line: Option<Arc<InterruptLine>>,
+    /// SR-IOV path: the engine's doorbell, kicked if it sleeps.
+    pub(crate) engine: Option<Arc<EngineDoorbell>>,
 }
 
 impl GuestNic {
     pub(crate) fn new(
         eni: EniId,
-        mac: MacAddr,
-        ip: Ipv4Addr,
+        (mac, ip): (MacAddr, Ipv4Addr),
         path: IoPath,
         queues: Vec<QueuePairDriver>,
-        doorbell: Option<Arc<InterruptLine>>,
-        rx_line: Option<Arc<InterruptLine>>,
+        signals: NicSignals,
     ) -> Self {
+        let NicSignals { trap: doorbell, rx_line, engine } = signals;
         let mut queues = queues;
         for queue in &mut queues {
             // The driver posts its receive buffers once the device has attached.
             queue.refill_rx();
         }
-        Self { eni, mac, ip, path, queues, doorbell, rx_line }
+        Self { eni, mac, ip, path, queues, doorbell, rx_line, engine }
     }
 
     /// Queue pairs.
@@ -101,10 +114,13 @@ impl GuestNic {
         let Some(queue) = self.queues.get_mut(q % n.max(1)) else { return 0 };
         queue.reap_tx();
         let sent = queue.send_burst(frames);
-        if sent > 0
-            && let Some(doorbell) = &self.doorbell
-        {
-            doorbell.raise();
+        if sent > 0 {
+            if let Some(doorbell) = &self.doorbell {
+                doorbell.raise();
+            }
+            if let Some(engine) = &self.engine {
+                engine.kick();
+            }
         }
         sent
     }

@@ -45,12 +45,15 @@ impl PhysicalFunction {
     pub fn poll(&mut self) -> usize {
         let mut work = 0;
         let mut armed = false;
+        // One clock reading for the whole poll: a frame that falls due is released before any
+        // later frame of its flow can pass, so shaping never reorders a flow.
+        let now_ns = if self.shaped.is_empty() { 0 } else { self.clock.now_ns() };
         if !self.shaped.is_empty() {
-            self.release_shaped();
+            self.release_shaped(now_ns);
         }
         for vf in 0..self.vfs.len() {
             for q in 0..self.vfs[vf].queues.len() {
-                work += self.poll_tx(vf, q);
+                work += self.poll_tx(vf, q, now_ns);
                 let queue = &self.vfs[vf].queues[q];
                 armed |= queue.tx_irq.armed() || queue.rx_irq.armed();
             }
@@ -86,7 +89,7 @@ impl PhysicalFunction {
     }
 
     /// One burst from TX queue `q` of VF `vf`.
-    fn poll_tx(&mut self, vf: usize, q: usize) -> usize {
+    fn poll_tx(&mut self, vf: usize, q: usize, now_ns: u64) -> usize {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
         let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs);
         if n == 0 {
@@ -97,7 +100,6 @@ impl PhysicalFunction {
                 window.prefetch(d.addr(), u64::from(d.len()));
             }
         }
-        let now_ns = if self.vfs[vf].shaper.is_some() { self.clock.now_ns() } else { 0 };
         // A chain the last burst cut in two resumes with its bytes back in the gather buffer.
         let queue = &self.vfs[vf].queues[q];
         if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
@@ -207,8 +209,7 @@ impl PhysicalFunction {
     }
 
     /// Sends every held frame that is due.
-    fn release_shaped(&mut self) {
-        let now = self.clock.now_ns();
+    fn release_shaped(&mut self, now: u64) {
         for k in 0..self.shaped.len() {
             let vf = usize::from(self.shaped[k]);
             let Some(shaper) = self.vfs[vf].shaper.as_deref_mut() else { continue };

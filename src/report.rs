@@ -1,0 +1,308 @@
+//! Rendering a run's report: text for the terminal, and `--out DIR` files: `report.json`, one
+//! HdrHistogram percentile-distribution file per path (`latency-<path>.hgrm`, the text format
+//! HdrHistogram's `outputPercentileDistribution` writes and its plotter reads, values in µs), and
+//! SVG plots (`throughput.svg`: each flow's received Gbps per sample window; `latency.svg`: the
+//! latency percentile curve of each path).
+
+use std::fmt::{self, Write as _};
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use crate::run::RunReport;
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "vnic-lab run: {} — {} VMs on {} host(s), {} flows, {:.1} s of traffic",
+            self.scenario,
+            self.vms.len(),
+            self.hosts,
+            self.flows.len(),
+            self.duration_s
+        )?;
+        writeln!(f, "\nplacement:")?;
+        for vm in &self.vms {
+            let mut group = String::new();
+            if let Some(g) = &vm.group {
+                let _ = write!(group, "  group {g}");
+            }
+            if let Some(p) = vm.partition {
+                let _ = write!(group, " partition {p}");
+            }
+            let paths: Vec<&str> = vm.enis.iter().map(|e| e.path.as_str()).collect();
+            writeln!(
+                f,
+                "  {:<12} {:<14} {} rack {:>3} host {:>4}  {}{group}",
+                vm.name,
+                vm.instance_type,
+                vm.az,
+                vm.rack,
+                vm.host,
+                paths.join("+")
+            )?;
+        }
+        writeln!(f, "\nflows (achieved vs offered and the single-flow cap):")?;
+        writeln!(
+            f,
+            "  {:<12} {:<12} {:<8} {:>6} {:>9} {:>9} {:>6} {:>8} {:>10} {:>9}",
+            "from",
+            "to",
+            "path",
+            "frame",
+            "offered",
+            "achieved",
+            "cap",
+            "Mpps",
+            "lost",
+            "sndr drop"
+        )?;
+        const SHOWN: usize = 16;
+        for fl in self.flows.iter().take(SHOWN) {
+            writeln!(
+                f,
+                "  {:<12} {:<12} {:<8} {:>6} {:>9.3} {:>9.3} {:>6.1} {:>8.4} {:>10} {:>9}",
+                fl.from,
+                fl.to,
+                fl.path.as_str(),
+                fl.frame_bytes,
+                fl.offered_gbps,
+                fl.achieved_gbps,
+                fl.cap_gbps,
+                fl.achieved_mpps,
+                fl.lost_frames,
+                fl.sender_drops
+            )?;
+        }
+        if self.flows.len() > SHOWN {
+            writeln!(f, "  ... {} more (--json for all)", self.flows.len() - SHOWN)?;
+        }
+        let sum = |g: fn(&crate::run::FlowReport) -> f64| self.flows.iter().map(g).sum::<f64>();
+        writeln!(
+            f,
+            "  in all: offered {:.3} Gbps, achieved {:.3} Gbps, {:.4} Mpps",
+            sum(|f| f.offered_gbps),
+            sum(|f| f.achieved_gbps),
+            sum(|f| f.achieved_mpps)
+        )?;
+        writeln!(f, "\nlatency, one way:")?;
+        for l in &self.latency {
+            writeln!(
+                f,
+                "  {:<8} {:>9} frames  p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
+                l.path.as_str(),
+                l.frames,
+                l.p50_us,
+                l.p90_us,
+                l.p99_us,
+                l.p999_us,
+                l.max_us
+            )?;
+        }
+        writeln!(f, "\nENIs (ENA allowance counters; queue counters):")?;
+        for vm in &self.vms {
+            for e in &vm.enis {
+                writeln!(
+                    f,
+                    "  {:<16} {} {:<12} bw_out {} bw_in {} pps {} conntrack {} linklocal {} \
+                     flow_cap {} shaper_drops {} | tx {} rx {} rx_drops {} src_dst {}",
+                    e.name,
+                    e.mac,
+                    e.ip,
+                    e.bw_out_allowance_exceeded,
+                    e.bw_in_allowance_exceeded,
+                    e.pps_allowance_exceeded,
+                    e.conntrack_allowance_exceeded,
+                    e.linklocal_allowance_exceeded,
+                    e.flow_cap_exceeded,
+                    e.shaper_drops,
+                    e.tx_packets,
+                    e.rx_packets,
+                    e.rx_drops,
+                    e.src_dst_check_drops
+                )?;
+            }
+        }
+        for x in &self.failures {
+            writeln!(
+                f,
+                "\nfailure at {:.2} s: rack {} lost {} VM(s): {}",
+                x.at_s,
+                x.rack,
+                x.vms.len(),
+                x.vms.join(", ")
+            )?;
+        }
+        writeln!(
+            f,
+            "\nfabric: {} frames between hosts, {} dropped; emulated NIC traps: {}",
+            self.fabric_frames, self.fabric_drops, self.emulated_traps
+        )
+    }
+}
+
+/// HdrHistogram's percentile-distribution text, values (ns recorded) in µs.
+pub fn hgrm(h: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let scale = 1000.0;
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let inverse = if q < 1.0 { format!("{:>14.2}", 1.0 / (1.0 - q)) } else { String::new() };
+        let _ = writeln!(
+            out,
+            "{:>12.3} {:>14.12} {:>10} {inverse}",
+            v.value_iterated_to() as f64 / scale,
+            q,
+            total,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean() / scale,
+        h.stdev() / scale
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64 / scale,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
+    out
+}
+
+/// Writes `report.json`, the `.hgrm` files and the plots into `dir` (created if missing).
+pub fn write_out(dir: &Path, report: &RunReport) -> Result<Vec<String>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, body: &[u8]| -> Result<(), String> {
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+        Ok(())
+    };
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    put("report.json", json.as_bytes())?;
+    for l in &report.latency {
+        put(&format!("latency-{}.hgrm", l.path.as_str()), hgrm(&l.histogram).as_bytes())?;
+    }
+    put("throughput.svg", throughput_svg(report)?.as_bytes())?;
+    put("latency.svg", latency_svg(report)?.as_bytes())?;
+    Ok(written)
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> String {
+    format!("plot: {e:?}")
+}
+
+/// Received Gbps of every flow over time.
+fn throughput_svg(report: &RunReport) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let max_t = report.duration_s.max(report.sample_s);
+        let max_g = report
+            .flows
+            .iter()
+            .flat_map(|f| f.throughput_gbps.iter().copied())
+            .fold(0.1f64, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: received Gbps per flow", report.scenario), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..max_t, 0f64..max_g)
+            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc("seconds").y_desc("Gbps").draw().map_err(plot_err)?;
+        for (i, f) in report.flows.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = f
+                .throughput_gbps
+                .iter()
+                .enumerate()
+                .map(|(k, &g)| ((k as f64 + 0.5) * report.sample_s, g))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(format!("{} -> {} ({})", f.from, f.to, f.path.as_str()))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Latency percentile curves per path: x is the percentile as "nines" (log10 of 1/(1-p)).
+fn latency_svg(report: &RunReport) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let max_us = report.latency.iter().map(|l| l.max_us).fold(1.0f64, f64::max).max(1.0) * 1.2;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: one-way latency by percentile", report.scenario),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..5f64, (1f64..max_us).log_scale())
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile (1 = 90%, 2 = 99%, 3 = 99.9%, ...)")
+            .y_desc("µs")
+            .draw()
+            .map_err(plot_err)?;
+        for (i, l) in report.latency.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = l
+                .histogram
+                .iter_quantiles(5)
+                .filter(|v| v.quantile_iterated_to() < 0.99999)
+                .map(|v| {
+                    let nines = -(1.0 - v.quantile_iterated_to()).log10();
+                    (nines, (v.value_iterated_to() as f64 / 1e3).max(1.0))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(l.path.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}

@@ -1,0 +1,119 @@
+//! The `vnic-lab` binary end to end: the default scenario with every output, bad input, `plan`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn vnic_lab(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vnic-lab")).args(args).output().unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vnic-lab-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_default_scenario_runs_and_its_report_respects_the_caps() {
+    let dir = temp_dir("default");
+    let pcap = dir.join("hpc-0.pcap");
+    let out = vnic_lab(&[
+        "run",
+        "--json",
+        "--out",
+        dir.to_str().unwrap(),
+        "--pcap",
+        &format!("hpc-0={}", pcap.display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flows = report["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 5);
+    for f in flows {
+        let (achieved, cap, offered) = (
+            f["achieved_gbps"].as_f64().unwrap(),
+            f["cap_gbps"].as_f64().unwrap(),
+            f["offered_gbps"].as_f64().unwrap(),
+        );
+        assert!(f["received_frames"].as_u64().unwrap() > 0, "{f}");
+        assert!(achieved <= cap * 1.02 + 0.05, "over its cap: {f}");
+        assert!(achieved <= offered * 1.05 + 0.05, "over its offer: {f}");
+        assert!(f["received_frames"].as_u64() <= f["sent_frames"].as_u64(), "{f}");
+    }
+    // The "up to" client ran out of burst credits; the database's 6 Gbps met its 5 Gbps cap.
+    let eni = |vm: &str| {
+        report["vms"].as_array().unwrap().iter().find(|v| v["name"] == vm).unwrap()["enis"][0]
+            .clone()
+    };
+    assert!(eni("client")["bw_out_allowance_exceeded"].as_u64().unwrap() > 0);
+    assert!(eni("db")["flow_cap_exceeded"].as_u64().unwrap() > 0);
+    let paths: Vec<&str> =
+        report["latency"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["sriov", "emulated"]);
+
+    for file in ["report.json", "latency-sriov.hgrm", "latency-emulated.hgrm"] {
+        assert!(std::fs::metadata(dir.join(file)).unwrap().len() > 100, "{file}");
+    }
+    let hgrm = std::fs::read_to_string(dir.join("latency-sriov.hgrm")).unwrap();
+    assert!(hgrm.contains("Percentile") && hgrm.contains("#[Max"), "{hgrm}");
+    for svg in ["throughput.svg", "latency.svg"] {
+        let text = std::fs::read_to_string(dir.join(svg)).unwrap();
+        assert!(text.starts_with("<svg") && text.contains("polyline"), "{svg}");
+    }
+
+    // The capture is a pcap file of hpc-0's frames, both ways.
+    let mac = eni("hpc-0")["mac"].as_str().unwrap().to_string();
+    let mac: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&pcap).unwrap()).unwrap();
+    let (mut sent, mut received) = (0, 0);
+    while let Some(packet) = reader.next_packet() {
+        let p = packet.unwrap();
+        if p.data[6..12] == mac[..] {
+            sent += 1;
+        } else if p.data[..6] == mac[..] {
+            received += 1;
+        } else {
+            panic!("a frame neither from nor to hpc-0 in its capture");
+        }
+    }
+    assert!(sent > 1000 && received > 1000, "sent {sent}, received {received}");
+    if Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let out = Command::new("tshark").args(["-r", pcap.to_str().unwrap(), "-c", "3"]).output();
+        assert!(out.unwrap().status.success(), "tshark reads the capture");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_is_one_message_and_exit_status_two() {
+    let dir = temp_dir("bad");
+    let file = dir.join("bad.toml");
+    let default = String::from_utf8(vnic_lab(&["run", "--print-default"]).stdout).unwrap();
+    std::fs::write(&file, default.replace("to = \"hpc-1\"", "to = \"hpc-9\"")).unwrap();
+    let out = vnic_lab(&["run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml:") && stderr.contains("no VM named `hpc-9`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let out = vnic_lab(&["run", "--pcap", "ghost=/tmp/x.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no VM of that name"));
+    let out = vnic_lab(&["run", Path::new("/nonexistent/s.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plan_reports_the_documented_bottlenecks() {
+    let out = vnic_lab(&["plan", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/plan-hpc.toml")]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("limited by the single-flow cap"), "{text}");
+    assert!(text.contains("receiving bandwidth"), "{text}");
+    assert!(text.contains("blast radius"), "{text}");
+}
