@@ -12,6 +12,10 @@
 //!   submission ring (cached indices on 128-byte lines, burst and zero-copy APIs) and the
 //!   completion ring (ENA's phase-bit protocol).
 //! * [`desc`] — ENA's descriptor and completion layouts with their bit positions.
+//! * `device` — the PF, its VFs, queue pairs, the engine, interrupts and the admin queue;
+//!   `driver` — the guest's ENA-style driver; [`shaper`] — flow caps and ENI allowances;
+//!   [`switch`], [`rss`], [`frame`] — the embedded switch, Toeplitz RSS and frame views;
+//!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath).
 #![deny(missing_docs)]
 
 pub mod desc;
@@ -19,6 +23,8 @@ pub mod desc;
 pub mod device;
 #[cfg(not(loom))]
 pub mod driver;
+#[cfg(not(loom))]
+pub mod efa;
 pub mod frame;
 pub mod ring;
 pub mod rss;

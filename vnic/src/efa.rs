@@ -1,0 +1,966 @@
+//! EFA: OS-bypass verbs over SRD, the reliable, unordered, multipath datagram transport AWS's
+//! Elastic Fabric Adapter runs in the NIC.
+//!
+//! An application (MPI, NCCL through libfabric) talks to the device directly: it registers
+//! memory (a [`MemoryRegion`] covers a range of the VM's memory and has an lkey and an rkey,
+//! with access rights; every access is bounds-checked against it), creates address handles (an
+//! AH names a remote device, in the same subnet only), SRD queue pairs and completion queues,
+//! then posts 64-byte [`SendWqe`]s and 32-byte [`RecvWqe`]s to rings in its own memory and polls
+//! 16-byte [`Cqe`]s (phase bit, as ENA's completions) from a ring there too. No hypervisor and
+//! no guest kernel is on that path: [`EfaEndpoint`] is the library's side, [`EfaDevice`] the
+//! NIC's.
+//!
+//! SRD in the device ([`EfaDevice::poll`]): a message (up to [`EFA_MTU`], 8 KiB) is one packet;
+//! the sender keeps it until the receiving *device* acknowledges it, retransmits on its own
+//! timer ([`RETRANSMIT_NS`]) when a packet or its acknowledgement is lost, and completes the
+//! send only on the acknowledgement. The receiver delivers each message at most once (a
+//! per-sender window of message ids), in whatever order the fabric brings them: the
+//! [`SrdFabric`] sprays packets over several paths of different delays, so they arrive
+//! reordered, and drops a configurable share of them. A message that finds no receive posted is
+//! answered receiver-not-ready and retried after [`RNR_RETRY_NS`]. RDMA write and read go
+//! straight to registered memory; an access outside a region, or without its right, completes
+//! with [`status::REMOTE_ACCESS`] and touches nothing. Write with immediate consumes a receive
+//! and reports the immediate.
+//!
+//! Time is the caller's: `poll(now_ns)` and the fabric take nanoseconds from any clock, so tests
+//! run on a virtual one.
+
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::device::{DmaWindow, Iova};
+use crate::ring::{
+    CompletionConsumer, CompletionEntry, CompletionProducer, CompletionRing, RingError,
+    SharedRegion, SubmissionConsumer, SubmissionProducer, SubmissionRing,
+};
+
+/// Largest message (one SRD packet).
+pub const EFA_MTU: usize = 8192;
+/// Sender-side retransmission timeout (above the fabric's largest delay, so a late packet is
+/// never sent twice).
+pub const RETRANSMIT_NS: u64 = 200_000;
+/// Wait before retrying a message the receiver was not ready for.
+pub const RNR_RETRY_NS: u64 = 50_000;
+/// Transmissions of one message before it completes with [`status::RETRY_EXCEEDED`].
+pub const MAX_TRIES: u32 = 64;
+
+/// Work request opcodes.
+pub mod opcode {
+    /// Two-sided send (consumes a posted receive).
+    pub const SEND: u8 = 0;
+    /// RDMA write into the remote's registered memory.
+    pub const RDMA_WRITE: u8 = 1;
+    /// RDMA read from the remote's registered memory.
+    pub const RDMA_READ: u8 = 2;
+    /// A receive completion.
+    pub const RECV: u8 = 3;
+}
+
+/// Access rights of a memory region.
+pub mod access {
+    /// The device may write it for this endpoint (receives, read responses).
+    pub const LOCAL_WRITE: u8 = 1;
+    /// Remote endpoints may RDMA-write it.
+    pub const REMOTE_WRITE: u8 = 2;
+    /// Remote endpoints may RDMA-read it.
+    pub const REMOTE_READ: u8 = 4;
+}
+
+/// Completion statuses.
+pub mod status {
+    /// Done.
+    pub const SUCCESS: u8 = 0;
+    /// A local buffer outside its region or without the right (nothing was sent).
+    pub const LOCAL_PROTECTION: u8 = 1;
+    /// The remote refused an access outside a region or without the right.
+    pub const REMOTE_ACCESS: u8 = 2;
+    /// No acknowledgement after [`super::MAX_TRIES`] transmissions.
+    pub const RETRY_EXCEEDED: u8 = 3;
+    /// The address handle does not exist.
+    pub const BAD_AH: u8 = 4;
+    /// A message longer than the MTU, or than the receive buffer.
+    pub const LENGTH: u8 = 5;
+    /// An opcode the device does not know.
+    pub const BAD_OPCODE: u8 = 6;
+}
+
+/// A send queue entry (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SendWqe {
+    /// Local buffer (guest-physical address).
+    pub local_addr: u64,
+    /// Remote address (RDMA).
+    pub remote_addr: u64,
+    /// The caller's id, returned in the completion.
+    pub wr_id: u32,
+    /// Bytes.
+    pub length: u32,
+    /// Local region key.
+    pub lkey: u32,
+    /// Remote region key (RDMA).
+    pub rkey: u32,
+    /// Immediate data (with [`SendWqe::FLAG_IMM`]).
+    pub imm: u32,
+    /// Address handle.
+    pub ah: u16,
+    /// Remote queue pair.
+    pub remote_qpn: u16,
+    /// [`opcode`].
+    pub opcode: u8,
+    /// Flags.
+    pub flags: u8,
+    /// Reserved (zero).
+    pub reserved: [u8; 22],
+}
+
+impl SendWqe {
+    /// Carries immediate data.
+    pub const FLAG_IMM: u8 = 1;
+}
+
+/// A receive queue entry (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RecvWqe {
+    /// Buffer (guest-physical address).
+    pub addr: u64,
+    /// The caller's id.
+    pub wr_id: u32,
+    /// Buffer bytes.
+    pub length: u32,
+    /// Region key.
+    pub lkey: u32,
+    /// Reserved (zero).
+    pub reserved: [u8; 12],
+}
+
+/// A completion (16 bytes, phase bit in `flags`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Cqe {
+    /// The work request's id.
+    pub wr_id: u32,
+    /// [`status`].
+    pub status: u8,
+    /// Bit 0 phase, bit 1 immediate valid.
+    pub flags: u8,
+    /// [`opcode`] of the work request.
+    pub opcode: u8,
+    /// The queue pair.
+    pub qpn: u8,
+    /// Bytes received (receives, reads).
+    pub length: u32,
+    /// Immediate data.
+    pub imm: u32,
+}
+
+impl Cqe {
+    /// Immediate data valid.
+    pub const FLAG_IMM: u8 = 2;
+}
+
+impl CompletionEntry for Cqe {
+    const PHASE_WORD: usize = 1;
+    const PHASE_MASK: u32 = u32::from_ne_bytes([0, 1, 0, 0]);
+}
+
+const _: () = {
+    assert!(size_of::<SendWqe>() == 64);
+    assert!(size_of::<RecvWqe>() == 32);
+    assert!(size_of::<Cqe>() == 16);
+};
+
+/// What the control path refuses (EC2's EFA rules among them).
+#[derive(Debug, thiserror::Error)]
+pub enum EfaError {
+    /// An address handle to a device in another subnet.
+    #[error(
+        "OS-bypass traffic stays in one subnet: device {remote} is in {remote_subnet}, this one in {local_subnet}"
+    )]
+    OtherSubnet {
+        /// The remote device.
+        remote: u16,
+        /// Its subnet.
+        remote_subnet: String,
+        /// Ours.
+        local_subnet: String,
+    },
+    /// The EFA's security group does not allow all traffic to and from itself.
+    #[error(
+        "security group {0} must allow all traffic to and from itself for EFA (a self-referencing all-traffic rule, in and out)"
+    )]
+    SecurityGroup(String),
+    /// No such device on the fabric.
+    #[error("no EFA device {0} on the fabric")]
+    NoSuchDevice(u16),
+    /// A region outside the VM's memory.
+    #[error("memory region [{iova:#x}, +{len}) is outside the VM's memory")]
+    OutsideMemory {
+        /// Start.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Too many queue pairs.
+    #[error("a device has at most 256 queue pairs")]
+    TooManyQps,
+    /// Rings that are not rings.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Ring memory outside the VM's memory.
+    #[error(transparent)]
+    Dma(#[from] crate::device::DmaError),
+}
+
+/// A security group as EFA sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    /// Its id.
+    pub id: String,
+    /// An inbound rule allowing all traffic from the group itself.
+    pub self_inbound_all: bool,
+    /// An outbound rule allowing all traffic to the group itself.
+    pub self_outbound_all: bool,
+}
+
+/// A registered memory region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// First byte (guest-physical).
+    pub iova: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Key for local access.
+    pub lkey: u32,
+    /// Key for remote access.
+    pub rkey: u32,
+    /// [`access`] rights.
+    pub access: u8,
+}
+
+impl MemoryRegion {
+    fn covers(&self, addr: u64, len: u64, right: u8) -> bool {
+        self.access & right == right
+            && addr >= self.iova
+            && addr.checked_add(len).is_some_and(|end| end <= self.iova + self.len)
+    }
+}
+
+/// Counters of a device.
+#[derive(Debug, Default)]
+pub struct EfaStats {
+    /// Messages sent (first transmissions).
+    pub tx_msgs: AtomicU64,
+    /// Messages delivered to this device's memory.
+    pub rx_msgs: AtomicU64,
+    /// Retransmissions after a timeout.
+    pub retransmits: AtomicU64,
+    /// Retries after receiver-not-ready.
+    pub rnr_retries: AtomicU64,
+    /// Duplicates received and dropped (acknowledged again).
+    pub duplicates: AtomicU64,
+    /// Remote accesses refused.
+    pub remote_access_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one SRD packet carries.
+#[derive(Debug, Clone)]
+enum Payload {
+    Send { data: Vec<u8>, imm: Option<u32> },
+    Write { addr: u64, rkey: u32, data: Vec<u8>, imm: Option<u32> },
+    ReadRequest { addr: u64, rkey: u32, len: u32 },
+    ReadResponse { data: Vec<u8> },
+    Ack,
+    Nack { status: u8 },
+    NotReady,
+}
+
+/// An SRD packet.
+#[derive(Debug, Clone)]
+struct Packet {
+    src: u16,
+    src_qp: u16,
+    dst_qp: u16,
+    msg: u64,
+    payload: Payload,
+}
+
+impl Packet {
+    fn is_response(&self) -> bool {
+        matches!(
+            self.payload,
+            Payload::ReadResponse { .. } | Payload::Ack | Payload::Nack { .. } | Payload::NotReady
+        )
+    }
+}
+
+/// A packet in flight, ordered by arrival time.
+#[derive(Debug)]
+struct InFlight {
+    due: u64,
+    seq: u64,
+    packet: Packet,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // A max-heap of Reverse order: the earliest first.
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// The fabric between EFA devices: `paths` paths whose delays differ, packets sprayed over them
+/// (so one flow's packets arrive reordered), a share of packets lost.
+#[derive(Debug)]
+pub struct SrdFabric {
+    paths: u32,
+    base_ns: u64,
+    path_step_ns: u64,
+    loss_ppm: u32,
+    state: Mutex<FabricState>,
+    /// Packets dropped (injected loss).
+    pub dropped: AtomicU64,
+    /// Packets carried.
+    pub carried: AtomicU64,
+}
+
+#[derive(Debug)]
+struct FabricState {
+    rng: u64,
+    seq: u64,
+    queues: Vec<BinaryHeap<InFlight>>,
+    subnets: Vec<String>,
+}
+
+impl SrdFabric {
+    /// A fabric of `paths` paths, the fastest `base_ns` one way and each next one
+    /// `path_step_ns` slower, losing `loss` of all packets (0 to 1), seeded with `seed`.
+    pub fn new(paths: u32, base_ns: u64, path_step_ns: u64, loss: f64, seed: u64) -> Arc<Self> {
+        Arc::new(Self {
+            paths: paths.max(1),
+            base_ns,
+            path_step_ns,
+            loss_ppm: (loss.clamp(0.0, 1.0) * 1e6) as u32,
+            state: Mutex::new(FabricState {
+                rng: seed | 1,
+                seq: 0,
+                queues: Vec::new(),
+                subnets: Vec::new(),
+            }),
+            dropped: AtomicU64::new(0),
+            carried: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds a device in `subnet`; returns its address.
+    fn join(&self, subnet: &str) -> u16 {
+        let Ok(mut s) = self.state.lock() else { return u16::MAX };
+        s.queues.push(BinaryHeap::new());
+        s.subnets.push(subnet.to_string());
+        (s.queues.len() - 1) as u16
+    }
+
+    fn subnet_of(&self, dev: u16) -> Option<String> {
+        self.state.lock().ok()?.subnets.get(usize::from(dev)).cloned()
+    }
+
+    fn send(&self, dst: u16, packet: Packet, now: u64) {
+        let Ok(mut s) = self.state.lock() else { return };
+        // xorshift64*
+        let mut next = || {
+            s.rng ^= s.rng >> 12;
+            s.rng ^= s.rng << 25;
+            s.rng ^= s.rng >> 27;
+            s.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        if (next() % 1_000_000) < u64::from(self.loss_ppm) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let path = next() % u64::from(self.paths);
+        let jitter = next() % (self.path_step_ns / 4 + 1);
+        let due = now + self.base_ns + path * self.path_step_ns + jitter;
+        s.seq += 1;
+        let seq = s.seq;
+        if let Some(q) = s.queues.get_mut(usize::from(dst)) {
+            q.push(InFlight { due, seq, packet });
+            self.carried.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take_due(&self, dev: u16, now: u64, out: &mut Vec<Packet>) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let Some(q) = s.queues.get_mut(usize::from(dev)) else { return };
+        while q.peek().is_some_and(|p| p.due <= now) {
+            if let Some(p) = q.pop() {
+                out.push(p.packet);
+            }
+        }
+    }
+
+    /// Packets in flight to anyone.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.queues.iter().map(BinaryHeap::len).sum())
+    }
+}
+
+/// Where a queue pair's rings are in the VM's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpLayout {
+    /// Ring depth (all three).
+    pub depth: u32,
+    /// Send queue offset in the VM's memory.
+    pub sq: usize,
+    /// Receive queue offset.
+    pub rq: usize,
+    /// Completion queue offset.
+    pub cq: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl QpLayout {
+    /// Rings of `depth` one after the other from `offset` (rounded up to 128).
+    pub fn new(offset: usize, depth: u32) -> Self {
+        let sq = offset.next_multiple_of(128);
+        let rq = sq + SubmissionRing::<SendWqe>::bytes(depth);
+        let cq = rq + SubmissionRing::<RecvWqe>::bytes(depth);
+        let end = cq + CompletionRing::<Cqe>::bytes(depth);
+        Self { depth, sq, rq, cq, end }
+    }
+}
+
+/// A message waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+struct Pending {
+    wqe: SendWqe,
+    dst: u16,
+    packet: Packet,
+    deadline: u64,
+    tries: u32,
+    /// The receiver was not ready: the next send is a receiver-not-ready retry.
+    not_ready: bool,
+}
+
+/// Messages already delivered from one sender QP: everything below `floor`, and `above`.
+#[derive(Debug, Default)]
+struct Delivered {
+    floor: u64,
+    above: BTreeSet<u64>,
+}
+
+impl Delivered {
+    fn contains(&self, msg: u64) -> bool {
+        msg < self.floor || self.above.contains(&msg)
+    }
+
+    fn insert(&mut self, msg: u64) {
+        self.above.insert(msg);
+        while self.above.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Qp {
+    sq: SubmissionConsumer<SendWqe>,
+    rq: SubmissionConsumer<RecvWqe>,
+    cq: CompletionProducer<Cqe>,
+    next_msg: u64,
+    pending: HashMap<u64, Pending>,
+    delivered: HashMap<(u16, u16), Delivered>,
+    /// Messages refused (by status), so that a retransmission is refused again.
+    refused: HashMap<(u16, u16, u64), u8>,
+    /// Completions the CQ had no room for yet.
+    backlog: Vec<Cqe>,
+}
+
+/// An EFA device (one per ENI with EFA), owning its queue pairs.
+#[derive(Debug)]
+pub struct EfaDevice {
+    addr: u16,
+    subnet: String,
+    window: DmaWindow,
+    fabric: Arc<SrdFabric>,
+    regions: Vec<MemoryRegion>,
+    ahs: Vec<u16>,
+    qps: Vec<Qp>,
+    next_key: u32,
+    scratch: Vec<Packet>,
+    stats: Arc<EfaStats>,
+}
+
+impl EfaDevice {
+    /// A device for the VM memory behind `window`, in `subnet`, joining `fabric`. Refused unless
+    /// `group` allows all traffic to and from itself.
+    pub fn new(
+        window: DmaWindow,
+        subnet: &str,
+        group: &SecurityGroup,
+        fabric: Arc<SrdFabric>,
+    ) -> Result<Self, EfaError> {
+        if !(group.self_inbound_all && group.self_outbound_all) {
+            return Err(EfaError::SecurityGroup(group.id.clone()));
+        }
+        let addr = fabric.join(subnet);
+        Ok(Self {
+            addr,
+            subnet: subnet.to_string(),
+            window,
+            fabric,
+            regions: Vec::new(),
+            ahs: Vec::new(),
+            qps: Vec::new(),
+            next_key: 0x5a17,
+            scratch: Vec::new(),
+            stats: Arc::default(),
+        })
+    }
+
+    /// Its address on the fabric.
+    pub fn addr(&self) -> u16 {
+        self.addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<EfaStats> {
+        self.stats.clone()
+    }
+
+    /// Registers `[iova, iova + len)` of the VM's memory with `rights` ([`access`]).
+    pub fn register(&mut self, iova: u64, len: u64, rights: u8) -> Result<MemoryRegion, EfaError> {
+        if self.window.offset(iova, len).is_err() || len == 0 {
+            return Err(EfaError::OutsideMemory { iova, len });
+        }
+        self.next_key = self.next_key.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15);
+        let mr = MemoryRegion {
+            iova,
+            len,
+            lkey: self.next_key,
+            rkey: self.next_key ^ 0xdead_0000,
+            access: rights,
+        };
+        self.regions.push(mr);
+        Ok(mr)
+    }
+
+    /// An address handle for device `remote` (same subnet only).
+    pub fn create_ah(&mut self, remote: u16) -> Result<u16, EfaError> {
+        let theirs = self.fabric.subnet_of(remote).ok_or(EfaError::NoSuchDevice(remote))?;
+        if theirs != self.subnet {
+            return Err(EfaError::OtherSubnet {
+                remote,
+                remote_subnet: theirs,
+                local_subnet: self.subnet.clone(),
+            });
+        }
+        self.ahs.push(remote);
+        Ok((self.ahs.len() - 1) as u16)
+    }
+
+    /// Creates an SRD queue pair on rings the library laid out (see [`EfaEndpoint::create`]).
+    pub fn create_qp(&mut self, layout: &QpLayout) -> Result<u16, EfaError> {
+        if self.qps.len() >= 256 {
+            return Err(EfaError::TooManyQps);
+        }
+        let r = self.window.region().clone();
+        let check =
+            |at: usize, bytes: usize| self.window.offset(self.window.iova(at).0, bytes as u64);
+        check(layout.sq, SubmissionRing::<SendWqe>::bytes(layout.depth))?;
+        check(layout.rq, SubmissionRing::<RecvWqe>::bytes(layout.depth))?;
+        check(layout.cq, CompletionRing::<Cqe>::bytes(layout.depth))?;
+        self.qps.push(Qp {
+            sq: SubmissionConsumer::attach(r.clone(), layout.sq)?,
+            rq: SubmissionConsumer::attach(r.clone(), layout.rq)?,
+            cq: CompletionProducer::attach(r, layout.cq)?,
+            next_msg: 0,
+            pending: HashMap::new(),
+            delivered: HashMap::new(),
+            refused: HashMap::new(),
+            backlog: Vec::new(),
+        });
+        Ok((self.qps.len() - 1) as u16)
+    }
+
+    fn region(&self, key: u32, remote: bool) -> Option<&MemoryRegion> {
+        self.regions.iter().find(|m| if remote { m.rkey == key } else { m.lkey == key })
+    }
+
+    fn complete(&mut self, qp: usize, cqe: Cqe) {
+        let q = &mut self.qps[qp];
+        q.backlog.push(cqe);
+        let n = q.cq.push_burst(&q.backlog);
+        q.backlog.drain(..n);
+    }
+
+    /// Runs the device once at `now_ns`: new work requests, packets that arrived, timers.
+    /// Returns the work done.
+    pub fn poll(&mut self, now_ns: u64) -> usize {
+        let mut work = 0;
+        for qp in 0..self.qps.len() {
+            work += self.post_from_sq(qp, now_ns);
+        }
+        let mut packets = std::mem::take(&mut self.scratch);
+        self.fabric.take_due(self.addr, now_ns, &mut packets);
+        work += packets.len();
+        for p in packets.drain(..) {
+            self.receive(p, now_ns);
+        }
+        self.scratch = packets;
+        for qp in 0..self.qps.len() {
+            work += self.timers(qp, now_ns);
+            if !self.qps[qp].backlog.is_empty() {
+                let q = &mut self.qps[qp];
+                let n = q.cq.push_burst(&q.backlog);
+                q.backlog.drain(..n);
+            }
+        }
+        work
+    }
+
+    fn post_from_sq(&mut self, qp: usize, now: u64) -> usize {
+        let mut wqes = [SendWqe::default(); 32];
+        let n = self.qps[qp].sq.pop_burst(&mut wqes);
+        for w in &wqes[..n] {
+            let fail = |status| Cqe {
+                wr_id: w.wr_id,
+                status,
+                opcode: w.opcode,
+                qpn: qp as u8,
+                ..Default::default()
+            };
+            let Some(&dst) = self.ahs.get(usize::from(w.ah)) else {
+                self.complete(qp, fail(status::BAD_AH));
+                continue;
+            };
+            let len = u64::from(w.length);
+            if w.length as usize > EFA_MTU {
+                self.complete(qp, fail(status::LENGTH));
+                continue;
+            }
+            let (right, op_ok) = match w.opcode {
+                opcode::SEND | opcode::RDMA_WRITE => (0, true),
+                opcode::RDMA_READ => (access::LOCAL_WRITE, true),
+                _ => (0, false),
+            };
+            if !op_ok {
+                self.complete(qp, fail(status::BAD_OPCODE));
+                continue;
+            }
+            if !self.region(w.lkey, false).is_some_and(|m| m.covers(w.local_addr, len, right)) {
+                self.complete(qp, fail(status::LOCAL_PROTECTION));
+                continue;
+            }
+            let imm = (w.flags & SendWqe::FLAG_IMM != 0).then_some(w.imm);
+            let payload = match w.opcode {
+                opcode::RDMA_READ => {
+                    Payload::ReadRequest { addr: w.remote_addr, rkey: w.rkey, len: w.length }
+                }
+                op => {
+                    let mut data = vec![0u8; w.length as usize];
+                    if self.window.read(w.local_addr, &mut data).is_err() {
+                        self.complete(qp, fail(status::LOCAL_PROTECTION));
+                        continue;
+                    }
+                    if op == opcode::SEND {
+                        Payload::Send { data, imm }
+                    } else {
+                        Payload::Write { addr: w.remote_addr, rkey: w.rkey, data, imm }
+                    }
+                }
+            };
+            let q = &mut self.qps[qp];
+            let msg = q.next_msg;
+            q.next_msg += 1;
+            let packet =
+                Packet { src: self.addr, src_qp: qp as u16, dst_qp: w.remote_qpn, msg, payload };
+            q.pending.insert(
+                msg,
+                Pending {
+                    wqe: *w,
+                    dst,
+                    packet: packet.clone(),
+                    deadline: now + RETRANSMIT_NS,
+                    tries: 1,
+                    not_ready: false,
+                },
+            );
+            bump(&self.stats.tx_msgs);
+            self.fabric.send(dst, packet, now);
+        }
+        n
+    }
+
+    fn timers(&mut self, qp: usize, now: u64) -> usize {
+        let q = &mut self.qps[qp];
+        let due: Vec<u64> =
+            q.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(&m, _)| m).collect();
+        let mut work = 0;
+        for msg in due {
+            let Some(p) = self.qps[qp].pending.get_mut(&msg) else { continue };
+            if p.tries >= MAX_TRIES {
+                let wqe = p.wqe;
+                self.qps[qp].pending.remove(&msg);
+                let cqe = Cqe {
+                    wr_id: wqe.wr_id,
+                    status: status::RETRY_EXCEEDED,
+                    opcode: wqe.opcode,
+                    qpn: qp as u8,
+                    ..Default::default()
+                };
+                self.complete(qp, cqe);
+                continue;
+            }
+            if std::mem::take(&mut p.not_ready) {
+                bump(&self.stats.rnr_retries);
+            } else {
+                p.tries += 1;
+                bump(&self.stats.retransmits);
+            }
+            p.deadline = now + RETRANSMIT_NS;
+            let (dst, packet) = (p.dst, p.packet.clone());
+            self.fabric.send(dst, packet, now);
+            work += 1;
+        }
+        work
+    }
+
+    fn reply(&self, to: &Packet, payload: Payload, now: u64) {
+        let packet =
+            Packet { src: self.addr, src_qp: to.dst_qp, dst_qp: to.src_qp, msg: to.msg, payload };
+        self.fabric.send(to.src, packet, now);
+    }
+
+    fn receive(&mut self, p: Packet, now: u64) {
+        let qp = usize::from(p.dst_qp);
+        if qp >= self.qps.len() {
+            return;
+        }
+        if p.is_response() {
+            return self.on_response(qp, p, now);
+        }
+        let key = (p.src, p.src_qp);
+        let duplicate = self.qps[qp].delivered.get(&key).is_some_and(|d| d.contains(p.msg));
+        if duplicate && !matches!(p.payload, Payload::ReadRequest { .. }) {
+            // Its acknowledgement was lost: answer the same again, deliver nothing.
+            bump(&self.stats.duplicates);
+            let answer = match self.qps[qp].refused.get(&(p.src, p.src_qp, p.msg)) {
+                Some(&status) => Payload::Nack { status },
+                None => Payload::Ack,
+            };
+            return self.reply(&p, answer, now);
+        }
+        match &p.payload {
+            Payload::Send { data, imm } => {
+                let Some(rq) = self.qps[qp].rq.pop() else {
+                    return self.reply(&p, Payload::NotReady, now);
+                };
+                let fits = data.len() <= rq.length as usize
+                    && self
+                        .region(rq.lkey, false)
+                        .is_some_and(|m| m.covers(rq.addr, data.len() as u64, access::LOCAL_WRITE));
+                if !fits || self.window.write(rq.addr, data).is_err() {
+                    let cqe = Cqe {
+                        wr_id: rq.wr_id,
+                        status: status::LENGTH,
+                        opcode: opcode::RECV,
+                        qpn: qp as u8,
+                        ..Default::default()
+                    };
+                    self.complete(qp, cqe);
+                    return self.refuse(qp, &p, status::LENGTH, now);
+                }
+                self.recv_done(qp, rq.wr_id, data.len(), *imm);
+                self.mark(qp, key, p.msg);
+                self.reply(&p, Payload::Ack, now);
+            }
+            Payload::Write { addr, rkey, data, imm } => {
+                let allowed = self
+                    .region(*rkey, true)
+                    .is_some_and(|m| m.covers(*addr, data.len() as u64, access::REMOTE_WRITE));
+                if !allowed {
+                    bump(&self.stats.remote_access_errors);
+                    return self.refuse(qp, &p, status::REMOTE_ACCESS, now);
+                }
+                let rq = match imm {
+                    Some(_) => match self.qps[qp].rq.pop() {
+                        Some(rq) => Some(rq),
+                        None => return self.reply(&p, Payload::NotReady, now),
+                    },
+                    None => None,
+                };
+                if self.window.write(*addr, data).is_err() {
+                    bump(&self.stats.remote_access_errors);
+                    return self.refuse(qp, &p, status::REMOTE_ACCESS, now);
+                }
+                if let Some(rq) = rq {
+                    self.recv_done(qp, rq.wr_id, data.len(), *imm);
+                } else {
+                    bump(&self.stats.rx_msgs);
+                }
+                self.mark(qp, key, p.msg);
+                self.reply(&p, Payload::Ack, now);
+            }
+            Payload::ReadRequest { addr, rkey, len } => {
+                let allowed = self
+                    .region(*rkey, true)
+                    .is_some_and(|m| m.covers(*addr, u64::from(*len), access::REMOTE_READ));
+                let mut data = vec![0u8; *len as usize];
+                if !allowed || self.window.read(*addr, &mut data).is_err() {
+                    bump(&self.stats.remote_access_errors);
+                    return self.reply(&p, Payload::Nack { status: status::REMOTE_ACCESS }, now);
+                }
+                self.reply(&p, Payload::ReadResponse { data }, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Refuses a message with `status`, and will refuse its retransmissions the same way.
+    fn refuse(&mut self, qp: usize, p: &Packet, status: u8, now: u64) {
+        self.mark(qp, (p.src, p.src_qp), p.msg);
+        self.qps[qp].refused.insert((p.src, p.src_qp, p.msg), status);
+        self.reply(p, Payload::Nack { status }, now);
+    }
+
+    fn mark(&mut self, qp: usize, key: (u16, u16), msg: u64) {
+        self.qps[qp].delivered.entry(key).or_default().insert(msg);
+    }
+
+    fn recv_done(&mut self, qp: usize, wr_id: u32, len: usize, imm: Option<u32>) {
+        bump(&self.stats.rx_msgs);
+        let cqe = Cqe {
+            wr_id,
+            status: status::SUCCESS,
+            flags: if imm.is_some() { Cqe::FLAG_IMM } else { 0 },
+            opcode: opcode::RECV,
+            qpn: qp as u8,
+            length: len as u32,
+            imm: imm.unwrap_or(0),
+        };
+        self.complete(qp, cqe);
+    }
+
+    fn on_response(&mut self, qp: usize, p: Packet, now: u64) {
+        if let Payload::NotReady = p.payload {
+            if let Some(pending) = self.qps[qp].pending.get_mut(&p.msg) {
+                pending.deadline = now + RNR_RETRY_NS;
+                pending.not_ready = true;
+            }
+            return;
+        }
+        let Some(pending) = self.qps[qp].pending.remove(&p.msg) else { return };
+        let w = pending.wqe;
+        let mut cqe = Cqe {
+            wr_id: w.wr_id,
+            opcode: w.opcode,
+            qpn: qp as u8,
+            length: w.length,
+            ..Default::default()
+        };
+        match p.payload {
+            Payload::Ack => {}
+            Payload::Nack { status } => cqe.status = status,
+            Payload::ReadResponse { data } => {
+                if self.window.write(w.local_addr, &data).is_err() {
+                    cqe.status = status::LOCAL_PROTECTION;
+                }
+            }
+            _ => return,
+        }
+        self.complete(qp, cqe);
+    }
+}
+
+/// The library's side of one SRD queue pair: rings in the VM's memory, no system call on the
+/// data path.
+#[derive(Debug)]
+pub struct EfaEndpoint {
+    /// The queue pair number the device gave.
+    pub qpn: u16,
+    sq: SubmissionProducer<SendWqe>,
+    rq: SubmissionProducer<RecvWqe>,
+    cq: CompletionConsumer<Cqe>,
+}
+
+impl EfaEndpoint {
+    /// Lays out a queue pair's rings at `layout` in the VM's memory and asks the device to
+    /// create it.
+    pub fn create(
+        region: &Arc<SharedRegion>,
+        device: &mut EfaDevice,
+        layout: QpLayout,
+    ) -> Result<Self, EfaError> {
+        SubmissionRing::<SendWqe>::init(region, layout.sq, layout.depth)?;
+        SubmissionRing::<RecvWqe>::init(region, layout.rq, layout.depth)?;
+        CompletionRing::<Cqe>::init(region, layout.cq, layout.depth)?;
+        let qpn = device.create_qp(&layout)?;
+        Ok(Self {
+            qpn,
+            sq: SubmissionProducer::attach(region.clone(), layout.sq)?,
+            rq: SubmissionProducer::attach(region.clone(), layout.rq)?,
+            cq: CompletionConsumer::attach(region.clone(), layout.cq)?,
+        })
+    }
+
+    /// Posts a send or RDMA work request; false if the send queue is full.
+    pub fn post_send(&mut self, wqe: SendWqe) -> bool {
+        self.sq.push(wqe)
+    }
+
+    /// Posts a receive buffer; false if the receive queue is full.
+    pub fn post_recv(&mut self, wqe: RecvWqe) -> bool {
+        self.rq.push(wqe)
+    }
+
+    /// Reaps completions into `out`; returns how many.
+    pub fn poll_cq(&mut self, out: &mut [Cqe]) -> usize {
+        self.cq.pop_burst(out)
+    }
+}
+
+/// A send work request.
+pub fn send_wqe(
+    wr_id: u32,
+    ah: u16,
+    remote_qpn: u16,
+    mr: &MemoryRegion,
+    addr: Iova,
+    len: u32,
+) -> SendWqe {
+    SendWqe {
+        wr_id,
+        ah,
+        remote_qpn,
+        local_addr: addr.0,
+        length: len,
+        lkey: mr.lkey,
+        opcode: opcode::SEND,
+        ..Default::default()
+    }
+}
+
+/// A receive work request.
+pub fn recv_wqe(wr_id: u32, mr: &MemoryRegion, addr: Iova, len: u32) -> RecvWqe {
+    RecvWqe { wr_id, addr: addr.0, length: len, lkey: mr.lkey, ..Default::default() }
+}
