@@ -229,6 +229,17 @@ pub enum CloudError {
     /// A spec value out of range.
     #[error("invalid VM spec: {0}")]
     Spec(String),
+    /// An EFA attached to a running instance.
+    #[error(
+        "InvalidParameterCombination: eni-{eni} is an EFA, which attaches only at launch or to a \
+         stopped instance (i-{vm} is running)"
+    )]
+    EfaHotAttach {
+        /// The ENI.
+        eni: u32,
+        /// The VM.
+        vm: u32,
+    },
     /// A VM did not stop when asked.
     #[error("i-{0} did not stop within 10 s")]
     StopTimeout(u32),
@@ -576,7 +587,7 @@ impl Cloud {
         let host_name = self.hosts[spec.host].spec.name.clone();
         let device_err = |source| CloudError::Device { host: host_name.clone(), source };
         let (device, counters, doorbell, endpoint, engine_bell) = match path {
-            IoPath::SrIov => {
+            IoPath::SrIov | IoPath::Efa => {
                 let host = &mut self.hosts[spec.host];
                 let Some(vf) = host.free_vfs.pop() else {
                     return Err(CloudError::NoFreeVf {
@@ -995,6 +1006,11 @@ impl Cloud {
         device_index: u8,
     ) -> Result<AttachKind, CloudError> {
         self.vm(vm)?;
+        let efa = self.eni_paths.get(&eni) == Some(&IoPath::Efa);
+        if efa && self.registry.vm_state(vm)? == VmState::Running {
+            self.registry.eni(eni)?;
+            return Err(CloudError::EfaHotAttach { eni: eni.0, vm: vm.0 });
+        }
         let kind = self.registry.attach(eni, vm, device_index)?;
         if kind == AttachKind::Hot {
             match self.provision(vm, eni, device_index) {

@@ -35,6 +35,10 @@ pub enum IoPath {
     Emulated,
     /// An SR-IOV virtual function with the ENA kernel driver.
     SrIov,
+    /// An Elastic Fabric Adapter: an SR-IOV VF whose ENA interface carries IP traffic as
+    /// `SrIov` does, plus OS-bypass SRD queue pairs (`vnic::efa`). EC2 attaches one only at
+    /// launch or to a stopped instance.
+    Efa,
 }
 
 impl IoPath {
@@ -43,6 +47,7 @@ impl IoPath {
         match self {
             IoPath::Emulated => "emulated",
             IoPath::SrIov => "sriov",
+            IoPath::Efa => "efa",
         }
     }
 }

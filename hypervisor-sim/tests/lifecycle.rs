@@ -148,6 +148,27 @@ fn eni_rules_hold_with_devices_behind_them() {
 }
 
 #[test]
+fn an_efa_attaches_only_at_launch_or_to_a_stopped_vm() {
+    let mut c = cloud(8);
+    let vm = launch(&mut c, "hpc");
+    let spec = EniSpec { subnet: "a".into(), ..Default::default() };
+    let efa = c.create_eni(&spec, IoPath::Efa).unwrap();
+    let err = c.attach_eni(efa, vm, 1).unwrap_err();
+    assert!(matches!(err, CloudError::EfaHotAttach { .. }), "{err}");
+    assert!(c.enis().eni(efa).unwrap().attachment.is_none(), "nothing half done");
+    c.stop(vm).unwrap();
+    assert_eq!(c.attach_eni(efa, vm, 1).unwrap(), hypervisor_sim::eni::AttachKind::Warm);
+    c.start(vm).unwrap();
+    // And at launch (cold).
+    let efa2 = c.create_eni(&spec, IoPath::Efa).unwrap();
+    let mut with = VmSpec::new("hpc2", 0, instance(), "a");
+    with.secondary = vec![efa2];
+    with.ring_depth = 256;
+    let vm2 = c.launch(with).unwrap();
+    assert_eq!(c.enis().enis_of(vm2).len(), 2);
+}
+
+#[test]
 fn an_empty_vf_pool_is_a_clear_error_and_a_failed_launch_leaves_nothing() {
     let mut c = cloud(2);
     let a = launch(&mut c, "a");
