@@ -411,12 +411,17 @@ fn moderated_interrupts_wake_a_sleeping_receiver() {
         pf.run(&flag);
         pf
     });
+    // The receiver's progress, so the sender never has more than 128 frames outstanding: a
+    // receiver descheduled on a busy machine must not lose frames to a full ring.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = progress.clone();
     let receiver = std::thread::spawn(move || {
         let (mut got, mut wakeups, mut sleeps) = (0u64, 0u64, 0u64);
         let deadline = Instant::now() + Duration::from_secs(30);
         while got < 5000 && Instant::now() < deadline {
             let n = rx.recv(|f, _| assert_eq!(f.len(), 100)) as u64;
             got += n;
+            seen.store(got, Ordering::Release);
             if n == 0 {
                 sleeps += 1;
                 wakeups += u64::from(rx_line.wait(Duration::from_millis(50)));
@@ -427,6 +432,10 @@ fn moderated_interrupts_wake_a_sleeping_receiver() {
     let frame = udp(100, 0, 1, 3, 0);
     let mut sent = 0;
     while sent < 5000 {
+        if sent as u64 >= progress.load(Ordering::Acquire) + 128 {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
         let burst = [frame.as_slice(); 8];
         sent += tx.send_burst(&burst[..8.min(5000 - sent)]);
         if tx.reap_tx() == 0 && tx.tx_free() == 0 {
