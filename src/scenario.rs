@@ -415,7 +415,7 @@ fn parse_path(s: &Spanned<String>, err: &Err<'_>) -> Result<PathName, ScenarioEr
         "emulated" => Ok(PathName::Emulated),
         "efa" => Err(err.at(
             s.span(),
-            "path `efa`: the EFA OS-bypass path is not built yet; use `sriov` or `emulated`",
+            "path `efa`: `run` does not drive EFA (SRD) traffic yet (see `cargo bench --bench efa`); use `sriov` or `emulated`",
         )),
         other => Err(err.at(
             s.span(),
@@ -1034,7 +1034,10 @@ mod tests {
                 replaced("path = \"emulated\"", "path = \"smoke-signals\""),
                 "unknown path `smoke-signals`",
             ),
-            (replaced("path = \"emulated\"", "path = \"efa\""), "EFA OS-bypass path is not built"),
+            (
+                replaced("path = \"emulated\"", "path = \"efa\""),
+                "does not drive EFA (SRD) traffic yet",
+            ),
             (replaced("burst_s = 0.1", "burst_s = -3.0"), "burst_s -3 is not a duration"),
             (replaced("type = \"m5.large\"", "type = \"m5.large\"\nmtu = 70000"), "invalid value"),
             (

@@ -12,7 +12,8 @@
 //! * **SR-IOV** ([`guest::IoPath::SrIov`]): the guest's ENA-style driver owns a VF's queue
 //!   pairs; the NIC's engine moves frames with no hypervisor on the path.
 //!
-//! (EFA's OS bypass, the third path, is not built yet.) Between hosts a [`fabric::Fabric`]
+//! An ENI on the EFA path is an SR-IOV VF too, plus `vnic::efa`'s OS-bypass queue pairs; EC2
+//! attaches one only at launch or to a stopped instance. Between hosts a [`fabric::Fabric`]
 //! carries frames with each pair's latency (5 µs one way on one host to 15 ms across regions,
 //! from `placement`'s network classes) and link rate. The device enforces each ENI's rules:
 //! source/destination check, the instance type's bandwidth with burst credits, PPS and
