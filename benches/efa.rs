@@ -62,7 +62,7 @@ fn efa_run(size: usize, duration: Duration, pps: Option<u64>) -> Result<EfaResul
     };
     let (mut dev_a, mut a) = make()?;
     let (mut dev_b, mut b) = make()?;
-    let ah = dev_a.create_ah(dev_b.addr()).map_err(|e| e.to_string())?;
+    let ah = dev_a.create_ah(0, dev_b.addr()).map_err(|e| e.to_string())?;
     let b_qpn = b.ep.qpn;
     let clock = TrafficClock::new();
     let stop = Arc::new(AtomicBool::new(false));

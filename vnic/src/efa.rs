@@ -1,10 +1,12 @@
 //! EFA: OS-bypass verbs over SRD, the reliable, unordered, multipath datagram transport AWS's
 //! Elastic Fabric Adapter runs in the NIC.
 //!
-//! An application (MPI, NCCL through libfabric) talks to the device directly: it registers
-//! memory (a [`MemoryRegion`] covers a range of the VM's memory and has an lkey and an rkey,
-//! with access rights; every access is bounds-checked against it), creates address handles (an
-//! AH names a remote device, in the same subnet only), SRD queue pairs and completion queues,
+//! An application (MPI, NCCL through libfabric) talks to the device directly: it allocates a
+//! protection domain, registers memory in it (a [`MemoryRegion`] covers a range of the VM's
+//! memory and has an lkey and an rkey, with access rights; every access is bounds-checked
+//! against it, and only queue pairs of the same domain may use it), creates address handles (an
+//! AH names a remote device, in the same subnet only), SRD (or UD) queue pairs with their
+//! completion queue,
 //! then posts 64-byte [`SendWqe`]s and 32-byte [`RecvWqe`]s to rings in its own memory and polls
 //! 16-byte [`Cqe`]s (phase bit, as ENA's completions) from a ring there too. No hypervisor and
 //! no guest kernel is on that path: [`EfaEndpoint`] is the library's side, [`EfaDevice`] the
@@ -20,7 +22,9 @@
 //! answered receiver-not-ready and retried after [`RNR_RETRY_NS`]. RDMA write and read go
 //! straight to registered memory; an access outside a region, or without its right, completes
 //! with [`status::REMOTE_ACCESS`] and touches nothing. Write with immediate consumes a receive
-//! and reports the immediate.
+//! and reports the immediate. SRD traffic from one queue pair to one destination is held to
+//! the 25 Gbps flow cap of ENA Express; UD sends complete when handed to the fabric and are
+//! lost if it loses them.
 //!
 //! Time is the caller's: `poll(now_ns)` and the fabric take nanoseconds from any clock, so tests
 //! run on a virtual one.
@@ -36,6 +40,7 @@ use crate::ring::{
     CompletionConsumer, CompletionEntry, CompletionProducer, CompletionRing, RingError,
     SharedRegion, SubmissionConsumer, SubmissionProducer, SubmissionRing,
 };
+use crate::shaper::gcra::{Gcra, PS_PER_NS, RateLimit};
 
 /// Largest message (one SRD packet).
 pub const EFA_MTU: usize = 8192;
@@ -46,6 +51,17 @@ pub const RETRANSMIT_NS: u64 = 200_000;
 pub const RNR_RETRY_NS: u64 = 50_000;
 /// Transmissions of one message before it completes with [`status::RETRY_EXCEEDED`].
 pub const MAX_TRIES: u32 = 64;
+/// The single-flow cap of SRD (ENA Express) traffic: per queue pair and destination.
+pub const SRD_FLOW_CAP_BPS: u64 = 25_000_000_000;
+
+/// A queue pair's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpKind {
+    /// Scalable Reliable Datagram: acknowledged, retransmitted, delivered at most once, any order.
+    Srd,
+    /// Unreliable datagram: sends only, completed when handed to the fabric, lost if lost.
+    Ud,
+}
 
 /// Work request opcodes.
 pub mod opcode {
@@ -208,6 +224,9 @@ pub enum EfaError {
     /// Too many queue pairs.
     #[error("a device has at most 256 queue pairs")]
     TooManyQps,
+    /// No such protection domain.
+    #[error("no protection domain {0}")]
+    NoSuchPd(u16),
     /// Rings that are not rings.
     #[error(transparent)]
     Ring(#[from] RingError),
@@ -230,6 +249,8 @@ pub struct SecurityGroup {
 /// A registered memory region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryRegion {
+    /// Its protection domain: only queue pairs of the same domain may use it.
+    pub pd: u16,
     /// First byte (guest-physical).
     pub iova: u64,
     /// Bytes.
@@ -265,6 +286,10 @@ pub struct EfaStats {
     pub duplicates: AtomicU64,
     /// Remote accesses refused.
     pub remote_access_errors: AtomicU64,
+    /// Unreliable datagrams dropped for want of a posted receive.
+    pub ud_drops: AtomicU64,
+    /// Messages held back by the 25 Gbps SRD flow cap.
+    pub flow_cap_held: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -290,6 +315,8 @@ struct Packet {
     src_qp: u16,
     dst_qp: u16,
     msg: u64,
+    /// SRD (acknowledged) or UD.
+    reliable: bool,
     payload: Payload,
 }
 
@@ -459,6 +486,8 @@ struct Pending {
     tries: u32,
     /// The receiver was not ready: the next send is a receiver-not-ready retry.
     not_ready: bool,
+    /// Held by the flow cap: the next send is its first.
+    unsent: bool,
 }
 
 /// Messages already delivered from one sender QP: everything below `floor`, and `above`.
@@ -483,6 +512,10 @@ impl Delivered {
 
 #[derive(Debug)]
 struct Qp {
+    pd: u16,
+    kind: QpKind,
+    /// The SRD flow cap, per destination (device, queue pair).
+    caps: HashMap<(u16, u16), Gcra>,
     sq: SubmissionConsumer<SendWqe>,
     rq: SubmissionConsumer<RecvWqe>,
     cq: CompletionProducer<Cqe>,
@@ -503,7 +536,10 @@ pub struct EfaDevice {
     window: DmaWindow,
     fabric: Arc<SrdFabric>,
     regions: Vec<MemoryRegion>,
-    ahs: Vec<u16>,
+    /// Address handles: (protection domain, remote device).
+    ahs: Vec<(u16, u16)>,
+    pds: u16,
+    cap: RateLimit,
     qps: Vec<Qp>,
     next_key: u32,
     scratch: Vec<Packet>,
@@ -530,6 +566,8 @@ impl EfaDevice {
             fabric,
             regions: Vec::new(),
             ahs: Vec::new(),
+            pds: 0,
+            cap: RateLimit::bytes(SRD_FLOW_CAP_BPS, 2 * EFA_MTU as u64),
             qps: Vec::new(),
             next_key: 0x5a17,
             scratch: Vec::new(),
@@ -547,13 +585,32 @@ impl EfaDevice {
         self.stats.clone()
     }
 
-    /// Registers `[iova, iova + len)` of the VM's memory with `rights` ([`access`]).
-    pub fn register(&mut self, iova: u64, len: u64, rights: u8) -> Result<MemoryRegion, EfaError> {
+    /// Allocates a protection domain: regions, address handles and queue pairs of one domain
+    /// work together, never across domains.
+    pub fn alloc_pd(&mut self) -> u16 {
+        self.pds += 1;
+        self.pds - 1
+    }
+
+    fn check_pd(&self, pd: u16) -> Result<(), EfaError> {
+        if pd < self.pds { Ok(()) } else { Err(EfaError::NoSuchPd(pd)) }
+    }
+
+    /// Registers `[iova, iova + len)` of the VM's memory in `pd` with `rights` ([`access`]).
+    pub fn register(
+        &mut self,
+        pd: u16,
+        iova: u64,
+        len: u64,
+        rights: u8,
+    ) -> Result<MemoryRegion, EfaError> {
+        self.check_pd(pd)?;
         if self.window.offset(iova, len).is_err() || len == 0 {
             return Err(EfaError::OutsideMemory { iova, len });
         }
         self.next_key = self.next_key.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15);
         let mr = MemoryRegion {
+            pd,
             iova,
             len,
             lkey: self.next_key,
@@ -564,8 +621,9 @@ impl EfaDevice {
         Ok(mr)
     }
 
-    /// An address handle for device `remote` (same subnet only).
-    pub fn create_ah(&mut self, remote: u16) -> Result<u16, EfaError> {
+    /// An address handle in `pd` for device `remote` (same subnet only).
+    pub fn create_ah(&mut self, pd: u16, remote: u16) -> Result<u16, EfaError> {
+        self.check_pd(pd)?;
         let theirs = self.fabric.subnet_of(remote).ok_or(EfaError::NoSuchDevice(remote))?;
         if theirs != self.subnet {
             return Err(EfaError::OtherSubnet {
@@ -574,12 +632,14 @@ impl EfaDevice {
                 local_subnet: self.subnet.clone(),
             });
         }
-        self.ahs.push(remote);
+        self.ahs.push((pd, remote));
         Ok((self.ahs.len() - 1) as u16)
     }
 
-    /// Creates an SRD queue pair on rings the library laid out (see [`EfaEndpoint::create`]).
-    pub fn create_qp(&mut self, layout: &QpLayout) -> Result<u16, EfaError> {
+    /// Creates a queue pair in `pd` on rings the library laid out (see
+    /// [`EfaEndpoint::create`]).
+    pub fn create_qp(&mut self, pd: u16, kind: QpKind, layout: &QpLayout) -> Result<u16, EfaError> {
+        self.check_pd(pd)?;
         if self.qps.len() >= 256 {
             return Err(EfaError::TooManyQps);
         }
@@ -593,6 +653,9 @@ impl EfaDevice {
             sq: SubmissionConsumer::attach(r.clone(), layout.sq)?,
             rq: SubmissionConsumer::attach(r.clone(), layout.rq)?,
             cq: CompletionProducer::attach(r, layout.cq)?,
+            pd,
+            kind,
+            caps: HashMap::new(),
             next_msg: 0,
             pending: HashMap::new(),
             delivered: HashMap::new(),
@@ -602,8 +665,11 @@ impl EfaDevice {
         Ok((self.qps.len() - 1) as u16)
     }
 
-    fn region(&self, key: u32, remote: bool) -> Option<&MemoryRegion> {
-        self.regions.iter().find(|m| if remote { m.rkey == key } else { m.lkey == key })
+    /// A region of `pd` by key.
+    fn region(&self, pd: u16, key: u32, remote: bool) -> Option<&MemoryRegion> {
+        self.regions
+            .iter()
+            .find(|m| m.pd == pd && if remote { m.rkey == key } else { m.lkey == key })
     }
 
     fn complete(&mut self, qp: usize, cqe: Cqe) {
@@ -649,7 +715,8 @@ impl EfaDevice {
                 qpn: qp as u8,
                 ..Default::default()
             };
-            let Some(&dst) = self.ahs.get(usize::from(w.ah)) else {
+            let (pd, kind) = (self.qps[qp].pd, self.qps[qp].kind);
+            let Some(&(_, dst)) = self.ahs.get(usize::from(w.ah)).filter(|(p, _)| *p == pd) else {
                 self.complete(qp, fail(status::BAD_AH));
                 continue;
             };
@@ -658,16 +725,17 @@ impl EfaDevice {
                 self.complete(qp, fail(status::LENGTH));
                 continue;
             }
-            let (right, op_ok) = match w.opcode {
-                opcode::SEND | opcode::RDMA_WRITE => (0, true),
-                opcode::RDMA_READ => (access::LOCAL_WRITE, true),
+            let (right, op_ok) = match (w.opcode, kind) {
+                (opcode::SEND, _) => (0, true),
+                (opcode::RDMA_WRITE, QpKind::Srd) => (0, true),
+                (opcode::RDMA_READ, QpKind::Srd) => (access::LOCAL_WRITE, true),
                 _ => (0, false),
             };
             if !op_ok {
                 self.complete(qp, fail(status::BAD_OPCODE));
                 continue;
             }
-            if !self.region(w.lkey, false).is_some_and(|m| m.covers(w.local_addr, len, right)) {
+            if !self.region(pd, w.lkey, false).is_some_and(|m| m.covers(w.local_addr, len, right)) {
                 self.complete(qp, fail(status::LOCAL_PROTECTION));
                 continue;
             }
@@ -692,21 +760,53 @@ impl EfaDevice {
             let q = &mut self.qps[qp];
             let msg = q.next_msg;
             q.next_msg += 1;
-            let packet =
-                Packet { src: self.addr, src_qp: qp as u16, dst_qp: w.remote_qpn, msg, payload };
+            let reliable = kind == QpKind::Srd;
+            let packet = Packet {
+                src: self.addr,
+                src_qp: qp as u16,
+                dst_qp: w.remote_qpn,
+                msg,
+                reliable,
+                payload,
+            };
+            bump(&self.stats.tx_msgs);
+            if !reliable {
+                // UD: done once on the wire.
+                self.fabric.send(dst, packet, now);
+                let cqe = Cqe {
+                    wr_id: w.wr_id,
+                    opcode: w.opcode,
+                    qpn: qp as u8,
+                    length: w.length,
+                    ..Default::default()
+                };
+                self.complete(qp, cqe);
+                continue;
+            }
+            // The SRD flow cap: a message over 25 Gbps to this destination waits its turn.
+            let limiter = q.caps.entry((dst, w.remote_qpn)).or_default();
+            let now_ps = now * PS_PER_NS;
+            let at_ps = limiter.earliest_ps(&self.cap, now_ps);
+            limiter.charge(&self.cap, at_ps, u64::from(w.length.max(64)));
+            let at = at_ps.div_ceil(PS_PER_NS);
+            let held = at > now;
             q.pending.insert(
                 msg,
                 Pending {
                     wqe: *w,
                     dst,
                     packet: packet.clone(),
-                    deadline: now + RETRANSMIT_NS,
+                    deadline: if held { at } else { now + RETRANSMIT_NS },
                     tries: 1,
                     not_ready: false,
+                    unsent: held,
                 },
             );
-            bump(&self.stats.tx_msgs);
-            self.fabric.send(dst, packet, now);
+            if held {
+                bump(&self.stats.flow_cap_held);
+            } else {
+                self.fabric.send(dst, packet, now);
+            }
         }
         n
     }
@@ -731,7 +831,9 @@ impl EfaDevice {
                 self.complete(qp, cqe);
                 continue;
             }
-            if std::mem::take(&mut p.not_ready) {
+            if std::mem::take(&mut p.unsent) {
+                // Its first transmission, held back by the flow cap.
+            } else if std::mem::take(&mut p.not_ready) {
                 bump(&self.stats.rnr_retries);
             } else {
                 p.tries += 1;
@@ -746,8 +848,14 @@ impl EfaDevice {
     }
 
     fn reply(&self, to: &Packet, payload: Payload, now: u64) {
-        let packet =
-            Packet { src: self.addr, src_qp: to.dst_qp, dst_qp: to.src_qp, msg: to.msg, payload };
+        let packet = Packet {
+            src: self.addr,
+            src_qp: to.dst_qp,
+            dst_qp: to.src_qp,
+            msg: to.msg,
+            reliable: true,
+            payload,
+        };
         self.fabric.send(to.src, packet, now);
     }
 
@@ -758,6 +866,10 @@ impl EfaDevice {
         }
         if p.is_response() {
             return self.on_response(qp, p, now);
+        }
+        let pd = self.qps[qp].pd;
+        if !p.reliable || self.qps[qp].kind == QpKind::Ud {
+            return self.receive_datagram(qp, pd, &p);
         }
         let key = (p.src, p.src_qp);
         let duplicate = self.qps[qp].delivered.get(&key).is_some_and(|d| d.contains(p.msg));
@@ -777,7 +889,7 @@ impl EfaDevice {
                 };
                 let fits = data.len() <= rq.length as usize
                     && self
-                        .region(rq.lkey, false)
+                        .region(pd, rq.lkey, false)
                         .is_some_and(|m| m.covers(rq.addr, data.len() as u64, access::LOCAL_WRITE));
                 if !fits || self.window.write(rq.addr, data).is_err() {
                     let cqe = Cqe {
@@ -796,7 +908,7 @@ impl EfaDevice {
             }
             Payload::Write { addr, rkey, data, imm } => {
                 let allowed = self
-                    .region(*rkey, true)
+                    .region(pd, *rkey, true)
                     .is_some_and(|m| m.covers(*addr, data.len() as u64, access::REMOTE_WRITE));
                 if !allowed {
                     bump(&self.stats.remote_access_errors);
@@ -823,7 +935,7 @@ impl EfaDevice {
             }
             Payload::ReadRequest { addr, rkey, len } => {
                 let allowed = self
-                    .region(*rkey, true)
+                    .region(pd, *rkey, true)
                     .is_some_and(|m| m.covers(*addr, u64::from(*len), access::REMOTE_READ));
                 let mut data = vec![0u8; *len as usize];
                 if !allowed || self.window.read(*addr, &mut data).is_err() {
@@ -834,6 +946,30 @@ impl EfaDevice {
             }
             _ => {}
         }
+    }
+
+    /// An unreliable datagram: delivered into a posted receive, or dropped; never answered.
+    fn receive_datagram(&mut self, qp: usize, pd: u16, p: &Packet) {
+        let Payload::Send { data, imm } = &p.payload else { return };
+        let Some(rq) = self.qps[qp].rq.pop() else {
+            bump(&self.stats.ud_drops);
+            return;
+        };
+        let fits = data.len() <= rq.length as usize
+            && self
+                .region(pd, rq.lkey, false)
+                .is_some_and(|m| m.covers(rq.addr, data.len() as u64, access::LOCAL_WRITE));
+        if !fits || self.window.write(rq.addr, data).is_err() {
+            let cqe = Cqe {
+                wr_id: rq.wr_id,
+                status: status::LENGTH,
+                opcode: opcode::RECV,
+                qpn: qp as u8,
+                ..Default::default()
+            };
+            return self.complete(qp, cqe);
+        }
+        self.recv_done(qp, rq.wr_id, data.len(), *imm);
     }
 
     /// Refuses a message with `status`, and will refuse its retransmissions the same way.
@@ -909,12 +1045,14 @@ impl EfaEndpoint {
     pub fn create(
         region: &Arc<SharedRegion>,
         device: &mut EfaDevice,
+        pd: u16,
+        kind: QpKind,
         layout: QpLayout,
     ) -> Result<Self, EfaError> {
         SubmissionRing::<SendWqe>::init(region, layout.sq, layout.depth)?;
         SubmissionRing::<RecvWqe>::init(region, layout.rq, layout.depth)?;
         CompletionRing::<Cqe>::init(region, layout.cq, layout.depth)?;
-        let qpn = device.create_qp(&layout)?;
+        let qpn = device.create_qp(pd, kind, &layout)?;
         Ok(Self {
             qpn,
             sq: SubmissionProducer::attach(region.clone(), layout.sq)?,

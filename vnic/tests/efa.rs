@@ -28,9 +28,11 @@ impl Vm {
         let group =
             SecurityGroup { id: "sg-efa".into(), self_inbound_all: true, self_outbound_all: true };
         let mut dev = EfaDevice::new(window.clone(), subnet, &group, fabric.clone()).unwrap();
-        let ep = EfaEndpoint::create(&region, &mut dev, QpLayout::new(0, 1024)).unwrap();
+        let pd = dev.alloc_pd();
+        let ep = EfaEndpoint::create(&region, &mut dev, pd, QpKind::Srd, QpLayout::new(0, 1024))
+            .unwrap();
         let rights = access::LOCAL_WRITE | access::REMOTE_WRITE | access::REMOTE_READ;
-        let mr = dev.register(BASE + MB, 12 * MB, rights).unwrap();
+        let mr = dev.register(pd, BASE + MB, 12 * MB, rights).unwrap();
         Self { region, window, dev, ep, mr }
     }
 
@@ -50,7 +52,7 @@ fn exchange(
     let fabric = SrdFabric::new(4, 5_000, 10_000, loss, seed);
     let mut a = Vm::new(&fabric, "subnet-a");
     let mut b = Vm::new(&fabric, "subnet-a");
-    let ah = a.dev.create_ah(b.dev.addr()).unwrap();
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
     // The receiver posts 512 buffers of 8 KiB (in the upper half of its region).
     for k in 0..512 {
         assert!(b.ep.post_recv(recv_wqe(k, &b.mr, b.slot(u64::from(k)), SLOT as u32)));
@@ -146,12 +148,12 @@ fn rdma_lands_exactly_in_registered_memory_and_outside_is_refused() {
     let fabric = SrdFabric::new(4, 5_000, 10_000, 0.05, 9);
     let mut a = Vm::new(&fabric, "s");
     let mut b = Vm::new(&fabric, "s");
-    let ah = a.dev.create_ah(b.dev.addr()).unwrap();
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
     // B exposes 64 KiB for remote write and read; around it, canaries.
     let target = BASE + 14 * MB;
     let remote =
-        b.dev.register(target, 64 * 1024, access::REMOTE_WRITE | access::REMOTE_READ).unwrap();
-    let read_only = b.dev.register(target + MB / 2, 4096, access::REMOTE_READ).unwrap();
+        b.dev.register(0, target, 64 * 1024, access::REMOTE_WRITE | access::REMOTE_READ).unwrap();
+    let read_only = b.dev.register(0, target + MB / 2, 4096, access::REMOTE_READ).unwrap();
     b.window.write(target - 64, &[0xcc; 64]).unwrap();
     b.window.write(target + 64 * 1024, &[0xcc; 64]).unwrap();
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
@@ -225,7 +227,7 @@ fn a_receiver_that_is_not_ready_is_retried_until_it_is() {
     let fabric = SrdFabric::new(2, 5_000, 5_000, 0.0, 4);
     let mut a = Vm::new(&fabric, "s");
     let mut b = Vm::new(&fabric, "s");
-    let ah = a.dev.create_ah(b.dev.addr()).unwrap();
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
     for k in 0..10 {
         assert!(a.ep.post_send(send_wqe(k, ah, b.ep.qpn, &a.mr, a.slot(0), 64)));
     }
@@ -256,11 +258,12 @@ fn ec2s_efa_rules_hold() {
     let a = Vm::new(&fabric, "subnet-a");
     let b = Vm::new(&fabric, "subnet-b");
     let mut a_dev = a.dev;
-    match a_dev.create_ah(b.dev.addr()) {
+    match a_dev.create_ah(0, b.dev.addr()) {
         Err(EfaError::OtherSubnet { .. }) => {}
         other => panic!("an AH to another subnet: {other:?}"),
     }
-    assert!(matches!(a_dev.create_ah(999), Err(EfaError::NoSuchDevice(999))));
+    assert!(matches!(a_dev.create_ah(0, 999), Err(EfaError::NoSuchDevice(999))));
+    assert!(matches!(a_dev.create_ah(7, b.dev.addr()), Err(EfaError::NoSuchPd(7))));
     let region = Arc::new(SharedRegion::anonymous(MB as usize).unwrap());
     let window = DmaWindow::new(region, Iova(BASE));
     let open =
@@ -270,8 +273,102 @@ fn ec2s_efa_rules_hold() {
     // A region outside the VM's memory is refused.
     let ok = SecurityGroup { id: "sg-2".into(), self_inbound_all: true, self_outbound_all: true };
     let mut dev = EfaDevice::new(window, "subnet-a", &ok, fabric).unwrap();
+    let pd = dev.alloc_pd();
     assert!(matches!(
-        dev.register(BASE + MB - 10, 100, access::LOCAL_WRITE),
+        dev.register(pd, BASE + MB - 10, 100, access::LOCAL_WRITE),
         Err(EfaError::OutsideMemory { .. })
     ));
+}
+
+#[test]
+fn protection_domains_keep_regions_and_handles_apart() {
+    let fabric = SrdFabric::new(1, 1_000, 0, 0.0, 6);
+    let mut a = Vm::new(&fabric, "s");
+    let mut b = Vm::new(&fabric, "s");
+    // A second domain on each side, with its own region.
+    let (pd_a, pd_b) = (a.dev.alloc_pd(), b.dev.alloc_pd());
+    let other_a = a.dev.register(pd_a, BASE + 14 * MB, MB, access::LOCAL_WRITE).unwrap();
+    let other_b = b
+        .dev
+        .register(pd_b, BASE + 14 * MB, MB, access::REMOTE_WRITE | access::REMOTE_READ)
+        .unwrap();
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
+    let foreign_ah = a.dev.create_ah(pd_a, b.dev.addr()).unwrap();
+    let src = a.slot(0);
+    // A region of another domain, an AH of another domain, an rkey of another domain.
+    assert!(a.ep.post_send(send_wqe(1, ah, b.ep.qpn, &other_a, Iova(other_a.iova), 64)));
+    assert!(a.ep.post_send(send_wqe(2, foreign_ah, b.ep.qpn, &a.mr, src, 64)));
+    let write = SendWqe {
+        opcode: opcode::RDMA_WRITE,
+        remote_addr: other_b.iova,
+        rkey: other_b.rkey,
+        ..send_wqe(3, ah, b.ep.qpn, &a.mr, src, 64)
+    };
+    assert!(a.ep.post_send(write));
+    let done: HashMap<u32, u8> =
+        run_until(&mut a, &mut b, 3).into_iter().map(|c| (c.wr_id, c.status)).collect();
+    assert_eq!(done[&1], status::LOCAL_PROTECTION);
+    assert_eq!(done[&2], status::BAD_AH);
+    assert_eq!(done[&3], status::REMOTE_ACCESS, "an rkey of another domain than the QP's");
+}
+
+#[test]
+fn unreliable_datagrams_are_lost_when_the_fabric_loses_them() {
+    let fabric = SrdFabric::new(2, 5_000, 5_000, 0.2, 8);
+    let group = SecurityGroup { id: "sg".into(), self_inbound_all: true, self_outbound_all: true };
+    let ud = |subnet| {
+        let region = Arc::new(SharedRegion::anonymous((16 * MB) as usize).unwrap());
+        let window = DmaWindow::new(region.clone(), Iova(BASE));
+        let mut dev = EfaDevice::new(window.clone(), subnet, &group, fabric.clone()).unwrap();
+        let pd = dev.alloc_pd();
+        let ep =
+            EfaEndpoint::create(&region, &mut dev, pd, QpKind::Ud, QpLayout::new(0, 1024)).unwrap();
+        let mr = dev.register(pd, BASE + MB, 12 * MB, access::LOCAL_WRITE).unwrap();
+        Vm { region, window, dev, ep, mr }
+    };
+    let (mut a, mut b) = (ud("s"), ud("s"));
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
+    for k in 0..1000 {
+        assert!(b.ep.post_recv(recv_wqe(k, &b.mr, b.slot(u64::from(k)), SLOT as u32)));
+    }
+    for k in 0..1000 {
+        assert!(a.ep.post_send(send_wqe(k, ah, b.ep.qpn, &a.mr, a.slot(0), 256)));
+    }
+    let rdma =
+        SendWqe { opcode: opcode::RDMA_WRITE, ..send_wqe(9999, ah, b.ep.qpn, &a.mr, a.slot(0), 8) };
+    assert!(a.ep.post_send(rdma));
+    let sent = run_until(&mut a, &mut b, 1001);
+    assert_eq!(sent.iter().filter(|c| c.status == status::SUCCESS).count(), 1000);
+    assert_eq!(sent.iter().find(|c| c.wr_id == 9999).map(|c| c.status), Some(status::BAD_OPCODE));
+    let mut cqes = [Cqe::default(); 1024];
+    let got = b.ep.poll_cq(&mut cqes) as u64;
+    let lost = fabric.dropped.load(Ordering::Relaxed);
+    assert_eq!(got + lost, 1000, "what the fabric lost is lost");
+    assert!(lost > 100, "{lost}");
+    assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 0, "UD never retransmits");
+}
+
+#[test]
+fn srd_traffic_to_one_destination_is_held_to_25_gbps() {
+    let fabric = SrdFabric::new(1, 1_000, 0, 0.0, 7);
+    let mut a = Vm::new(&fabric, "s");
+    let mut b = Vm::new(&fabric, "s");
+    let ah = a.dev.create_ah(0, b.dev.addr()).unwrap();
+    for k in 0..200 {
+        assert!(b.ep.post_recv(recv_wqe(k, &b.mr, b.slot(u64::from(k)), SLOT as u32)));
+        assert!(a.ep.post_send(send_wqe(k, ah, b.ep.qpn, &a.mr, a.slot(0), 8192)));
+    }
+    // 200 × 8 KiB at 25 Gbps take 524 µs; the first two fit the limiter's burst.
+    let (mut now, mut done) = (0u64, 0);
+    let mut cqes = [Cqe::default(); 64];
+    while done < 200 && now < 10_000_000 {
+        a.dev.poll(now);
+        b.dev.poll(now);
+        done += a.ep.poll_cq(&mut cqes);
+        now += 1_000;
+    }
+    assert_eq!(done, 200);
+    assert!((500_000..700_000).contains(&now), "took {now} ns");
+    assert!(a.dev.stats().flow_cap_held.load(Ordering::Relaxed) >= 190);
+    assert_eq!(a.dev.stats().retransmits.load(Ordering::Relaxed), 0);
 }
