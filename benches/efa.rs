@@ -55,9 +55,11 @@ fn efa_run(size: usize, duration: Duration, pps: Option<u64>) -> Result<EfaResul
         let window = DmaWindow::new(region.clone(), Iova(BASE));
         let mut dev = EfaDevice::new(window.clone(), "a", &group, fabric.clone())
             .map_err(|e| e.to_string())?;
-        let ep = EfaEndpoint::create(&region, &mut dev, QpLayout::new(0, 1024))
+        let pd = dev.alloc_pd();
+        let ep = EfaEndpoint::create(&region, &mut dev, pd, QpKind::Srd, QpLayout::new(0, 1024))
             .map_err(|e| e.to_string())?;
-        let mr = dev.register(BASE + MB, 6 * MB, access::LOCAL_WRITE).map_err(|e| e.to_string())?;
+        let mr =
+            dev.register(pd, BASE + MB, 6 * MB, access::LOCAL_WRITE).map_err(|e| e.to_string())?;
         Ok((dev, Side { window, ep, mr }))
     };
     let (mut dev_a, mut a) = make()?;
