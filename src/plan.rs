@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::scenario::{self, Placed, ScenarioError};
 
-/// One VM's placement in the report.
+/// One VM's placement in the report (`plan`'s and `run`'s).
 #[derive(Debug, Serialize)]
 pub struct VmPlacement {
     /// Name.
@@ -210,21 +210,33 @@ fn report(
     })
 }
 
+impl VmPlacement {
+    /// Its group and partition, for a text line (empty if neither).
+    pub fn group_label(&self) -> String {
+        let mut label = String::new();
+        if let Some(g) = &self.group {
+            let _ = write!(label, "  group {g}");
+        }
+        if let Some(p) = self.partition {
+            let _ = write!(label, " partition {p}");
+        }
+        label
+    }
+}
+
 impl fmt::Display for PlanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "placement ({} VMs):", self.vms.len())?;
         for vm in &self.vms {
-            let mut group = String::new();
-            if let Some(g) = &vm.group {
-                let _ = write!(group, "  group {g}");
-            }
-            if let Some(p) = vm.partition {
-                let _ = write!(group, " partition {p}");
-            }
             writeln!(
                 f,
-                "  {:<12} {:<14} {}  rack {:>3}  host {:>4}{group}",
-                vm.name, vm.instance_type, vm.az, vm.rack, vm.host
+                "  {:<12} {:<14} {}  rack {:>3}  host {:>4}{}",
+                vm.name,
+                vm.instance_type,
+                vm.az,
+                vm.rack,
+                vm.host,
+                vm.group_label()
             )?;
         }
         writeln!(

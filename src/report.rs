@@ -25,23 +25,18 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(f, "\nplacement:")?;
         for vm in &self.vms {
-            let mut group = String::new();
-            if let Some(g) = &vm.group {
-                let _ = write!(group, "  group {g}");
-            }
-            if let Some(p) = vm.partition {
-                let _ = write!(group, " partition {p}");
-            }
+            let at = &vm.placement;
             let paths: Vec<&str> = vm.enis.iter().map(|e| e.path.as_str()).collect();
             writeln!(
                 f,
-                "  {:<12} {:<14} {} rack {:>3} host {:>4}  {}{group}",
-                vm.name,
-                vm.instance_type,
-                vm.az,
-                vm.rack,
-                vm.host,
-                paths.join("+")
+                "  {:<12} {:<14} {} rack {:>3} host {:>4}  {}{}",
+                at.name,
+                at.instance_type,
+                at.az,
+                at.rack,
+                at.host,
+                paths.join("+"),
+                at.group_label()
             )?;
         }
         writeln!(f, "\nflows (achieved vs offered and the single-flow cap):")?;

@@ -204,20 +204,9 @@ pub struct EniReport {
 /// A VM in the report.
 #[derive(Debug, Serialize)]
 pub struct VmReport {
-    /// Name.
-    pub name: String,
-    /// Instance type.
-    pub instance_type: String,
-    /// AZ.
-    pub az: String,
-    /// Rack.
-    pub rack: u32,
-    /// Host.
-    pub host: u32,
-    /// Placement group.
-    pub group: Option<String>,
-    /// Partition.
-    pub partition: Option<u8>,
+    /// Where it runs (name, type, AZ, rack, host, group, partition).
+    #[serde(flatten)]
+    pub placement: crate::plan::VmPlacement,
     /// Its ENIs, primary first.
     pub enis: Vec<EniReport>,
 }
@@ -626,7 +615,7 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
                 src_dst_check_drops: c.port.tx_src_dst_check + c.port.rx_src_dst_check,
             });
         }
-        vms.push(VmReport {
+        let placement = crate::plan::VmPlacement {
             name: v.name.clone(),
             instance_type: v.instance_type.name.clone(),
             az: t.azs[t.az_of(inst.host).index()].name.clone(),
@@ -634,8 +623,8 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
             host: inst.host.0,
             group: inst.group.map(|g| fleet.group(g).name.clone()),
             partition: inst.partition,
-            enis,
-        });
+        };
+        vms.push(VmReport { placement, enis });
     }
     let latency = PATHS
         .iter()

@@ -887,22 +887,9 @@ impl EfaDevice {
                 let Some(rq) = self.qps[qp].rq.pop() else {
                     return self.reply(&p, Payload::NotReady, now);
                 };
-                let fits = data.len() <= rq.length as usize
-                    && self
-                        .region(pd, rq.lkey, false)
-                        .is_some_and(|m| m.covers(rq.addr, data.len() as u64, access::LOCAL_WRITE));
-                if !fits || self.window.write(rq.addr, data).is_err() {
-                    let cqe = Cqe {
-                        wr_id: rq.wr_id,
-                        status: status::LENGTH,
-                        opcode: opcode::RECV,
-                        qpn: qp as u8,
-                        ..Default::default()
-                    };
-                    self.complete(qp, cqe);
+                if !self.land(qp, pd, &rq, data, *imm) {
                     return self.refuse(qp, &p, status::LENGTH, now);
                 }
-                self.recv_done(qp, rq.wr_id, data.len(), *imm);
                 self.mark(qp, key, p.msg);
                 self.reply(&p, Payload::Ack, now);
             }
@@ -955,6 +942,12 @@ impl EfaDevice {
             bump(&self.stats.ud_drops);
             return;
         };
+        self.land(qp, pd, &rq, data, *imm);
+    }
+
+    /// Copies a received message into a posted receive buffer and completes it; a buffer too
+    /// small, or outside its region, completes with [`status::LENGTH`] instead. True if landed.
+    fn land(&mut self, qp: usize, pd: u16, rq: &RecvWqe, data: &[u8], imm: Option<u32>) -> bool {
         let fits = data.len() <= rq.length as usize
             && self
                 .region(pd, rq.lkey, false)
@@ -967,9 +960,11 @@ impl EfaDevice {
                 qpn: qp as u8,
                 ..Default::default()
             };
-            return self.complete(qp, cqe);
+            self.complete(qp, cqe);
+            return false;
         }
-        self.recv_done(qp, rq.wr_id, data.len(), *imm);
+        self.recv_done(qp, rq.wr_id, data.len(), imm);
+        true
     }
 
     /// Refuses a message with `status`, and will refuse its retransmissions the same way.
