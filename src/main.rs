@@ -8,6 +8,7 @@
 //! and column, or the entity.
 
 mod demo;
+mod lab;
 mod plan;
 mod report;
 mod run;
@@ -73,6 +74,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Real SR-IOV hardware: list PFs, VFs and IOMMU groups, enable VFs, bind to vfio-pci.
+    Lab(lab::LabArgs),
     /// Drive one TX queue pair (submission + completion ring) from a guest thread to a device
     /// thread and report throughput and latency.
     Demo(demo::DemoArgs),
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Some(Command::Lab(args)) => lab::run(&args),
         Some(Command::Demo(args)) => {
             demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
         }

@@ -15,7 +15,8 @@
 //! * `device` — the PF, its VFs, queue pairs, the engine, interrupts and the admin queue;
 //!   `driver` — the guest's ENA-style driver; [`shaper`] — flow caps and ENI allowances;
 //!   [`switch`], [`rss`], [`frame`] — the embedded switch, Toeplitz RSS and frame views;
-//!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath).
+//!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath); `vfio` — sysfs and
+//!   vfio-pci plumbing for real SR-IOV hardware.
 #![deny(missing_docs)]
 
 pub mod desc;
@@ -30,3 +31,5 @@ pub mod ring;
 pub mod rss;
 pub mod shaper;
 pub mod switch;
+#[cfg(not(loom))]
+pub mod vfio;

@@ -1,0 +1,145 @@
+//! `vnic-lab lab`: real SR-IOV virtual functions through sysfs — list what the machine has,
+//! enable and disable VFs, hand a function to vfio-pci and back. Every subcommand takes
+//! `--sysfs-root` and `--dev-root` (for fixtures and chroots).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use vnic::vfio::{Inventory, LabRoots};
+
+/// `lab` and its options.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Where sysfs is mounted.
+    #[arg(long, default_value = "/sys", global = true)]
+    sysfs_root: PathBuf,
+    /// Where the device nodes are.
+    #[arg(long, default_value = "/dev", global = true)]
+    dev_root: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// SR-IOV capable devices and their VFs: address, vendor:device, driver, VFs, IOMMU group
+    /// and whether it is viable, /dev/vfio, IOMMU on or off.
+    List {
+        /// Every PCI device, not only SR-IOV PFs and VFs.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Enable N VFs on a PF (sriov_drivers_autoprobe off first).
+    Enable {
+        /// The PF's address, e.g. 0000:01:00.0.
+        pf: String,
+        /// VFs to enable.
+        n: u16,
+    },
+    /// Disable a PF's VFs.
+    Disable {
+        /// The PF's address.
+        pf: String,
+    },
+    /// Bind a function to vfio-pci (driver_override, unbind, drivers_probe); undone if it fails.
+    Bind {
+        /// The function's address.
+        bdf: String,
+    },
+    /// Give a function back to its own driver.
+    Unbind {
+        /// The function's address.
+        bdf: String,
+    },
+}
+
+/// Runs a `lab` subcommand; returns what to print.
+pub fn run(args: &LabArgs) -> Result<String, String> {
+    let roots = LabRoots { sysfs: args.sysfs_root.clone(), dev: args.dev_root.clone() };
+    let err = |e: vnic::vfio::LabError| e.to_string();
+    match &args.command {
+        LabCommand::List { all } => Ok(list(&roots.inventory().map_err(err)?, *all)),
+        LabCommand::Enable { pf, n } => {
+            roots.enable_vfs(pf, *n).map_err(err)?;
+            Ok(format!("{pf}: {n} VFs enabled (sriov_drivers_autoprobe 0)\n"))
+        }
+        LabCommand::Disable { pf } => {
+            roots.disable_vfs(pf).map_err(err)?;
+            Ok(format!("{pf}: VFs disabled\n"))
+        }
+        LabCommand::Bind { bdf } => {
+            let previous = roots.bind_vfio(bdf).map_err(err)?;
+            let group = roots.check_usable(bdf).map(|g| format!(", /dev/vfio/{g}"));
+            Ok(format!(
+                "{bdf}: bound to vfio-pci (was {}){}\n",
+                previous.as_deref().unwrap_or("unbound"),
+                group.unwrap_or_else(|e| format!("; not usable yet: {e}"))
+            ))
+        }
+        LabCommand::Unbind { bdf } => {
+            roots.unbind_vfio(bdf).map_err(err)?;
+            let now = roots.device(bdf).map_err(err)?.driver;
+            Ok(format!("{bdf}: released (driver now {})\n", now.as_deref().unwrap_or("none")))
+        }
+    }
+}
+
+fn list(inv: &Inventory, all: bool) -> String {
+    let mut out = String::new();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let _ = writeln!(
+        out,
+        "IOMMU: {}   vfio-pci loaded: {}   /dev/vfio/vfio: {}",
+        if inv.iommu { "on" } else { "off (boot with intel_iommu=on iommu=pt)" },
+        yes(inv.vfio_pci),
+        yes(inv.dev_vfio)
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:<11} {:<12} {:>9} {:>6}  {:<22} model",
+        "address", "id", "driver", "VFs", "group", "group viable"
+    );
+    for d in &inv.devices {
+        let sriov = d.total_vfs.is_some() || d.physfn.is_some();
+        if !all && !sriov {
+            continue;
+        }
+        let vfs = match (d.num_vfs, d.total_vfs, &d.physfn) {
+            (Some(n), Some(t), _) => format!("{n}/{t}"),
+            (_, _, Some(pf)) => format!("VF of {}", pf.get(5..).unwrap_or(pf)),
+            _ => "-".into(),
+        };
+        let (group, viable) = match d.iommu_group.and_then(|g| inv.group(g)) {
+            Some(g) if g.viable() => (
+                g.id.to_string(),
+                if g.dev_node { "yes".to_string() } else { "yes (no /dev node)".into() },
+            ),
+            Some(g) => (
+                g.id.to_string(),
+                format!(
+                    "no: {}",
+                    g.blockers()
+                        .iter()
+                        .map(|(b, d)| format!("{b}={d}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:04x}:{:04x}   {:<12} {:>9} {:>6}  {:<22} {}",
+            d.bdf,
+            d.vendor,
+            d.device,
+            d.driver.as_deref().unwrap_or("-"),
+            vfs,
+            group,
+            viable,
+            d.model()
+        );
+    }
+    out
+}

@@ -1,0 +1,625 @@
+//! The VFIO lab's plumbing for real SR-IOV hardware: what sysfs says about PCI devices, their
+//! virtual functions and IOMMU groups, and the writes that enable VFs and hand them to vfio-pci.
+//!
+//! Every path is taken relative to a sysfs root (default `/sys`) and a device root (default
+//! `/dev`), so the same code runs against a fixture tree in tests. The rules a lab user meets:
+//!
+//! * VFs are enabled by writing `sriov_numvfs` (at most `sriov_totalvfs`; 0 → N → 0, never
+//!   N → M), with `sriov_drivers_autoprobe` set to 0 first so no host driver grabs them.
+//! * A device goes to vfio-pci by writing `vfio-pci` to its `driver_override`, unbinding its
+//!   driver and writing its address to `/sys/bus/pci/drivers_probe`; vfio-pci refuses a PF whose
+//!   VFs are enabled. A bind that does not end with vfio-pci as the driver is undone (override
+//!   cleared, the device probed again), so nothing is left half bound.
+//! * A device is usable through VFIO only if its IOMMU group is *viable* — every member bound to
+//!   vfio-pci or to no driver — and `/dev/vfio/<group>` exists; both need the IOMMU on
+//!   (`/sys/kernel/iommu_groups` not empty) and the vfio-pci module loaded.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where sysfs and the device nodes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabRoots {
+    /// `/sys`, or a fixture.
+    pub sysfs: PathBuf,
+    /// `/dev`, or a fixture.
+    pub dev: PathBuf,
+}
+
+impl Default for LabRoots {
+    fn default() -> Self {
+        Self { sysfs: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
+    }
+}
+
+/// What the lab refuses, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// No such PCI device.
+    #[error("no PCI device {0} (see `vnic-lab lab list`)")]
+    NoSuchDevice(String),
+    /// Not SR-IOV capable.
+    #[error("{0} is not SR-IOV capable: it has no sriov_totalvfs (pick a PF from `lab list`)")]
+    NotSriov(String),
+    /// More VFs than the device offers.
+    #[error("{bdf} offers at most {total} VFs (sriov_totalvfs), not {requested}")]
+    TooManyVfs {
+        /// The PF.
+        bdf: String,
+        /// Asked for.
+        requested: u16,
+        /// Its maximum.
+        total: u16,
+    },
+    /// N → M without going through 0.
+    #[error(
+        "{bdf} has {current} VFs enabled: disable them first (`lab disable {bdf}`), then enable {requested}"
+    )]
+    VfsEnabled {
+        /// The PF.
+        bdf: String,
+        /// Enabled now.
+        current: u16,
+        /// Asked for.
+        requested: u16,
+    },
+    /// A PF with VFs enabled, which vfio-pci refuses.
+    #[error(
+        "{bdf} has {vfs} VFs enabled and vfio-pci will not bind a PF with SR-IOV enabled: run `lab disable {bdf}` first, or bind its VFs instead"
+    )]
+    PfWithVfs {
+        /// The PF.
+        bdf: String,
+        /// Its VFs.
+        vfs: u16,
+    },
+    /// The IOMMU is off.
+    #[error(
+        "the IOMMU is off ({0} is empty or missing): enable VT-d / AMD-Vi in the firmware and boot with `intel_iommu=on iommu=pt` (or `amd_iommu=on`)"
+    )]
+    NoIommu(String),
+    /// The vfio-pci module is not loaded.
+    #[error("vfio-pci is not loaded ({0} is missing): `modprobe vfio-pci`")]
+    NoVfioPci(String),
+    /// A group that is not viable.
+    #[error("IOMMU group {group} is not viable: {} — bind every member to vfio-pci or unbind it", blockers.iter().map(|(b, d)| format!("{b} is bound to {d}")).collect::<Vec<_>>().join(", "))]
+    GroupNotViable {
+        /// The group.
+        group: u32,
+        /// Members bound to host drivers: (address, driver).
+        blockers: Vec<(String, String)>,
+    },
+    /// A write refused for want of privilege.
+    #[error("writing {0}: permission denied (run as root)")]
+    NotRoot(String),
+    /// The bind did not take.
+    #[error("{bdf} is bound to {now} after the bind, not vfio-pci; its driver was restored")]
+    BindFailed {
+        /// The device.
+        bdf: String,
+        /// The driver it ended up with.
+        now: String,
+    },
+    /// Any other file error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LabError + '_ {
+    move |source| {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            LabError::NotRoot(path.display().to_string())
+        } else {
+            LabError::Io { path: path.display().to_string(), source }
+        }
+    }
+}
+
+/// A PCI device as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciDevice {
+    /// Its address, `0000:01:00.0`.
+    pub bdf: String,
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// The bound driver, if any.
+    pub driver: Option<String>,
+    /// `sriov_totalvfs` (SR-IOV capable PFs only).
+    pub total_vfs: Option<u16>,
+    /// `sriov_numvfs`.
+    pub num_vfs: Option<u16>,
+    /// Its PF, if it is a VF.
+    pub physfn: Option<String>,
+    /// Its VFs, if it is a PF with VFs enabled.
+    pub vfs: Vec<String>,
+    /// Its IOMMU group.
+    pub iommu_group: Option<u32>,
+}
+
+impl PciDevice {
+    /// A name for the vendor:device pair where the lab knows it.
+    pub fn model(&self) -> &'static str {
+        match (self.vendor, self.device) {
+            (0x1d0f, 0xec20 | 0xec21) => "Amazon ENA VF",
+            (0x1d0f, 0xefa0..=0xefa3) => "Amazon EFA",
+            (0x8086, 0x10fb) => "Intel 82599 (ixgbe) PF",
+            (0x8086, 0x10ed) => "Intel 82599 VF",
+            (0x8086, 0x1572 | 0x1583) => "Intel X710 (i40e) PF",
+            (0x8086, 0x154c) => "Intel X710 VF",
+            (0x8086, 0x1592 | 0x159b) => "Intel E810 (ice) PF",
+            (0x8086, 0x1889) => "Intel E810 VF",
+            (0x15b3, _) => "Mellanox ConnectX",
+            (0x1b36, 0x0010) => "QEMU NVMe",
+            (0x8086, 0x10d3) => "Intel 82574 (e1000e)",
+            _ => "",
+        }
+    }
+}
+
+/// An IOMMU group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommuGroup {
+    /// Its number.
+    pub id: u32,
+    /// Members and their drivers.
+    pub members: Vec<(String, Option<String>)>,
+    /// `/dev/vfio/<id>` exists.
+    pub dev_node: bool,
+}
+
+impl IommuGroup {
+    /// Every member bound to vfio-pci or to nothing.
+    pub fn viable(&self) -> bool {
+        self.blockers().is_empty()
+    }
+
+    /// Members bound to host drivers.
+    pub fn blockers(&self) -> Vec<(String, String)> {
+        self.members
+            .iter()
+            .filter_map(|(bdf, d)| {
+                d.as_ref().filter(|d| *d != "vfio-pci").map(|d| (bdf.clone(), d.clone()))
+            })
+            .collect()
+    }
+}
+
+/// What the lab sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// IOMMU on (`/sys/kernel/iommu_groups` has groups).
+    pub iommu: bool,
+    /// vfio-pci loaded.
+    pub vfio_pci: bool,
+    /// `/dev/vfio/vfio` exists.
+    pub dev_vfio: bool,
+    /// Every PCI device.
+    pub devices: Vec<PciDevice>,
+    /// Every IOMMU group.
+    pub groups: Vec<IommuGroup>,
+}
+
+impl Inventory {
+    /// A device by address.
+    pub fn device(&self, bdf: &str) -> Option<&PciDevice> {
+        self.devices.iter().find(|d| d.bdf == bdf)
+    }
+
+    /// A group by number.
+    pub fn group(&self, id: u32) -> Option<&IommuGroup> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+}
+
+fn read_trim(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn read_hex(path: &Path) -> Option<u16> {
+    let s = read_trim(path)?;
+    u16::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+fn link_name(path: &Path) -> Option<String> {
+    fs::read_link(path).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+impl LabRoots {
+    fn devices_dir(&self) -> PathBuf {
+        self.sysfs.join("bus/pci/devices")
+    }
+
+    fn device_dir(&self, bdf: &str) -> PathBuf {
+        self.devices_dir().join(bdf)
+    }
+
+    /// Reads one device.
+    pub fn device(&self, bdf: &str) -> Result<PciDevice, LabError> {
+        let dir = self.device_dir(bdf);
+        if !dir.exists() {
+            return Err(LabError::NoSuchDevice(bdf.to_string()));
+        }
+        let mut vfs: Vec<(u32, String)> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n: u32 = name.strip_prefix("virtfn")?.parse().ok()?;
+                Some((n, link_name(&e.path())?))
+            })
+            .collect();
+        vfs.sort();
+        Ok(PciDevice {
+            bdf: bdf.to_string(),
+            vendor: read_hex(&dir.join("vendor")).unwrap_or(0),
+            device: read_hex(&dir.join("device")).unwrap_or(0),
+            driver: link_name(&dir.join("driver")),
+            total_vfs: read_trim(&dir.join("sriov_totalvfs")).and_then(|s| s.parse().ok()),
+            num_vfs: read_trim(&dir.join("sriov_numvfs")).and_then(|s| s.parse().ok()),
+            physfn: link_name(&dir.join("physfn")),
+            vfs: vfs.into_iter().map(|(_, b)| b).collect(),
+            iommu_group: link_name(&dir.join("iommu_group")).and_then(|g| g.parse().ok()),
+        })
+    }
+
+    /// Everything the lab needs to know.
+    pub fn inventory(&self) -> Result<Inventory, LabError> {
+        let dir = self.devices_dir();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let devices = names.iter().map(|b| self.device(b)).collect::<Result<Vec<_>, _>>()?;
+        let groups_dir = self.sysfs.join("kernel/iommu_groups");
+        let mut ids: Vec<u32> = fs::read_dir(&groups_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let groups = ids
+            .iter()
+            .map(|&id| {
+                let members_dir = groups_dir.join(id.to_string()).join("devices");
+                let mut members: Vec<(String, Option<String>)> = fs::read_dir(&members_dir)
+                    .map(|rd| {
+                        rd.filter_map(Result::ok)
+                            .map(|e| {
+                                let bdf = e.file_name().to_string_lossy().into_owned();
+                                let driver = link_name(&self.device_dir(&bdf).join("driver"));
+                                (bdf, driver)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                members.sort();
+                IommuGroup {
+                    id,
+                    members,
+                    dev_node: self.dev.join("vfio").join(id.to_string()).exists(),
+                }
+            })
+            .collect();
+        Ok(Inventory {
+            iommu: !ids.is_empty(),
+            vfio_pci: self.sysfs.join("bus/pci/drivers/vfio-pci").exists(),
+            dev_vfio: self.dev.join("vfio/vfio").exists(),
+            devices,
+            groups,
+        })
+    }
+
+    fn write(&self, path: &Path, value: &str) -> Result<(), LabError> {
+        fs::write(path, value).map_err(io_err(path))
+    }
+
+    /// Enables `n` VFs on PF `bdf` (autoprobe off first, so no host driver takes them).
+    pub fn enable_vfs(&self, bdf: &str, n: u16) -> Result<(), LabError> {
+        let dev = self.device(bdf)?;
+        let Some(total) = dev.total_vfs else { return Err(LabError::NotSriov(bdf.into())) };
+        if n > total {
+            return Err(LabError::TooManyVfs { bdf: bdf.into(), requested: n, total });
+        }
+        let current = dev.num_vfs.unwrap_or(0);
+        if current == n {
+            return Ok(());
+        }
+        if current != 0 && n != 0 {
+            return Err(LabError::VfsEnabled { bdf: bdf.into(), current, requested: n });
+        }
+        let dir = self.device_dir(bdf);
+        self.write(&dir.join("sriov_drivers_autoprobe"), "0")?;
+        self.write(&dir.join("sriov_numvfs"), &n.to_string())
+    }
+
+    /// Disables PF `bdf`'s VFs.
+    pub fn disable_vfs(&self, bdf: &str) -> Result<(), LabError> {
+        let dev = self.device(bdf)?;
+        if dev.total_vfs.is_none() {
+            return Err(LabError::NotSriov(bdf.into()));
+        }
+        self.write(&self.device_dir(bdf).join("sriov_numvfs"), "0")
+    }
+
+    /// Hands `bdf` to vfio-pci; returns the driver it had. Undone if it does not take.
+    pub fn bind_vfio(&self, bdf: &str) -> Result<Option<String>, LabError> {
+        let inventory = self.inventory()?;
+        if !inventory.iommu {
+            let at = self.sysfs.join("kernel/iommu_groups");
+            return Err(LabError::NoIommu(at.display().to_string()));
+        }
+        let drivers = self.sysfs.join("bus/pci/drivers");
+        if !inventory.vfio_pci {
+            return Err(LabError::NoVfioPci(drivers.join("vfio-pci").display().to_string()));
+        }
+        let dev = inventory.device(bdf).ok_or_else(|| LabError::NoSuchDevice(bdf.into()))?;
+        if let Some(vfs) = dev.num_vfs.filter(|&n| n > 0) {
+            return Err(LabError::PfWithVfs { bdf: bdf.into(), vfs });
+        }
+        let previous = dev.driver.clone();
+        if previous.as_deref() == Some("vfio-pci") {
+            return Ok(previous);
+        }
+        let dir = self.device_dir(bdf);
+        let result = (|| {
+            self.write(&dir.join("driver_override"), "vfio-pci")?;
+            if let Some(driver) = &previous {
+                self.write(&drivers.join(driver).join("unbind"), bdf)?;
+            }
+            self.write(&self.sysfs.join("bus/pci/drivers_probe"), bdf)?;
+            match link_name(&dir.join("driver")) {
+                Some(d) if d == "vfio-pci" => Ok(()),
+                other => Err(LabError::BindFailed {
+                    bdf: bdf.into(),
+                    now: other.unwrap_or_else(|| "no driver".into()),
+                }),
+            }
+        })();
+        if let Err(e) = result {
+            // Leave it as it was: no override, probed again for its own driver.
+            let _ = self.write(&dir.join("driver_override"), "\n");
+            let _ = self.write(&self.sysfs.join("bus/pci/drivers_probe"), bdf);
+            return Err(e);
+        }
+        Ok(previous)
+    }
+
+    /// Takes `bdf` back from vfio-pci and lets the kernel probe its own driver again.
+    pub fn unbind_vfio(&self, bdf: &str) -> Result<(), LabError> {
+        let dev = self.device(bdf)?;
+        let dir = self.device_dir(bdf);
+        self.write(&dir.join("driver_override"), "\n")?;
+        if dev.driver.as_deref() == Some("vfio-pci") {
+            let unbind = self.sysfs.join("bus/pci/drivers/vfio-pci/unbind");
+            self.write(&unbind, bdf)?;
+        }
+        self.write(&self.sysfs.join("bus/pci/drivers_probe"), bdf)
+    }
+
+    /// Why `bdf` cannot be opened through VFIO now, if it cannot.
+    pub fn check_usable(&self, bdf: &str) -> Result<u32, LabError> {
+        let inventory = self.inventory()?;
+        if !inventory.iommu {
+            let at = self.sysfs.join("kernel/iommu_groups");
+            return Err(LabError::NoIommu(at.display().to_string()));
+        }
+        let dev = inventory.device(bdf).ok_or_else(|| LabError::NoSuchDevice(bdf.into()))?;
+        let id = dev.iommu_group.ok_or_else(|| {
+            LabError::NoIommu(self.device_dir(bdf).join("iommu_group").display().to_string())
+        })?;
+        if let Some(group) = inventory.group(id) {
+            let blockers = group.blockers();
+            if !blockers.is_empty() {
+                return Err(LabError::GroupNotViable { group: id, blockers });
+            }
+        }
+        let node = self.dev.join("vfio").join(id.to_string());
+        if !node.exists() {
+            return Err(LabError::Io {
+                path: node.display().to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "missing: bind the device to vfio-pci (`lab bind`) and check that vfio-pci is loaded",
+                ),
+            });
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A fixture sysfs: `devices` as (bdf, vendor, device, driver, total VFs, IOMMU group).
+    struct Fixture {
+        root: PathBuf,
+        roots: LabRoots,
+    }
+
+    impl Fixture {
+        fn new(name: &str, iommu: bool) -> Self {
+            let root =
+                std::env::temp_dir().join(format!("vnic-lab-sysfs-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            let roots = LabRoots { sysfs: root.join("sys"), dev: root.join("dev") };
+            fs::create_dir_all(roots.sysfs.join("bus/pci/devices")).unwrap();
+            fs::create_dir_all(roots.sysfs.join("bus/pci/drivers/vfio-pci")).unwrap();
+            fs::write(roots.sysfs.join("bus/pci/drivers_probe"), "").unwrap();
+            fs::write(roots.sysfs.join("bus/pci/drivers/vfio-pci/unbind"), "").unwrap();
+            fs::create_dir_all(roots.sysfs.join("kernel/iommu_groups")).unwrap();
+            fs::create_dir_all(roots.dev.join("vfio")).unwrap();
+            if iommu {
+                fs::write(roots.dev.join("vfio/vfio"), "").unwrap();
+            }
+            Self { root, roots }
+        }
+
+        fn add(
+            &self,
+            bdf: &str,
+            ids: (u16, u16),
+            driver: Option<&str>,
+            total_vfs: Option<u16>,
+            group: Option<u32>,
+        ) {
+            let s = &self.roots.sysfs;
+            let dir = s.join("bus/pci/devices").join(bdf);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("vendor"), format!("0x{:04x}\n", ids.0)).unwrap();
+            fs::write(dir.join("device"), format!("0x{:04x}\n", ids.1)).unwrap();
+            fs::write(dir.join("driver_override"), "(null)\n").unwrap();
+            if let Some(d) = driver {
+                let ddir = s.join("bus/pci/drivers").join(d);
+                fs::create_dir_all(&ddir).unwrap();
+                fs::write(ddir.join("unbind"), "").unwrap();
+                symlink(&ddir, dir.join("driver")).unwrap();
+            }
+            if let Some(t) = total_vfs {
+                fs::write(dir.join("sriov_totalvfs"), format!("{t}\n")).unwrap();
+                fs::write(dir.join("sriov_numvfs"), "0\n").unwrap();
+                fs::write(dir.join("sriov_drivers_autoprobe"), "1\n").unwrap();
+            }
+            if let Some(g) = group {
+                let gdir = s.join("kernel/iommu_groups").join(g.to_string());
+                fs::create_dir_all(gdir.join("devices")).unwrap();
+                symlink(&dir, gdir.join("devices").join(bdf)).unwrap();
+                symlink(&gdir, dir.join("iommu_group")).unwrap();
+            }
+        }
+
+        fn vf_of(&self, pf: &str, n: u32, vf: &str) {
+            let s = &self.roots.sysfs;
+            let (pdir, vdir) =
+                (s.join("bus/pci/devices").join(pf), s.join("bus/pci/devices").join(vf));
+            symlink(&vdir, pdir.join(format!("virtfn{n}"))).unwrap();
+            symlink(&pdir, vdir.join("physfn")).unwrap();
+        }
+
+        fn read(&self, rel: &str) -> String {
+            fs::read_to_string(self.roots.sysfs.join(rel)).unwrap()
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    #[test]
+    fn an_82599_with_vfs_an_ena_device_and_a_group_that_is_not_viable() {
+        let f = Fixture::new("inventory", true);
+        f.add("0000:01:00.0", (0x8086, 0x10fb), Some("ixgbe"), Some(63), Some(10));
+        f.add("0000:01:00.1", (0x8086, 0x10fb), Some("ixgbe"), Some(63), Some(10));
+        f.add("0000:02:10.0", (0x8086, 0x10ed), Some("vfio-pci"), None, Some(20));
+        f.add("0000:02:10.2", (0x8086, 0x10ed), None, None, Some(21));
+        f.vf_of("0000:01:00.0", 0, "0000:02:10.0");
+        f.vf_of("0000:01:00.0", 1, "0000:02:10.2");
+        fs::write(f.roots.sysfs.join("bus/pci/devices/0000:01:00.0/sriov_numvfs"), "2\n").unwrap();
+        f.add("0000:00:05.0", (0x1d0f, 0xec20), Some("ena"), None, Some(3));
+        fs::write(f.roots.dev.join("vfio/20"), "").unwrap();
+        let inv = f.roots.inventory().unwrap();
+        assert!(inv.iommu && inv.vfio_pci && inv.dev_vfio);
+        let pf = inv.device("0000:01:00.0").unwrap();
+        assert_eq!(
+            (pf.total_vfs, pf.num_vfs, pf.model()),
+            (Some(63), Some(2), "Intel 82599 (ixgbe) PF")
+        );
+        assert_eq!(pf.vfs, ["0000:02:10.0", "0000:02:10.2"]);
+        let vf = inv.device("0000:02:10.0").unwrap();
+        assert_eq!(
+            (vf.physfn.as_deref(), vf.driver.as_deref()),
+            (Some("0000:01:00.0"), Some("vfio-pci"))
+        );
+        assert_eq!(inv.device("0000:00:05.0").unwrap().model(), "Amazon ENA VF");
+        assert!(inv.group(20).unwrap().viable() && inv.group(20).unwrap().dev_node);
+        assert!(inv.group(21).unwrap().viable(), "a member with no driver is fine");
+        let g10 = inv.group(10).unwrap();
+        assert!(!g10.viable());
+        assert_eq!(f.roots.check_usable("0000:02:10.0").unwrap(), 20);
+        let e = f.roots.check_usable("0000:01:00.1").unwrap_err().to_string();
+        assert!(
+            e.contains("IOMMU group 10 is not viable")
+                && e.contains("0000:01:00.0 is bound to ixgbe"),
+            "{e}"
+        );
+        let e = f.roots.check_usable("0000:02:10.2").unwrap_err().to_string();
+        assert!(e.contains("/dev/vfio/21") || e.contains("vfio/21"), "{e}");
+    }
+
+    #[test]
+    fn enabling_vfs_follows_the_kernels_rules() {
+        let f = Fixture::new("enable", true);
+        f.add("0000:01:00.0", (0x8086, 0x10fb), Some("ixgbe"), Some(8), Some(1));
+        f.add("0000:00:1f.6", (0x8086, 0x15bb), Some("e1000e"), None, Some(2));
+        f.roots.enable_vfs("0000:01:00.0", 4).unwrap();
+        assert_eq!(f.read("bus/pci/devices/0000:01:00.0/sriov_drivers_autoprobe"), "0");
+        assert_eq!(f.read("bus/pci/devices/0000:01:00.0/sriov_numvfs"), "4");
+        let e = f.roots.enable_vfs("0000:01:00.0", 2).unwrap_err();
+        assert!(matches!(e, LabError::VfsEnabled { current: 4, requested: 2, .. }), "{e}");
+        assert!(matches!(
+            f.roots.enable_vfs("0000:01:00.0", 9),
+            Err(LabError::TooManyVfs { total: 8, .. })
+        ));
+        assert!(matches!(f.roots.enable_vfs("0000:00:1f.6", 1), Err(LabError::NotSriov(_))));
+        assert!(matches!(f.roots.enable_vfs("0000:09:00.0", 1), Err(LabError::NoSuchDevice(_))));
+        // vfio-pci refuses a PF with VFs enabled.
+        let e = f.roots.bind_vfio("0000:01:00.0").unwrap_err().to_string();
+        assert!(e.contains("lab disable 0000:01:00.0"), "{e}");
+        f.roots.disable_vfs("0000:01:00.0").unwrap();
+        assert_eq!(f.read("bus/pci/devices/0000:01:00.0/sriov_numvfs"), "0");
+    }
+
+    #[test]
+    fn a_bind_that_does_not_take_is_undone_and_unbind_restores() {
+        let f = Fixture::new("bind", true);
+        f.add("0000:02:10.0", (0x8086, 0x10ed), Some("ixgbevf"), None, Some(20));
+        // The fixture has no kernel: the driver link never changes, so the bind must fail and
+        // undo itself.
+        let e = f.roots.bind_vfio("0000:02:10.0").unwrap_err();
+        assert!(matches!(e, LabError::BindFailed { ref now, .. } if now == "ixgbevf"), "{e}");
+        assert_eq!(f.read("bus/pci/drivers/ixgbevf/unbind"), "0000:02:10.0", "it was unbound");
+        assert_eq!(
+            f.read("bus/pci/devices/0000:02:10.0/driver_override"),
+            "\n",
+            "override cleared"
+        );
+        assert_eq!(f.read("bus/pci/drivers_probe"), "0000:02:10.0", "probed again");
+        f.roots.unbind_vfio("0000:02:10.0").unwrap();
+        // Already on vfio-pci: nothing to do.
+        f.add("0000:02:10.4", (0x8086, 0x10ed), Some("vfio-pci"), None, Some(22));
+        assert_eq!(f.roots.bind_vfio("0000:02:10.4").unwrap().as_deref(), Some("vfio-pci"));
+    }
+
+    #[test]
+    fn no_iommu_and_no_vfio_pci_say_what_to_do() {
+        let f = Fixture::new("noiommu", false);
+        f.add("0000:02:10.0", (0x8086, 0x10ed), Some("ixgbevf"), None, None);
+        let inv = f.roots.inventory().unwrap();
+        assert!(!inv.iommu && !inv.dev_vfio);
+        let e = f.roots.bind_vfio("0000:02:10.0").unwrap_err().to_string();
+        assert!(e.contains("intel_iommu=on"), "{e}");
+        let e = f.roots.check_usable("0000:02:10.0").unwrap_err().to_string();
+        assert!(e.contains("IOMMU is off"), "{e}");
+        let g = Fixture::new("novfio", true);
+        g.add("0000:02:10.0", (0x8086, 0x10ed), Some("ixgbevf"), None, Some(4));
+        fs::remove_dir_all(g.roots.sysfs.join("bus/pci/drivers/vfio-pci")).unwrap();
+        let e = g.roots.bind_vfio("0000:02:10.0").unwrap_err().to_string();
+        assert!(e.contains("modprobe vfio-pci"), "{e}");
+    }
+}
