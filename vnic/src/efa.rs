@@ -334,7 +334,7 @@ impl Packet {
 struct InFlight {
     due: u64,
     seq: u64,
-    packet: Packet,
+    packet: Arc<Packet>,
 }
 
 impl PartialEq for InFlight {
@@ -410,7 +410,7 @@ impl SrdFabric {
         self.state.lock().ok()?.subnets.get(usize::from(dev)).cloned()
     }
 
-    fn send(&self, dst: u16, packet: Packet, now: u64) {
+    fn send(&self, dst: u16, packet: Arc<Packet>, now: u64) {
         let Ok(mut s) = self.state.lock() else { return };
         // xorshift64*
         let mut next = || {
@@ -434,7 +434,7 @@ impl SrdFabric {
         }
     }
 
-    fn take_due(&self, dev: u16, now: u64, out: &mut Vec<Packet>) {
+    fn take_due(&self, dev: u16, now: u64, out: &mut Vec<Arc<Packet>>) {
         let Ok(mut s) = self.state.lock() else { return };
         let Some(q) = s.queues.get_mut(usize::from(dev)) else { return };
         while q.peek().is_some_and(|p| p.due <= now) {
@@ -481,7 +481,8 @@ impl QpLayout {
 struct Pending {
     wqe: SendWqe,
     dst: u16,
-    packet: Packet,
+    /// Shared with the fabric: a retransmission copies no payload.
+    packet: Arc<Packet>,
     deadline: u64,
     tries: u32,
     /// The receiver was not ready: the next send is a receiver-not-ready retry.
@@ -542,7 +543,7 @@ pub struct EfaDevice {
     cap: RateLimit,
     qps: Vec<Qp>,
     next_key: u32,
-    scratch: Vec<Packet>,
+    scratch: Vec<Arc<Packet>>,
     stats: Arc<EfaStats>,
 }
 
@@ -761,14 +762,14 @@ impl EfaDevice {
             let msg = q.next_msg;
             q.next_msg += 1;
             let reliable = kind == QpKind::Srd;
-            let packet = Packet {
+            let packet = Arc::new(Packet {
                 src: self.addr,
                 src_qp: qp as u16,
                 dst_qp: w.remote_qpn,
                 msg,
                 reliable,
                 payload,
-            };
+            });
             bump(&self.stats.tx_msgs);
             if !reliable {
                 // UD: done once on the wire.
@@ -848,18 +849,18 @@ impl EfaDevice {
     }
 
     fn reply(&self, to: &Packet, payload: Payload, now: u64) {
-        let packet = Packet {
+        let packet = Arc::new(Packet {
             src: self.addr,
             src_qp: to.dst_qp,
             dst_qp: to.src_qp,
             msg: to.msg,
             reliable: true,
             payload,
-        };
+        });
         self.fabric.send(to.src, packet, now);
     }
 
-    fn receive(&mut self, p: Packet, now: u64) {
+    fn receive(&mut self, p: Arc<Packet>, now: u64) {
         let qp = usize::from(p.dst_qp);
         if qp >= self.qps.len() {
             return;
@@ -992,7 +993,7 @@ impl EfaDevice {
         self.complete(qp, cqe);
     }
 
-    fn on_response(&mut self, qp: usize, p: Packet, now: u64) {
+    fn on_response(&mut self, qp: usize, p: Arc<Packet>, now: u64) {
         if let Payload::NotReady = p.payload {
             if let Some(pending) = self.qps[qp].pending.get_mut(&p.msg) {
                 pending.deadline = now + RNR_RETRY_NS;
@@ -1009,11 +1010,11 @@ impl EfaDevice {
             length: w.length,
             ..Default::default()
         };
-        match p.payload {
+        match &p.payload {
             Payload::Ack => {}
-            Payload::Nack { status } => cqe.status = status,
+            Payload::Nack { status } => cqe.status = *status,
             Payload::ReadResponse { data } => {
-                if self.window.write(w.local_addr, &data).is_err() {
+                if self.window.write(w.local_addr, data).is_err() {
                     cqe.status = status::LOCAL_PROTECTION;
                 }
             }
