@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Every test of the workspace: unit, integration, property and cross-process tests, then the loom
+# Every test of the workspace: unit, integration, property and cross-process tests, the loom
 # model checks of the rings (built with --cfg loom in their own target directory so that ordinary
-# builds keep std's atomics and their cache).
+# builds keep std's atomics and their cache), then the VFIO lab in a QEMU guest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p vnic --test loom --release --locked
+# The VFIO lab against a real kernel: a QEMU guest with an emulated IOMMU and an SR-IOV NVMe
+# device (installs qemu-system-x86, a Debian kernel and busybox-static if they are missing).
+bash scripts/vfio-lab-test.sh

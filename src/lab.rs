@@ -52,6 +52,12 @@ enum LabCommand {
         /// The function's address.
         bdf: String,
     },
+    /// Open a function bound to vfio-pci through VFIO: regions, BAR0's first registers (ENA's
+    /// decoded), and a DMA map and unmap of a ring region.
+    Probe {
+        /// The function's address.
+        bdf: String,
+    },
 }
 
 /// Runs a `lab` subcommand; returns what to print.
@@ -76,6 +82,36 @@ pub fn run(args: &LabArgs) -> Result<String, String> {
                 previous.as_deref().unwrap_or("unbound"),
                 group.unwrap_or_else(|e| format!("; not usable yet: {e}"))
             ))
+        }
+        LabCommand::Probe { bdf } => {
+            let r = roots.probe(bdf).map_err(err)?;
+            let mut out = format!("{bdf}: IOMMU group {}, opened through VFIO\n", r.group);
+            for reg in &r.regions {
+                let _ = writeln!(
+                    out,
+                    "  region {}: {} bytes at offset {:#x}, flags {:#x}",
+                    reg.index, reg.size, reg.offset, reg.flags
+                );
+            }
+            let words: Vec<String> = r.bar0.iter().map(|w| format!("{w:08x}")).collect();
+            let how = if r.bar0_mmapped { "mmap" } else { "pread" };
+            let _ = writeln!(out, "  BAR0 ({how}): {}", words.join(" "));
+            if let Some(ena) = r.ena {
+                let _ = writeln!(
+                    out,
+                    "  ENA: version {:#x}, controller version {:#x}, caps {:#x} (DMA width {} bits)",
+                    ena.version,
+                    ena.controller_version,
+                    ena.caps,
+                    ena.dma_addr_width()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  DMA: a 1024-entry TX ring ({} bytes) mapped at IOVA {:#x} and unmapped",
+                r.dma_mapped.1, r.dma_mapped.0
+            );
+            Ok(out)
         }
         LabCommand::Unbind { bdf } => {
             roots.unbind_vfio(bdf).map_err(err)?;

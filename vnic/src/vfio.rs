@@ -101,6 +101,9 @@ pub enum LabError {
         /// The driver it ended up with.
         now: String,
     },
+    /// VFIO refused (container, group or device).
+    #[error("VFIO: {0}")]
+    Vfio(String),
     /// Any other file error.
     #[error("{path}: {source}")]
     Io {
@@ -437,6 +440,157 @@ impl LabRoots {
             });
         }
         Ok(id)
+    }
+}
+
+/// ENA's first registers (BAR0 offsets 0x0, 0x4, 0x8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnaIdentity {
+    /// VERSION: major in bits 15:8, minor in 7:0.
+    pub version: u32,
+    /// CONTROLLER_VERSION: major 31:24, minor 23:16, sub-minor 15:8, implementation id 7:0.
+    pub controller_version: u32,
+    /// CAPS: bit 0 contiguous queue memory required, bits 5:1 reset timeout (× 100 ms), bits
+    /// 15:8 DMA address width, bits 19:16 admin command timeout.
+    pub caps: u32,
+}
+
+impl EnaIdentity {
+    /// DMA address width in bits.
+    pub fn dma_addr_width(&self) -> u32 {
+        (self.caps >> 8) & 0xff
+    }
+}
+
+/// A region of a VFIO device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// VFIO's region index (0–5 the BARs, 7 config space).
+    pub index: u32,
+    /// Bytes.
+    pub size: u64,
+    /// Offset into the device file.
+    pub offset: u64,
+    /// VFIO region flags (read 1, write 2, mmap 4).
+    pub flags: u32,
+}
+
+/// What `lab probe` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The device.
+    pub bdf: String,
+    /// Its IOMMU group.
+    pub group: u32,
+    /// Its regions with a size.
+    pub regions: Vec<RegionInfo>,
+    /// The first 16 32-bit registers of BAR0, read through an mmap (or `pread` if BAR0 cannot
+    /// be mapped).
+    pub bar0: Vec<u32>,
+    /// Whether BAR0 was read through an mmap.
+    pub bar0_mmapped: bool,
+    /// ENA's identity registers, for an Amazon device.
+    pub ena: Option<EnaIdentity>,
+    /// The ring region DMA-mapped and unmapped again: (IOVA, bytes).
+    pub dma_mapped: (u64, usize),
+}
+
+/// The IOVA `probe` maps its test ring at.
+pub const PROBE_IOVA: u64 = 0x1000_0000;
+
+impl LabRoots {
+    /// Opens `bdf` through VFIO (container, group, device), lists its regions, maps BAR0 and
+    /// reads its first registers (decoding ENA's for an Amazon device), then DMA-maps a ring
+    /// region laid out by `vnic::ring` at [`PROBE_IOVA`] and unmaps it.
+    pub fn probe(&self, bdf: &str) -> Result<ProbeReport, LabError> {
+        use std::os::fd::AsRawFd;
+        use std::sync::Arc;
+        use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
+
+        let group = self.check_usable(bdf)?;
+        let dev = self.device(bdf)?;
+        let vfio = |e: vfio_ioctls::VfioError| LabError::Vfio(e.to_string());
+        let container = Arc::new(VfioContainer::new(None).map_err(vfio)?);
+        let ops: Arc<dyn VfioOps> = container.clone();
+        let device = VfioDevice::new(&self.device_dir(bdf), ops, false).map_err(vfio)?;
+        let regions: Vec<RegionInfo> = (0..9)
+            .map(|index| RegionInfo {
+                index,
+                size: device.get_region_size(index),
+                offset: device.get_region_offset(index),
+                flags: device.get_region_flags(index),
+            })
+            .filter(|r| r.size > 0)
+            .collect();
+        let bar0 = regions
+            .iter()
+            .find(|r| r.index == 0)
+            .copied()
+            .ok_or_else(|| LabError::Vfio(format!("{bdf} has no BAR0 region")))?;
+        let words = (bar0.size / 4).min(16) as usize;
+        let mut registers = vec![0u32; words];
+        // VFIO_REGION_INFO_FLAG_MMAP (linux/vfio.h).
+        let mmappable = bar0.flags & (1 << 2) != 0;
+        let mut mmapped = false;
+        if mmappable {
+            let len = bar0.size as usize;
+            // SAFETY: maps BAR0 of a device fd we hold, at the offset VFIO gave for it, shared;
+            // the result is checked before use and unmapped below.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    device.as_raw_fd(),
+                    bar0.offset as libc::off_t,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                for (i, r) in registers.iter_mut().enumerate() {
+                    // SAFETY: `i` < 16 and the mapping is at least `words` * 4 bytes long;
+                    // device registers are read with volatile 32-bit loads.
+                    *r = unsafe { std::ptr::read_volatile(ptr.cast::<u32>().add(i)) };
+                }
+                // SAFETY: unmaps exactly the mapping made above.
+                unsafe { libc::munmap(ptr, len) };
+                mmapped = true;
+            }
+        }
+        if !mmapped {
+            for (i, r) in registers.iter_mut().enumerate() {
+                let mut b = [0u8; 4];
+                device.region_read(0, &mut b, (i * 4) as u64);
+                *r = u32::from_le_bytes(b);
+            }
+        }
+        let ena = (dev.vendor == 0x1d0f && registers.len() >= 3).then(|| EnaIdentity {
+            version: registers[0],
+            controller_version: registers[1],
+            caps: registers[2],
+        });
+        // A TX submission ring of 1024, laid out as the guest driver would, DMA-mapped.
+        let depth = 1024;
+        let bytes =
+            crate::ring::SubmissionRing::<crate::desc::TxDesc>::bytes(depth).next_multiple_of(4096);
+        let region = crate::ring::SharedRegion::anonymous(bytes)
+            .map_err(|e| LabError::Vfio(format!("ring region: {e}")))?;
+        let region = Arc::new(region);
+        crate::ring::SubmissionRing::<crate::desc::TxDesc>::init(&region, 0, depth)
+            .map_err(|e| LabError::Vfio(format!("ring: {e}")))?;
+        // SAFETY: the region stays mapped (we hold it) until the unmap below, and no Rust
+        // reference into it is live while the device may access it.
+        unsafe { container.vfio_dma_map(PROBE_IOVA, bytes, region.as_ptr()) }.map_err(vfio)?;
+        container.vfio_dma_unmap(PROBE_IOVA, bytes).map_err(vfio)?;
+        Ok(ProbeReport {
+            bdf: bdf.to_string(),
+            group,
+            regions,
+            bar0: registers,
+            bar0_mmapped: mmapped,
+            ena,
+            dma_mapped: (PROBE_IOVA, bytes),
+        })
     }
 }
 
