@@ -14,6 +14,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 command -v cpio >/dev/null || need+=(cpio)
 command -v modprobe >/dev/null || need+=(kmod)
+[ -f /usr/include/linux/nvme_ioctl.h ] || need+=(linux-libc-dev)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "vfio-lab-test: installing ${need[*]}"
     if [ "$(id -u)" != 0 ]; then
@@ -43,6 +45,7 @@ for tool in sh mount insmod echo cat readlink basename poweroff sleep ls; do
     ln -s busybox "$root/bin/$tool"
 done
 cp "$bin" "$root/vnic-lab"
+gcc -static -O2 -o "$root/nvme-vf-online" scripts/nvme-vf-online.c
 # The modules and the order to load them in.
 : > "$root/modules"
 for m in vfio vfio_iommu_type1 vfio-pci nvme; do
@@ -71,8 +74,13 @@ for d in /sys/bus/pci/devices/*; do
 done
 echo "VNIC-LAB: pf $pf"
 step() { name=$1; shift; if "$@"; then echo "VNIC-LAB: $name ok"; else echo "VNIC-LAB: $name FAILED"; fi; }
+# QEMU's NVMe VFs start offline: free the primary's flexible resources and reset it first.
+step nvme-prepare /nvme-vf-online /dev/nvme0 prepare
+echo 1 > "/sys/bus/pci/devices/$pf/reset"
+sleep 1
 step list /vnic-lab lab list --all
 step enable /vnic-lab lab enable "$pf" 2
+step nvme-online /nvme-vf-online /dev/nvme0 online
 vf=$(basename "$(readlink "/sys/bus/pci/devices/$pf/virtfn0")")
 echo "VNIC-LAB: vf $vf"
 step bind /vnic-lab lab bind "$vf"
@@ -99,12 +107,18 @@ timeout 300 qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m 1024 \
     > "$log" 2>&1 || true
 cat "$log" | tr -d '\r' | grep -v '^$' | tail -60
 fail=0
-for s in booted "list ok" "enable ok" "bind ok" "probe ok" "unbind ok" "disable ok" "refused FAILED" done; do
+for s in booted "nvme-prepare ok" "list ok" "enable ok" "nvme-online ok" "bind ok" "probe ok" "unbind ok" "disable ok" "refused FAILED" done; do
     if ! tr -d '\r' < "$log" | grep -q "VNIC-LAB: $s"; then
         echo "vfio-lab-test: FAIL: missing 'VNIC-LAB: $s'" >&2
         fail=1
     fi
 done
 tr -d '\r' < "$log" | grep -q "DMA: a 1024-entry TX ring" || { echo "vfio-lab-test: FAIL: no DMA map" >&2; fail=1; }
+# The VF is online: its BAR0 (NVMe CAP, VS, ...) reads live values, not zeros.
+bar0=$(tr -d '\r' < "$log" | grep -o 'BAR0 (mmap): [0-9a-f ]*' | head -1)
+echo "vfio-lab-test: $bar0"
+case "$bar0" in
+    "BAR0 (mmap): 00000000 00000000 00000000"*|"") echo "vfio-lab-test: FAIL: BAR0 reads zeros" >&2; fail=1 ;;
+esac
 [ $fail = 0 ] && echo "vfio-lab-test: ok"
 exit $fail
