@@ -665,19 +665,13 @@ fn flow_cap_gbps(placed: &Placed, from: usize, to: usize) -> f64 {
     let (a, b) = (&placed.vms[from], &placed.vms[to]);
     let model = &placed.network;
     let class = placed.fleet.network_class(a.id, b.id).unwrap_or(NetworkClass::SameAz);
-    if class == NetworkClass::OtherRegion {
-        let ty = &a.instance_type;
-        return if ty.vcpus >= model.large_instance_vcpus {
-            ty.baseline_gbps * model.region_egress_large_share
-        } else {
-            model.region_egress_gbps.min(ty.baseline_gbps)
-        };
-    }
-    if a.cluster_group.is_some() && a.cluster_group == b.cluster_group {
-        model.cluster_flow_cap_gbps
-    } else {
-        model.flow_cap_gbps
-    }
+    let same_cluster = a.cluster_group.is_some() && a.cluster_group == b.cluster_group;
+    hypervisor_sim::cloud::flow_cap_gbps(
+        model,
+        &a.instance_type,
+        class == NetworkClass::OtherRegion,
+        same_cluster,
+    )
 }
 
 fn new_histogram() -> Histogram<u64> {

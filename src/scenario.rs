@@ -448,6 +448,27 @@ impl Err<'_> {
     fn whole(&self, message: impl Into<String>) -> ScenarioError {
         ScenarioError { file: self.file.to_string(), at: None, message: message.into() }
     }
+
+    /// An optional integer setting within `range` (`default` when absent), or an error at it.
+    fn ranged<T>(
+        &self,
+        value: &Option<Spanned<T>>,
+        name: &str,
+        range: std::ops::RangeInclusive<T>,
+        default: T,
+    ) -> Result<T, ScenarioError>
+    where
+        T: Copy + PartialOrd + std::fmt::Display,
+    {
+        match value {
+            Some(v) if !range.contains(v.get_ref()) => Err(self.at(
+                v.span(),
+                format!("{name} {} is not {} to {}", v.get_ref(), range.start(), range.end()),
+            )),
+            Some(v) => Ok(*v.get_ref()),
+            None => Ok(default),
+        }
+    }
 }
 
 /// Checks and places a scenario given as text (`file` names it in errors).
@@ -618,20 +639,8 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
             Some(p) => parse_path(p, &err)?,
             None => PathName::Sriov,
         };
-        let mtu = match &d.mtu {
-            Some(m) if !(576..=9001).contains(m.get_ref()) => {
-                return Err(err.at(m.span(), format!("mtu {} is not 576 to 9001", m.get_ref())));
-            }
-            Some(m) => *m.get_ref(),
-            None => 9001,
-        };
-        let queues = match &d.queues {
-            Some(q) if !(1..=32).contains(q.get_ref()) => {
-                return Err(err.at(q.span(), format!("queues {} is not 1 to 32", q.get_ref())));
-            }
-            Some(q) => *q.get_ref(),
-            None => 1,
-        };
+        let mtu = err.ranged(&d.mtu, "mtu", 576..=9001, 9001)?;
+        let queues = err.ranged(&d.queues, "queues", 1..=32, 1)?;
         let rx_interrupts = match &d.rx {
             None => true,
             Some(r) => match r.get_ref().as_str() {
@@ -805,13 +814,7 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
             ));
         }
         let path = f.path.as_ref().map(|p| parse_path(p, &err)).transpose()?;
-        let parallel = match &f.parallel {
-            Some(n) if !(1..=1024).contains(n.get_ref()) => {
-                return Err(err.at(n.span(), format!("parallel {} is not 1 to 1024", n.get_ref())));
-            }
-            Some(n) => *n.get_ref(),
-            None => 1,
-        };
+        let parallel = err.ranged(&f.parallel, "parallel", 1..=1024, 1)?;
         let start_s = f.start_s.as_ref().map_or(0.0, |s| *s.get_ref());
         if let Some(st) = &f.start_s
             && !(st.get_ref().is_finite() && *st.get_ref() >= 0.0 && *st.get_ref() < duration_s)

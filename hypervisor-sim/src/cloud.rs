@@ -725,25 +725,21 @@ impl Cloud {
     fn flow_policy(&self, host: usize, group: Option<String>, ty: &InstanceType) -> FlowCapPolicy {
         let directory = self.directory.clone();
         let model = self.network.clone();
-        let egress = if ty.vcpus >= model.large_instance_vcpus {
-            ty.baseline_gbps * model.region_egress_large_share
-        } else {
-            model.region_egress_gbps.min(ty.baseline_gbps)
-        };
+        let ty = ty.clone();
         let regions: Vec<String> = self.hosts.iter().map(|h| h.spec.region.clone()).collect();
         Box::new(move |key: &FlowKey| {
             let peer = match key.remote_ip() {
                 std::net::IpAddr::V4(ip) => directory.read().ok().and_then(|d| d.get(&ip).cloned()),
                 std::net::IpAddr::V6(_) => None,
             };
-            let cap = match peer {
-                Some(p) if regions.get(p.host) != regions.get(host) => egress,
-                Some(p) if group.is_some() && p.cluster_group == group => {
-                    model.cluster_flow_cap_gbps
-                }
-                _ => model.flow_cap_gbps,
+            let (other_region, same_cluster) = match peer {
+                Some(p) => (
+                    regions.get(p.host) != regions.get(host),
+                    group.is_some() && p.cluster_group == group,
+                ),
+                None => (false, false),
             };
-            gbps(cap)
+            gbps(flow_cap_gbps(&model, &ty, other_region, same_cluster))
         })
     }
 
@@ -1192,6 +1188,24 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panicked".into())
+}
+
+/// The single-flow cap the device applies to a flow of an instance of type `ty`, Gbps: the
+/// region-egress allowance to another region (applied per flow here, where EC2 caps the
+/// instance's total), 10 Gbps between members of one cluster group, 5 Gbps otherwise.
+pub fn flow_cap_gbps(
+    model: &NetworkModel,
+    ty: &InstanceType,
+    other_region: bool,
+    same_cluster: bool,
+) -> f64 {
+    if other_region {
+        model.region_egress_of(ty)
+    } else if same_cluster {
+        model.cluster_flow_cap_gbps
+    } else {
+        model.flow_cap_gbps
+    }
 }
 
 fn class_between(a: &HostSpec, b: &HostSpec, same: bool) -> NetworkClass {

@@ -89,12 +89,17 @@ impl NetworkModel {
 
     /// What instance `a` may send out of its region in total, Gbps.
     pub fn region_egress_gbps(&self, fleet: &Fleet, a: InstanceId) -> Result<f64, PlacementError> {
-        let ty = fleet.type_of(a)?;
-        Ok(if ty.vcpus >= self.large_instance_vcpus {
+        Ok(self.region_egress_of(fleet.type_of(a)?))
+    }
+
+    /// What an instance of type `ty` may send out of its region in total, Gbps: 5 Gbps (at most
+    /// its baseline), or half its bandwidth from 32 vCPUs.
+    pub fn region_egress_of(&self, ty: &crate::InstanceType) -> f64 {
+        if ty.vcpus >= self.large_instance_vcpus {
             ty.baseline_gbps * self.region_egress_large_share
         } else {
             self.region_egress_gbps.min(ty.baseline_gbps)
-        })
+        }
     }
 }
 
