@@ -42,8 +42,7 @@ struct EfaResult {
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3)
-        .unwrap_or_else(|e| unreachable!("constant bounds: {e}"))
+    hypervisor_sim::traffic::latency_histogram()
 }
 
 fn efa_run(size: usize, duration: Duration, pps: Option<u64>) -> Result<EfaResult, String> {

@@ -64,9 +64,6 @@ pub enum DemoError {
     /// One side stopped making progress.
     #[error("the {0} made no progress for {STALL_LIMIT:?}")]
     Stalled(&'static str),
-    /// The latency histogram could not be made.
-    #[error("latency histogram: {0}")]
-    Histogram(String),
     /// A thread died.
     #[error("the {0} thread panicked")]
     ThreadPanicked(&'static str),
@@ -165,8 +162,7 @@ fn guest_loop(
     let mut free_ids: Vec<u16> = (0..depth as u16).rev().collect();
     let mut posted_at = vec![Instant::now(); depth];
     let mut in_flight = vec![false; depth];
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| DemoError::Histogram(e.to_string()))?;
+    let mut latency = hypervisor_sim::traffic::latency_histogram();
     let mut completions = vec![TxCompletion::default(); args.burst];
     let (mut sent, mut completed) = (0u64, 0u64);
     let mut last_progress = Instant::now();

@@ -675,9 +675,7 @@ fn flow_cap_gbps(placed: &Placed, from: usize, to: usize) -> f64 {
 }
 
 fn new_histogram() -> Histogram<u64> {
-    // Bounds and precision are constants HdrHistogram accepts (1 ns to 60 s, 3 digits).
-    Histogram::new_with_bounds(1, 60_000_000_000, 3)
-        .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}"))
+    hypervisor_sim::traffic::latency_histogram()
 }
 
 fn progress_bar(duration_s: f64) -> indicatif::ProgressBar {

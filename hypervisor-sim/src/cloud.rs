@@ -16,6 +16,11 @@
 //! that panics, or a process that dies, is a crashed VM: [`Cloud::reap`] resets its VFs, returns
 //! them to the pool and marks it stopped, while every other VM carries on. Stop, start and
 //! terminate follow EC2 (terminate deletes the primary ENI and keeps the others).
+//!
+//! [`Cloud::new_virtual`] builds the same cloud for a discrete-event simulation: every PF and
+//! emulated NIC model runs inline (no threads), reads one shared virtual clock, and signals
+//! through flag lines; a workload is attached with [`Cloud::attach_guest`] and driven by the
+//! scheduler in [`crate::sim`]. Provisioning, the rules and the device are the same code.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -36,7 +41,10 @@ use vnic::device::{
 use vnic::driver::{DriverError, QueuePairDriver, QueuePairLayout};
 use vnic::frame::MacAddr;
 use vnic::ring::{RegionError, SharedRegion};
-use vnic::shaper::{AllowanceCounters, AllowanceStats, BandwidthAllowance, FlowKey, ShaperConfig};
+use vnic::shaper::{
+    AllowanceCounters, AllowanceStats, BandwidthAllowance, DeviceClock, FlowKey, ShaperConfig,
+    VirtualClock,
+};
 use vnic::switch::VfPort;
 
 use crate::emulated::EmulatedDevice;
@@ -290,6 +298,28 @@ struct ProvisionedNic {
 enum Workload {
     Thread(JoinHandle<()>),
     Process(Child),
+    /// Driven by a simulation's scheduler on the caller's thread.
+    Inline,
+}
+
+/// Which device serves an ENI: a VF of one of the host's PFs, or a port of the host's emulated
+/// NIC model (whose backend VF is on PF `backend_pf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicHome {
+    /// An SR-IOV (or EFA) VF.
+    Vf {
+        /// Host index.
+        host: usize,
+        /// PF index within the host.
+        pf: usize,
+    },
+    /// A port of the emulated NIC model.
+    Emulated {
+        /// Host index.
+        host: usize,
+        /// The PF of the model's backend VF.
+        backend_pf: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -368,6 +398,8 @@ pub struct Cloud {
     retired: HashMap<EniId, EniCounters>,
     directory: Directory,
     launcher: Option<ProcessLauncher>,
+    /// Set for a simulation: the clock every device reads.
+    clock: Option<VirtualClock>,
 }
 
 fn gbps(g: f64) -> u64 {
@@ -377,6 +409,17 @@ fn gbps(g: f64) -> u64 {
 impl Cloud {
     /// Builds the hosts (enabling their VFs), the fabric and the subnets.
     pub fn new(spec: CloudSpec) -> Result<Self, CloudError> {
+        Self::build(spec, None)
+    }
+
+    /// Builds the same cloud for a discrete-event simulation on `clock`: PF engines and emulated
+    /// NIC models inline, flag lines for interrupts, the fabric on the virtual clock.
+    pub fn new_virtual(spec: CloudSpec, clock: VirtualClock) -> Result<Self, CloudError> {
+        Self::build(spec, Some(clock))
+    }
+
+    fn build(spec: CloudSpec, clock: Option<VirtualClock>) -> Result<Self, CloudError> {
+        let device_clock = clock.clone().map_or_else(DeviceClock::default, DeviceClock::Virtual);
         let endpoints: Vec<usize> = spec
             .hosts
             .iter()
@@ -391,10 +434,14 @@ impl Cloud {
         let n = endpoints.len();
         let network = spec.network.clone();
         let link_bps = gbps(spec.link_gbps);
-        let fabric = Fabric::new(n, |src, dst| LinkSpec {
-            latency_ns: (network.latency_us(classes[src * n + dst]) * 500.0) as u64,
-            bits_per_second: link_bps,
-        });
+        let fabric = Fabric::with_clock(
+            n,
+            |src, dst| LinkSpec {
+                latency_ns: (network.latency_us(classes[src * n + dst]) * 500.0) as u64,
+                bits_per_second: link_bps,
+            },
+            device_clock.clone(),
+        );
         let mut hosts = Vec::new();
         let mut endpoint = 0;
         for host in &spec.hosts {
@@ -405,8 +452,14 @@ impl Cloud {
                 let mut pf = PhysicalFunction::new(host.vfs_per_pf).map_err(device)?;
                 pf.set_num_vfs(host.vfs_per_pf).map_err(device)?;
                 pf.set_uplink(fabric.uplink(endpoint));
+                pf.set_clock(device_clock.clone());
                 let name = format!("{}/pf{p}", host.name);
-                pfs.push(PfEngine::spawn(name, pf, fabric.port(endpoint), endpoint)?);
+                let port = fabric.port(endpoint);
+                pfs.push(if clock.is_some() {
+                    PfEngine::inline(name, pf, port, endpoint)
+                } else {
+                    PfEngine::spawn(name, pf, port, endpoint)?
+                });
                 free_vfs.extend((0..host.vfs_per_pf).rev().map(|vf| VfRef { pf: p, vf }));
                 endpoint += 1;
             }
@@ -426,7 +479,64 @@ impl Cloud {
             retired: HashMap::new(),
             directory: Directory::default(),
             launcher: None,
+            clock,
         })
+    }
+
+    /// The simulation's clock (`None` for a live cloud).
+    pub fn virtual_clock(&self) -> Option<&VirtualClock> {
+        self.clock.as_ref()
+    }
+
+    /// An interrupt line: an eventfd live, a flag under a simulation.
+    fn line(&self, vm: u32) -> Result<Arc<InterruptLine>, CloudError> {
+        if self.clock.is_some() {
+            return Ok(Arc::new(InterruptLine::flag()));
+        }
+        InterruptLine::new().map(Arc::new).map_err(|source| CloudError::Spawn { vm, source })
+    }
+
+    /// Hosts.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// PF `pf` of host `host` on its engine.
+    pub fn engine(&self, host: usize, pf: usize) -> Option<&PfEngine> {
+        self.hosts.get(host)?.pfs.get(pf)
+    }
+
+    /// The engines of every host, with (host, PF) indices.
+    pub fn engines(&self) -> impl Iterator<Item = (usize, usize, &PfEngine)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(h, host)| host.pfs.iter().enumerate().map(move |(p, e)| (h, p, e)))
+    }
+
+    /// Host `host`'s emulated NIC model, if it has one.
+    pub fn emulated(&self, host: usize) -> Option<&EmulatedDevice> {
+        Some(&self.hosts.get(host)?.emulated.as_ref()?.device)
+    }
+
+    /// The device serving ENI `eni` now (`None` if it has none).
+    pub fn nic_home(&self, eni: EniId) -> Option<NicHome> {
+        let a = self.registry.eni(eni).ok()?.attachment?;
+        let record = self.vms.get(&a.vm)?;
+        let host = record.spec.host;
+        let nic = record.nics.iter().find(|n| n.eni == eni)?;
+        Some(match nic.device {
+            NicDevice::Vf(vf) => NicHome::Vf { host, pf: vf.pf },
+            NicDevice::SoftPort(_) => NicHome::Emulated {
+                host,
+                backend_pf: self.hosts[host].emulated.as_ref()?.backend.pf,
+            },
+        })
+    }
+
+    /// The launch spec of a VM.
+    pub fn vm_spec(&self, vm: VmId) -> Option<&VmSpec> {
+        self.vms.get(&vm).map(|v| &v.spec)
     }
 
     /// The fabric.
@@ -562,10 +672,16 @@ impl Cloud {
             }
         }
         let specs: Vec<QueuePairSpec> = layouts.iter().map(|l| l.spec(&window)).collect();
-        let rx_line = if spec.rx_notification != Notification::BusyPoll {
-            Some(Arc::new(
-                InterruptLine::new().map_err(|source| CloudError::Spawn { vm: vm.0, source })?,
-            ))
+        // Under a simulation a busy-polling guest is told of every completion at once (its
+        // poll loop would find it; the scheduler charges what the poll costs).
+        let rx_notification = match spec.rx_notification {
+            Notification::BusyPoll if self.clock.is_some() => {
+                Notification::Moderated { delay_us: 0, packets: 1 }
+            }
+            other => other,
+        };
+        let rx_line = if rx_notification != Notification::BusyPoll {
+            Some(self.line(vm.0)?)
         } else {
             None
         };
@@ -582,7 +698,7 @@ impl Cloud {
             check,
             shaper: (config, policy),
             rx_line: rx_line.clone(),
-            rx_notification: spec.rx_notification,
+            rx_notification,
         };
         let host_name = self.hosts[spec.host].spec.name.clone();
         let device_err = |source| CloudError::Device { host: host_name.clone(), source };
@@ -684,8 +800,8 @@ impl Cloud {
         let memory = Arc::new(SharedRegion::anonymous(layout.end)?);
         let window = DmaWindow::new(memory.clone(), Iova(0x7f_0000_0000));
         let backend = QueuePairDriver::create(window.clone(), layout)?;
-        let line =
-            Arc::new(InterruptLine::new().map_err(|source| CloudError::Spawn { vm: 0, source })?);
+        let line = self.line(0)?;
+        let host = &mut self.hosts[h];
         let spec = layout.spec(&window);
         let rx_line = line.clone();
         let name = host.spec.name.clone();
@@ -708,8 +824,14 @@ impl Cloud {
         // Every frame goes through the PF, even between two emulated NICs of this host: the
         // PF relays it back to the backend VF.
         soft.set_vepa(true);
-        let device = EmulatedDevice::spawn(&name, soft, backend, line, engine.doorbell())
-            .map_err(|source| CloudError::Spawn { vm: 0, source })?;
+        let device = match &self.clock {
+            Some(clock) => {
+                soft.set_clock(DeviceClock::Virtual(clock.clone()));
+                EmulatedDevice::inline(soft, backend, line, engine.doorbell())
+            }
+            None => EmulatedDevice::spawn(&name, soft, backend, line, engine.doorbell())
+                .map_err(|source| CloudError::Spawn { vm: 0, source })?,
+        };
         host.emulated = Some(EmulatedHost {
             device,
             backend: vf,
@@ -838,6 +960,24 @@ impl Cloud {
         Ok(())
     }
 
+    /// Hands the VM's NICs to the caller, who drives them on its own thread (a simulation's
+    /// scheduler); [`Cloud::stop`] and the rest of the lifecycle work as for a thread.
+    pub fn attach_guest(&mut self, vm: VmId) -> Result<GuestCtx, CloudError> {
+        let record = self.vms.get_mut(&vm).ok_or(CloudError::NoSuchVm(vm.0))?;
+        if record.running.is_some() {
+            return Err(CloudError::State { vm: vm.0, state: "already running a workload" });
+        }
+        if self.registry.vm_state(vm)? != VmState::Running {
+            return Err(CloudError::State { vm: vm.0, state: "stopped" });
+        }
+        let nics = std::mem::take(&mut record.pending);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (hotplug, events) = mpsc::channel();
+        let ctx = GuestCtx::new(vm, nics, stop.clone(), events);
+        record.running = Some(Running { stop, hotplug, workload: Workload::Inline });
+        Ok(ctx)
+    }
+
     /// Runs a built-in workload as the VM in its own OS process, attached to the VM's guest
     /// memory (the VM must have been launched with `shared_file`).
     pub fn run_process(&mut self, vm: VmId, workload: ProcessWorkload) -> Result<(), CloudError> {
@@ -884,7 +1024,7 @@ impl Cloud {
             let Some(running) = vm.running.as_mut() else { continue };
             let exit = match &mut running.workload {
                 Workload::Thread(t) if t.is_finished() => Some(None),
-                Workload::Thread(_) => None,
+                Workload::Thread(_) | Workload::Inline => None,
                 Workload::Process(child) => match child.try_wait() {
                     Ok(Some(status)) if status.success() => Some(Some(VmExit::Finished)),
                     Ok(Some(status)) => Some(Some(VmExit::Crashed(format!("process {status}")))),
@@ -959,6 +1099,7 @@ impl Cloud {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            Workload::Inline => {}
         }
         Ok(())
     }

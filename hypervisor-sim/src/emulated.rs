@@ -77,10 +77,10 @@ impl Uplink for StagingUplink {
 }
 
 impl StagingUplink {
-    /// Moves staged frames into the backend's TX ring; returns how many.
-    fn flush(&self, backend: &mut QueuePairDriver) -> usize {
-        let Ok(mut s) = self.staging.lock() else { return 0 };
-        let mut moved = 0;
+    /// Moves staged frames into the backend's TX ring; returns how many, and their bytes.
+    fn flush(&self, backend: &mut QueuePairDriver) -> (usize, usize) {
+        let Ok(mut s) = self.staging.lock() else { return (0, 0) };
+        let (mut moved, mut bytes) = (0, 0);
         while !s.frames.is_empty() {
             backend.reap_tx();
             let n = s.frames.len().min(BACKEND_BURST);
@@ -88,6 +88,7 @@ impl StagingUplink {
             let sent = backend.send_burst(&refs);
             for _ in 0..sent {
                 if let Some(buf) = s.frames.pop_front() {
+                    bytes += buf.len();
                     s.pool.push(buf);
                 }
             }
@@ -97,66 +98,171 @@ impl StagingUplink {
             }
         }
         self.stats.to_backend.fetch_add(moved as u64, Ordering::Relaxed);
-        moved
+        (moved, bytes)
     }
 }
 
-/// A host's emulated NIC model on its hypervisor thread.
+/// The device model's state: the software PF, its backend driver and staging queue.
+#[derive(Debug)]
+struct SoftDevice {
+    soft: PhysicalFunction,
+    backend: QueuePairDriver,
+    uplink: Arc<StagingUplink>,
+    engine: Arc<EngineDoorbell>,
+    stats: Arc<EmulatedStats>,
+}
+
+/// What one pass of the hypervisor's service loop moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Descriptors the software device took from guests' TX rings.
+    pub from_guests: usize,
+    /// Frames copied into the backend VF's TX ring.
+    pub to_backend: usize,
+    /// Frames copied from the backend VF to guests.
+    pub from_backend: usize,
+    /// Bytes the hypervisor copied (both ways).
+    pub bytes: usize,
+}
+
+impl Service {
+    /// Anything at all.
+    pub fn any(&self) -> bool {
+        self.from_guests + self.to_backend + self.from_backend > 0
+    }
+}
+
+impl SoftDevice {
+    /// One pass: guests' TX rings through the software switch into staging, staging into the
+    /// backend's TX ring (kicking the PF's engine), the backend's RX ring into guests.
+    fn serve_once(&mut self) -> Service {
+        let from_guests = self.soft.poll();
+        let (to_backend, mut bytes) = self.uplink.flush(&mut self.backend);
+        if to_backend > 0 {
+            self.engine.kick();
+        }
+        self.backend.reap_tx();
+        let soft = &mut self.soft;
+        let from_backend = self.backend.recv(|frame, _| {
+            bytes += frame.len();
+            soft.receive_from_uplink(frame)
+        });
+        self.stats.from_backend.fetch_add(from_backend as u64, Ordering::Relaxed);
+        Service { from_guests, to_backend, from_backend, bytes }
+    }
+
+    /// Serves until quiet, as a vhost worker does after a kick (bounded, so that commands and
+    /// stop requests are seen); returns the sum of the passes.
+    fn serve(&mut self) -> Service {
+        let mut total = Service::default();
+        for _ in 0..4096 {
+            let pass = self.serve_once();
+            total.from_guests += pass.from_guests;
+            total.to_backend += pass.to_backend;
+            total.from_backend += pass.from_backend;
+            total.bytes += pass.bytes;
+            if !pass.any() {
+                break;
+            }
+        }
+        total
+    }
+}
+
+/// A host's emulated NIC model on its hypervisor thread, or inline for a simulation.
 #[derive(Debug)]
 pub struct EmulatedDevice {
-    control: mpsc::Sender<SoftCommand>,
+    runner: SoftRunner,
     line: Arc<InterruptLine>,
-    stop: Arc<AtomicBool>,
     stats: Arc<EmulatedStats>,
-    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+enum SoftRunner {
+    Thread {
+        control: mpsc::Sender<SoftCommand>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    },
+    Inline(Mutex<SoftDevice>),
 }
 
 impl EmulatedDevice {
+    fn device(
+        mut soft: PhysicalFunction,
+        mut backend: QueuePairDriver,
+        engine: Arc<EngineDoorbell>,
+    ) -> SoftDevice {
+        let stats = Arc::new(EmulatedStats::default());
+        let uplink = Arc::new(StagingUplink { staging: Mutex::default(), stats: stats.clone() });
+        soft.set_uplink(uplink.clone());
+        backend.refill_rx();
+        SoftDevice { soft, backend, uplink, engine, stats }
+    }
+
     /// Starts the hypervisor thread with the software device `soft` and the backend driver;
     /// `line` is the eventfd that guests' doorbells and the backend's RX interrupt raise.
     pub(crate) fn spawn(
         name: &str,
-        mut soft: PhysicalFunction,
-        mut backend: QueuePairDriver,
+        soft: PhysicalFunction,
+        backend: QueuePairDriver,
         line: Arc<InterruptLine>,
         engine: Arc<EngineDoorbell>,
     ) -> std::io::Result<Self> {
-        let stats = Arc::new(EmulatedStats::default());
-        let uplink = Arc::new(StagingUplink { staging: Mutex::default(), stats: stats.clone() });
-        soft.set_uplink(uplink.clone());
+        let mut device = Self::device(soft, backend, engine);
+        let stats = device.stats.clone();
         let (control, mailbox) = mpsc::channel::<SoftCommand>();
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, wake, counters) = (stop.clone(), line.clone(), stats.clone());
-        backend.refill_rx();
+        let (flag, wake) = (stop.clone(), line.clone());
         let thread =
             std::thread::Builder::new().name(format!("hypervisor {name}")).spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     if wake.wait(Duration::from_millis(1)) {
-                        counters.traps.fetch_add(1, Ordering::Relaxed);
+                        device.stats.traps.fetch_add(1, Ordering::Relaxed);
                     }
                     while let Ok(command) = mailbox.try_recv() {
-                        command(&mut soft);
+                        command(&mut device.soft);
                     }
-                    // Serve until quiet, as a vhost worker does after a kick (bounded, so that
-                    // commands and stop requests are seen).
-                    for _ in 0..4096 {
-                        let mut work = soft.poll();
-                        let moved = uplink.flush(&mut backend);
-                        if moved > 0 {
-                            engine.kick();
-                        }
-                        work += moved;
-                        backend.reap_tx();
-                        let received = backend.recv(|frame, _| soft.receive_from_uplink(frame));
-                        counters.from_backend.fetch_add(received as u64, Ordering::Relaxed);
-                        work += received;
-                        if work == 0 {
-                            break;
-                        }
-                    }
+                    device.serve();
                 }
             })?;
-        Ok(Self { control, line, stop, stats, thread: Some(thread) })
+        let runner = SoftRunner::Thread { control, stop, thread: Some(thread) };
+        Ok(Self { runner, line, stats })
+    }
+
+    /// The device model with no thread: the scheduler calls [`EmulatedDevice::trap`] when the
+    /// line (a flag line, see [`InterruptLine::flag`]) is raised.
+    pub(crate) fn inline(
+        soft: PhysicalFunction,
+        backend: QueuePairDriver,
+        line: Arc<InterruptLine>,
+        engine: Arc<EngineDoorbell>,
+    ) -> Self {
+        let device = Self::device(soft, backend, engine);
+        let stats = device.stats.clone();
+        Self { runner: SoftRunner::Inline(Mutex::new(device)), line, stats }
+    }
+
+    /// Inline devices: the hypervisor wakes (a trap, or the backend's interrupt) and serves
+    /// until quiet; `None` for a threaded device, which wakes itself.
+    pub fn trap(&self) -> Option<Service> {
+        let SoftRunner::Inline(device) = &self.runner else { return None };
+        let mut device = device.lock().ok()?;
+        device.stats.traps.fetch_add(1, Ordering::Relaxed);
+        Some(device.serve())
+    }
+
+    /// Inline devices: when the software device's timed work (moderated interrupts towards
+    /// guests) next falls due.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let SoftRunner::Inline(device) = &self.runner else { return None };
+        device.lock().ok()?.soft.next_timer_ns()
+    }
+
+    /// Inline devices: a poll of the software device alone, for its timers (no trap counted).
+    pub fn tick(&self) -> Option<usize> {
+        let SoftRunner::Inline(device) = &self.runner else { return None };
+        Some(device.lock().ok()?.soft.poll())
     }
 
     /// The doorbell line guests trap through.
@@ -174,11 +280,15 @@ impl EmulatedDevice {
         &self,
         f: impl FnOnce(&mut PhysicalFunction) -> R + Send + 'static,
     ) -> Option<R> {
+        let control = match &self.runner {
+            SoftRunner::Thread { control, .. } => control,
+            SoftRunner::Inline(device) => return Some(f(&mut device.lock().ok()?.soft)),
+        };
         let (tx, rx) = mpsc::sync_channel(1);
         let command: SoftCommand = Box::new(move |pf| {
             let _ = tx.send(f(pf));
         });
-        self.control.send(command).ok()?;
+        control.send(command).ok()?;
         self.line.raise();
         rx.recv().ok()
     }
@@ -186,10 +296,12 @@ impl EmulatedDevice {
 
 impl Drop for EmulatedDevice {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.line.raise();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let SoftRunner::Thread { stop, thread, .. } = &mut self.runner {
+            stop.store(true, Ordering::Relaxed);
+            self.line.raise();
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }

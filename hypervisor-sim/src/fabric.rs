@@ -11,14 +11,18 @@
 //! engine thread pushes, the destination's engine drains what is due in [`FabricPort::drain`].
 //! Broadcast goes to every other endpoint; a full queue drops the frame and counts it
 //! (`fabric_drops`). Frames of one pair arrive in order.
+//!
+//! Due times are read from a [`DeviceClock`]: the wall clock in a live run, or the scheduler's
+//! virtual clock in a simulation ([`Fabric::with_clock`]), where [`FabricPort::next_due_ns`]
+//! tells the scheduler when to deliver next.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use vnic::frame::MacAddr;
+use vnic::shaper::{Clock, DeviceClock};
 use vnic::switch::Uplink;
 
 use crate::host::EngineDoorbell;
@@ -58,7 +62,7 @@ pub struct FabricStats {
 /// The fabric.
 #[derive(Debug)]
 pub struct Fabric {
-    epoch: Instant,
+    clock: DeviceClock,
     links: Vec<LinkSpec>,
     endpoints: usize,
     /// `queues[dst * endpoints + src]`.
@@ -74,9 +78,18 @@ pub struct Fabric {
 impl Fabric {
     /// A fabric of `endpoints` endpoints with the link `link(src, dst)` between each pair.
     pub fn new(endpoints: usize, link: impl Fn(usize, usize) -> LinkSpec) -> Arc<Self> {
+        Self::with_clock(endpoints, link, DeviceClock::default())
+    }
+
+    /// A fabric whose due times are on `clock` (a simulation's virtual clock).
+    pub fn with_clock(
+        endpoints: usize,
+        link: impl Fn(usize, usize) -> LinkSpec,
+        clock: DeviceClock,
+    ) -> Arc<Self> {
         let n = endpoints;
         Arc::new(Self {
-            epoch: Instant::now(),
+            clock,
             links: (0..n * n).map(|k| link(k / n, k % n)).collect(),
             endpoints: n,
             queues: (0..n * n).map(|_| ArrayQueue::new(LINK_QUEUE)).collect(),
@@ -98,9 +111,9 @@ impl Fabric {
             .then(|| self.links[src * self.endpoints + dst])
     }
 
-    /// Nanoseconds since the fabric started (the clock of due times).
+    /// Nanoseconds on the fabric's clock (the clock of due times).
     pub fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.clock.now_ns()
     }
 
     /// Routes frames for `mac` to `endpoint` (an ENI attached behind it).
@@ -231,6 +244,23 @@ impl FabricPort {
             }
         }
         n
+    }
+
+    /// When the next frame for this endpoint is due, ns on the fabric's clock (`None` if none
+    /// is on its way). Frames of one source arrive in order, so this looks at each source's
+    /// first frame only.
+    pub fn next_due_ns(&mut self) -> Option<u64> {
+        let f = &self.fabric;
+        let mut due: Option<u64> = None;
+        for src in 0..f.endpoints {
+            if self.pending[src].is_none() {
+                self.pending[src] = f.queues[self.dst * f.endpoints + src].pop();
+            }
+            if let Some(item) = &self.pending[src] {
+                due = Some(due.map_or(item.due_ns, |d| d.min(item.due_ns)));
+            }
+        }
+        due
     }
 
     /// Frames waiting for this endpoint.

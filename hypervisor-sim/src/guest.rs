@@ -148,6 +148,16 @@ impl GuestNic {
         }
     }
 
+    /// The RX interrupt line, if the device signals this NIC's receive queues.
+    pub fn rx_line(&self) -> Option<&Arc<InterruptLine>> {
+        self.rx_line.as_ref()
+    }
+
+    /// The emulated path's trap line (`None` on the SR-IOV path).
+    pub fn trap_line(&self) -> Option<&Arc<InterruptLine>> {
+        self.doorbell.as_ref()
+    }
+
     /// Frames sent and completed, summed over the queues.
     pub fn tx_completed(&self) -> u64 {
         self.queues.iter().map(|q| q.stats().tx_completed).sum()

@@ -14,10 +14,16 @@
 //! The kick is a load of one flag while the engine is awake, an eventfd write when it sleeps
 //! (the notification suppression of virtio, or NAPI's interrupt re-arming), so a small machine's
 //! cores go to the VMs when the NIC has nothing to do, without a spinning thread per host.
+//!
+//! Under a discrete-event simulation the same PF runs *inline* ([`PfEngine::inline`]): no thread,
+//! the control plane's closures run at once, and the scheduler steps the engine
+//! ([`PfEngine::step`]) at the virtual times the cost model gives, asking it when its next timed
+//! work falls due ([`PfEngine::next_timer_ns`]). Its doorbell is then a flag the scheduler reads
+//! ([`EngineDoorbell::take`]) to learn that the fabric queued frames for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +50,16 @@ impl EngineDoorbell {
     /// A doorbell.
     pub fn new() -> std::io::Result<Self> {
         Ok(Self { sleeping: AtomicBool::new(false), line: InterruptLine::new()? })
+    }
+
+    /// A doorbell for an inline engine: it always "sleeps", and a kick sets a flag.
+    pub fn flag() -> Self {
+        Self { sleeping: AtomicBool::new(true), line: InterruptLine::flag() }
+    }
+
+    /// Takes a kick without waiting; true if the engine was kicked since the last take.
+    pub fn take(&self) -> bool {
+        self.line.take()
     }
 
     /// Wakes the engine if it sleeps; call after publishing the work.
@@ -87,19 +103,64 @@ pub enum EngineError {
     },
 }
 
-/// A PF on its engine thread.
+/// A PF on its engine thread, or inline for a simulation's scheduler.
 #[derive(Debug)]
 pub struct PfEngine {
     name: String,
     endpoint: usize,
     total_vfs: u16,
-    control: mpsc::Sender<PfCommand>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<PhysicalFunction>>,
+    runner: Runner,
     doorbell: Arc<EngineDoorbell>,
 }
 
+#[derive(Debug)]
+enum Runner {
+    Thread {
+        control: mpsc::Sender<PfCommand>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<PhysicalFunction>>,
+    },
+    Inline(Mutex<InlineEngine>),
+}
+
+#[derive(Debug)]
+struct InlineEngine {
+    pf: PhysicalFunction,
+    port: FabricPort,
+}
+
 impl PfEngine {
+    /// An engine with no thread: the scheduler calls [`PfEngine::step`].
+    pub fn inline(name: String, pf: PhysicalFunction, port: FabricPort, endpoint: usize) -> Self {
+        let doorbell = Arc::new(EngineDoorbell::flag());
+        port.set_doorbell(doorbell.clone());
+        let total_vfs = pf.total_vfs();
+        let runner = Runner::Inline(Mutex::new(InlineEngine { pf, port }));
+        Self { name, endpoint, total_vfs, runner, doorbell }
+    }
+
+    /// Inline engines: one poll of every queue and the fabric's frames that are due; returns
+    /// the work done (`None` for a threaded engine, which polls itself).
+    pub fn step(&self) -> Option<usize> {
+        let Runner::Inline(engine) = &self.runner else { return None };
+        let mut guard = engine.lock().ok()?;
+        let InlineEngine { pf, port } = &mut *guard;
+        let work = pf.poll();
+        Some(work + port.drain(|frame| pf.receive_from_uplink(frame)))
+    }
+
+    /// Inline engines: when timed work next falls due (a held frame, a moderated interrupt, a
+    /// frame arriving from the fabric), ns on the shared clock.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let Runner::Inline(engine) = &self.runner else { return None };
+        let mut guard = engine.lock().ok()?;
+        let InlineEngine { pf, port } = &mut *guard;
+        match (pf.next_timer_ns(), port.next_due_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Starts an engine thread for `pf`, which is fabric endpoint `port`.
     pub fn spawn(
         name: String,
@@ -158,7 +219,8 @@ impl PfEngine {
                 pf
             })
             .map_err(|source| EngineError::Spawn { name: name.clone(), source })?;
-        Ok(Self { name, endpoint, total_vfs, control, stop, thread: Some(thread), doorbell })
+        let runner = Runner::Thread { control, stop, thread: Some(thread) };
+        Ok(Self { name, endpoint, total_vfs, runner, doorbell })
     }
 
     /// The doorbell that wakes this engine when it sleeps.
@@ -186,29 +248,48 @@ impl PfEngine {
         &self,
         f: impl FnOnce(&mut PhysicalFunction) -> R + Send + 'static,
     ) -> Result<R, EngineError> {
+        let control = match &self.runner {
+            Runner::Thread { control, .. } => control,
+            Runner::Inline(engine) => {
+                let mut guard = engine.lock().map_err(|_| EngineError::Gone(self.name.clone()))?;
+                return Ok(f(&mut guard.pf));
+            }
+        };
         let (tx, rx) = mpsc::sync_channel(1);
         let command: PfCommand = Box::new(move |pf| {
             let _ = tx.send(f(pf));
         });
-        self.control.send(command).map_err(|_| EngineError::Gone(self.name.clone()))?;
+        control.send(command).map_err(|_| EngineError::Gone(self.name.clone()))?;
         self.doorbell.kick();
         rx.recv().map_err(|_| EngineError::Gone(self.name.clone()))
     }
 
     /// Stops the engine and hands the PF back.
     pub fn shut_down(mut self) -> Result<PhysicalFunction, EngineError> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.doorbell.kick();
-        let thread = self.thread.take().ok_or_else(|| EngineError::Gone(self.name.clone()))?;
-        thread.join().map_err(|_| EngineError::Gone(self.name.clone()))
+        let gone = || EngineError::Gone(self.name.clone());
+        let runner = std::mem::replace(
+            &mut self.runner,
+            Runner::Thread { control: mpsc::channel().0, stop: Arc::default(), thread: None },
+        );
+        match runner {
+            Runner::Inline(engine) => Ok(engine.into_inner().map_err(|_| gone())?.pf),
+            Runner::Thread { stop, thread, .. } => {
+                stop.store(true, Ordering::Relaxed);
+                self.doorbell.kick();
+                thread.ok_or_else(gone)?.join().map_err(|_| gone())
+            }
+        }
     }
 }
 
 impl Drop for PfEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Runner::Thread { stop, thread, .. } = &mut self.runner {
+            stop.store(true, Ordering::Relaxed);
+            self.doorbell.kick();
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -228,5 +309,19 @@ mod tests {
         assert!(engine.call(|pf| pf.set_num_vfs(2)).unwrap().is_err());
         let pf = engine.shut_down().unwrap();
         assert_eq!(pf.num_vfs(), 4);
+    }
+
+    #[test]
+    fn an_inline_engine_runs_calls_at_once_and_steps_only_when_told() {
+        let fabric = Fabric::new(1, |_, _| LinkSpec { latency_ns: 0, bits_per_second: 1 });
+        let pf = PhysicalFunction::new(8).unwrap();
+        let engine = PfEngine::inline("pf0".into(), pf, fabric.port(0), 0);
+        assert!(engine.call(|pf| pf.set_num_vfs(2).is_ok()).unwrap());
+        assert_eq!(engine.step(), Some(0), "nothing posted, nothing done");
+        assert_eq!(engine.next_timer_ns(), None, "no timed work");
+        assert!(!engine.doorbell().take());
+        engine.doorbell().kick();
+        assert!(engine.doorbell().take(), "a kick is a flag the scheduler reads");
+        assert_eq!(engine.shut_down().unwrap().num_vfs(), 2);
     }
 }

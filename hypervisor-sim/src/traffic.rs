@@ -41,6 +41,16 @@ impl Default for TrafficClock {
     }
 }
 
+/// Highest one-way latency a histogram records, ns (60 s).
+pub const LATENCY_MAX_NS: u64 = 60_000_000_000;
+
+/// A latency histogram in nanoseconds, 1 ns to 60 s at 3 significant digits: the one shape
+/// every latency report of the workspace uses.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+        .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}"))
+}
+
 /// One end of a UDP flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {

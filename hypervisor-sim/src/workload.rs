@@ -189,8 +189,7 @@ pub fn run_pair(
     let (cpu_tx, cpu_rx) = mpsc::channel::<(Duration, Instant)>();
     let flows = config.flows;
     let (sent_rx, done_rx, progress) = (sent.clone(), done.clone(), received_so_far.clone());
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| WorkloadError::Config(format!("latency histogram: {e}")))?;
+    let mut latency = crate::traffic::latency_histogram();
     cloud.run(rx, move |ctx: &mut GuestCtx| {
         let cpu0 = thread_cpu();
         let mut next_seq = vec![0u64; usize::from(flows)];

@@ -60,7 +60,7 @@ impl PhysicalFunction {
         }
         if armed {
             // Only moderated queues with completions waiting cost a clock read.
-            let now = std::time::Instant::now();
+            let now = self.clock.now_ns();
             for queue in self.vfs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
                 queue.tx_irq.tick(now);
                 queue.rx_irq.tick(now);
@@ -156,7 +156,8 @@ impl PhysicalFunction {
         // frames in flight, so there is room unless the driver stopped reaping; then the
         // completions are lost to it and counted.
         let pushed = queue.tx_cq.push_burst(&self.tx_done[..k]);
-        queue.tx_irq.completed(pushed);
+        let clock = &self.clock;
+        queue.tx_irq.completed(pushed, || clock.now_ns());
         add(&queue.stats.tx_errors, (k - pushed) as u64);
         add(&queue.stats.tx_packets, packets);
         add(&queue.stats.tx_bytes, bytes);
@@ -257,7 +258,8 @@ impl PhysicalFunction {
             // Room was reserved when the RX descriptors were taken, so this takes them all
             // unless the guest rewrote its ring's indices; what does not fit is counted.
             let pushed = queue.rx_cq.push_burst(&queue.rx_done);
-            queue.rx_irq.completed(pushed);
+            let clock = &self.clock;
+            queue.rx_irq.completed(pushed, || clock.now_ns());
             add(&queue.stats.rx_drops, (queue.rx_done.len() - pushed) as u64);
             queue.rx_done.clear();
         }

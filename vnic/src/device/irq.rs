@@ -6,10 +6,16 @@
 //! (ENA's defaults: 64 µs for TX, 20 µs to start with for RX). A line is an eventfd: the device
 //! writes it, the driver blocks on it (`poll(2)` with a timeout), as a VM's vCPU waits for an MSI-X
 //! interrupt injected through KVM's irqfd, which is an eventfd too.
+//!
+//! Under a discrete-event simulation a line is a flag instead ([`InterruptLine::flag`]): the
+//! device raises it as it would an eventfd, and the scheduler, not a blocked thread, takes it
+//! ([`InterruptLine::take`]) and delivers the interrupt at the modelled time. Moderation reads
+//! the device's clock, so its delays are virtual time there and wall time in a live run.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// How a queue notifies its driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +38,16 @@ impl Notification {
     pub const ENA_RX: Self = Self::Moderated { delay_us: 20, packets: 32 };
 }
 
-/// An interrupt line (an eventfd).
+/// An interrupt line: an eventfd a thread can block on, or a flag a simulation's scheduler takes.
 #[derive(Debug)]
 pub struct InterruptLine {
-    fd: OwnedFd,
+    kind: LineKind,
+}
+
+#[derive(Debug)]
+enum LineKind {
+    Eventfd(OwnedFd),
+    Flag(AtomicBool),
 }
 
 impl InterruptLine {
@@ -47,21 +59,45 @@ impl InterruptLine {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd was just returned by eventfd and is owned by nobody else.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Self { kind: LineKind::Eventfd(unsafe { OwnedFd::from_raw_fd(fd) }) })
+    }
+
+    /// A line for virtual time: raising sets a flag, [`InterruptLine::take`] clears it, and
+    /// nothing ever blocks.
+    pub fn flag() -> Self {
+        Self { kind: LineKind::Flag(AtomicBool::new(false)) }
     }
 
     /// Raises the line (the device's side).
     pub fn raise(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A full counter
-        // (EAGAIN) means the line is raised already, which is all a raise has to achieve.
-        let _ = unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        match &self.kind {
+            LineKind::Eventfd(fd) => {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A full counter
+                // (EAGAIN) means the line is raised already, which is all a raise has to
+                // achieve.
+                let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            }
+            LineKind::Flag(flag) => flag.store(true, Ordering::Release),
+        }
+    }
+
+    /// Lowers the line without waiting; true if it was raised.
+    pub fn take(&self) -> bool {
+        match &self.kind {
+            LineKind::Eventfd(_) => self.wait(Duration::ZERO),
+            LineKind::Flag(flag) => flag.swap(false, Ordering::Acquire),
+        }
     }
 
     /// Waits until the line is raised or `timeout` passes, and lowers it; true if it was raised
-    /// (the driver's side).
+    /// (the driver's side). A flag line never blocks: it answers at once.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let fd = match &self.kind {
+            LineKind::Eventfd(fd) => fd,
+            LineKind::Flag(flag) => return flag.swap(false, Ordering::Acquire),
+        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // ppoll, not poll: a moderated interrupt is tens of microseconds away, below poll's
         // millisecond resolution.
         let ts = libc::timespec {
@@ -75,7 +111,7 @@ impl InterruptLine {
         }
         let mut count = [0u8; 8];
         // SAFETY: reads 8 bytes into a live buffer from our own eventfd.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+        let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
         n == 8
     }
 }
@@ -86,7 +122,8 @@ pub(crate) struct Moderator {
     mode: Notification,
     line: Option<std::sync::Arc<InterruptLine>>,
     pending: u32,
-    since: Option<Instant>,
+    /// When the oldest pending completion was published, ns on the device's clock.
+    since: Option<u64>,
     pub(crate) raised: u64,
 }
 
@@ -115,15 +152,16 @@ impl Moderator {
         self.pending > 0
     }
 
-    /// `n` completions were published.
+    /// `n` completions were published; `now_ns` reads the device's clock (only when a
+    /// moderated queue starts waiting).
     #[inline]
-    pub(crate) fn completed(&mut self, n: usize) {
+    pub(crate) fn completed(&mut self, n: usize, now_ns: impl FnOnce() -> u64) {
         let Notification::Moderated { packets, .. } = self.mode else { return };
         if n == 0 || self.line.is_none() {
             return;
         }
         if self.pending == 0 {
-            self.since = Some(Instant::now());
+            self.since = Some(now_ns());
         }
         self.pending = self.pending.saturating_add(n as u32);
         if self.pending >= packets {
@@ -132,14 +170,16 @@ impl Moderator {
     }
 
     /// Raises the interrupt if the oldest pending completion has waited long enough.
-    pub(crate) fn tick(&mut self, now: Instant) {
-        let Notification::Moderated { delay_us, .. } = self.mode else { return };
-        if self
-            .since
-            .is_some_and(|t| now.duration_since(t) >= Duration::from_micros(u64::from(delay_us)))
-        {
+    pub(crate) fn tick(&mut self, now_ns: u64) {
+        if self.deadline_ns().is_some_and(|due| now_ns >= due) {
             self.fire();
         }
+    }
+
+    /// When the pending completions' interrupt falls due, ns on the device's clock.
+    pub(crate) fn deadline_ns(&self) -> Option<u64> {
+        let Notification::Moderated { delay_us, .. } = self.mode else { return None };
+        self.since.map(|t| t + u64::from(delay_us) * 1_000)
     }
 
     fn fire(&mut self) {
@@ -170,20 +210,32 @@ mod tests {
     fn moderation_fires_on_count_or_delay() {
         let line = std::sync::Arc::new(InterruptLine::new().unwrap());
         let mut m = Moderator::busy_poll();
-        m.completed(100);
+        m.completed(100, || 0);
         assert_eq!(m.raised, 0, "busy polling never signals");
         m.set(Notification::Moderated { delay_us: 50, packets: 8 }, Some(line.clone()));
-        m.completed(3);
+        m.completed(3, || 1_000);
         assert!(m.armed() && m.raised == 0);
-        m.completed(5);
+        m.completed(5, || 2_000);
         assert_eq!(m.raised, 1, "the 8th completion fires");
-        m.completed(1);
-        m.tick(Instant::now());
+        m.completed(1, || 10_000);
+        assert_eq!(m.deadline_ns(), Some(10_000 + 50_000), "50 µs after the first pending one");
+        m.tick(59_999);
         assert_eq!(m.raised, 1, "not yet 50 µs");
-        std::thread::sleep(Duration::from_micros(100));
-        m.tick(Instant::now());
+        m.tick(60_000);
         assert_eq!(m.raised, 2);
         assert!(!m.armed());
+        assert_eq!(m.deadline_ns(), None);
         assert!(line.wait(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_flag_line_is_taken_once_and_never_blocks() {
+        let line = InterruptLine::flag();
+        assert!(!line.take());
+        assert!(!line.wait(Duration::from_secs(3600)), "answers at once");
+        line.raise();
+        line.raise();
+        assert!(line.take());
+        assert!(!line.take(), "two raises, one interrupt");
     }
 }

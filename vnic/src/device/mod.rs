@@ -41,7 +41,7 @@ use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
 };
 use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
-use crate::shaper::{AllowanceCounters, FlowKey, MonotonicClock, Shaper, ShaperConfig};
+use crate::shaper::{AllowanceCounters, FlowKey, DeviceClock, Shaper, ShaperConfig};
 use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
 
 /// Most VFs a PF can expose.
@@ -301,8 +301,8 @@ pub struct PhysicalFunction {
     /// an earlier burst may be cut short in this one).
     pub(crate) tx_descs: [TxDesc; engine::BURST],
     pub(crate) tx_done: [TxCompletion; engine::BURST + 1],
-    /// The shapers' time.
-    pub(crate) clock: MonotonicClock,
+    /// The device's time (shapers, interrupt moderation): the wall clock, or a simulation's.
+    pub(crate) clock: DeviceClock,
     /// Handles of held frames due, reused across polls.
     pub(crate) due: Vec<u64>,
     /// VFs with an egress shaper (so a poll looks only at those).
@@ -333,7 +333,7 @@ impl PhysicalFunction {
             rx_dirty: Vec::new(),
             tx_descs: [TxDesc::default(); engine::BURST],
             tx_done: [TxCompletion::default(); engine::BURST + 1],
-            clock: MonotonicClock::new(),
+            clock: DeviceClock::default(),
             due: Vec::new(),
             shaped: Vec::new(),
         })
@@ -383,6 +383,28 @@ impl PhysicalFunction {
     /// VEPA (`true`) or VEB switching between VFs ([`EmbeddedSwitch::set_vepa`]).
     pub fn set_vepa(&mut self, vepa: bool) {
         self.switch.set_vepa(vepa);
+    }
+
+    /// Sets the clock the device's shapers and interrupt moderation read (a simulation's
+    /// [`crate::shaper::VirtualClock`], typically); set it before any traffic.
+    pub fn set_clock(&mut self, clock: DeviceClock) {
+        self.clock = clock;
+    }
+
+    /// The earliest time, ns on the device's clock, at which a poll has timed work: a frame a
+    /// shaper holds falls due, or a moderated interrupt's delay runs out (`None` if neither).
+    /// A discrete-event scheduler polls the device then; a live engine needs no such call.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let shaped = self.shaped.iter().filter_map(|&vf| {
+            self.vfs.get(usize::from(vf))?.shaper.as_ref()?.shaper.next_release_ns()
+        });
+        let moderated = self
+            .vfs
+            .iter()
+            .flat_map(|v| v.queues.iter())
+            .flat_map(|q| [q.tx_irq.deadline_ns(), q.rx_irq.deadline_ns()])
+            .flatten();
+        shaped.chain(moderated).min()
     }
 
     /// Connects the uplink (the host's fabric).

@@ -65,6 +65,33 @@ impl Clock for VirtualClock {
     }
 }
 
+/// The clock a device reads: the wall clock in live runs, a shared [`VirtualClock`] when a
+/// discrete-event simulation drives the device (then every part of the model that reads this
+/// clock sees the scheduler's time, and a run is a function of its inputs alone).
+#[derive(Debug, Clone)]
+pub enum DeviceClock {
+    /// The monotonic wall clock.
+    Monotonic(MonotonicClock),
+    /// Time set by a simulation's scheduler.
+    Virtual(VirtualClock),
+}
+
+impl Default for DeviceClock {
+    fn default() -> Self {
+        Self::Monotonic(MonotonicClock::new())
+    }
+}
+
+impl Clock for DeviceClock {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        match self {
+            DeviceClock::Monotonic(c) => c.now_ns(),
+            DeviceClock::Virtual(c) => c.now_ns(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

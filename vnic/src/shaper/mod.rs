@@ -36,7 +36,7 @@ pub mod wheel;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use clock::{Clock, MonotonicClock, VirtualClock};
+pub use clock::{Clock, DeviceClock, MonotonicClock, VirtualClock};
 pub use flow::{Direction, FlowKey, FlowState, FlowTable, PROTO_TCP, PROTO_UDP};
 use gcra::{Gcra, PS_PER_NS, RateLimit};
 use wheel::TimingWheel;
@@ -511,6 +511,12 @@ impl<P: FlowPolicy> Shaper<P> {
             }
             out.push(w.handle);
         }
+    }
+
+    /// When the next queued packet is released, ns (`None` with nothing queued): a scheduler
+    /// wakes the device then.
+    pub fn next_release_ns(&self) -> Option<u64> {
+        self.wheel.next_release_ps().map(|ps| ps.div_ceil(PS_PER_NS))
     }
 
     /// Forgets flows idle for `idle_ns`; returns how many.

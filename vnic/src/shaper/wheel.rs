@@ -88,6 +88,17 @@ impl<T> TimingWheel<T> {
         }
     }
 
+    /// The earliest time, ps, at which [`TimingWheel::release`] hands out something (`None`
+    /// when empty): the start of the first occupied tick at or after the cursor.
+    pub fn next_release_ps(&self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
+        (self.cursor..=self.cursor + self.mask)
+            .find(|&tick| !self.slots[(tick & self.mask) as usize].is_empty())
+            .map(|tick| tick * self.granularity_ps)
+    }
+
     /// Packets waiting.
     pub fn len(&self) -> usize {
         self.len
@@ -124,6 +135,21 @@ mod tests {
         assert_eq!(out.len(), 3);
         w.release(7_000_000, &mut out);
         assert_eq!(out.last(), Some(&4));
+    }
+
+    #[test]
+    fn the_next_release_is_the_start_of_the_first_occupied_tick() {
+        let mut w = TimingWheel::new(1_000, 16, 100); // ticks of 1,000,000 ps
+        assert_eq!(w.next_release_ps(), None);
+        assert!(w.insert(5_500_000, 2));
+        assert!(w.insert(1_200_000, 1));
+        assert_eq!(w.next_release_ps(), Some(1_000_000), "tick 1 starts at 1 µs");
+        let mut out = Vec::new();
+        w.release(w.next_release_ps().unwrap(), &mut out);
+        assert_eq!(out, vec![1], "releasing at that time hands the packet out");
+        assert_eq!(w.next_release_ps(), Some(5_000_000));
+        w.release(5_000_000, &mut out);
+        assert_eq!(w.next_release_ps(), None);
     }
 
     #[test]
