@@ -680,11 +680,8 @@ impl Cloud {
             }
             other => other,
         };
-        let rx_line = if rx_notification != Notification::BusyPoll {
-            Some(self.line(vm.0)?)
-        } else {
-            None
-        };
+        let rx_line =
+            if rx_notification != Notification::BusyPoll { Some(self.line(vm.0)?) } else { None };
         let addresses: Vec<Ipv4Addr> =
             std::iter::once(e.primary_ip).chain(e.secondary_ips.iter().copied()).collect();
         let check = e.src_dst_check.then(|| addresses.clone());

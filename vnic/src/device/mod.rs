@@ -41,7 +41,7 @@ use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
 };
 use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
-use crate::shaper::{AllowanceCounters, FlowKey, DeviceClock, Shaper, ShaperConfig};
+use crate::shaper::{AllowanceCounters, DeviceClock, FlowKey, Shaper, ShaperConfig};
 use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
 
 /// Most VFs a PF can expose.

@@ -1,0 +1,908 @@
+//! Paced UDP flows between VMs, simulated in virtual time over a [`Cloud`] built with
+//! [`Cloud::new_virtual`].
+//!
+//! One frame of an SR-IOV flow, and the events that carry it (costs from [`CostModel`]):
+//!
+//! 1. **Due** at `t` (periodic, or Poisson from the flow's own random stream). The sender's vCPU
+//!    takes every frame of the flow due by then (at most 32), pays the kernel's send path per
+//!    frame and one doorbell for the burst, and is busy until it has.
+//! 2. **Post**: the frames, stamped with their due times, go into the real TX ring through the
+//!    guest's real driver; the doorbell reaches the PF.
+//! 3. **Doorbell** at the engine: the descriptor fetch and the payload fetch (two PCIe round
+//!    trips, the bytes at PCIe's rate) and the pipeline per frame, after whatever the engine is
+//!    still busy with.
+//! 4. **Engine step**: the real engine polls — validates, gathers, shapes on the virtual clock,
+//!    switches, copies into the receiver's posted buffer, or hands the frame to the fabric, which
+//!    stamps it with the link's serialisation and the class's latency. Held frames, moderated
+//!    interrupts and frames arriving from the fabric ask for later steps of their engine.
+//! 5. **Interrupt**: when the device raises the receiver's line (at once for a busy-polling
+//!    guest; after ENA's moderation otherwise), the RX completion lands (a posted write) and the
+//!    interrupt is delivered.
+//! 6. **Receive**: the receiver's vCPU runs the receive path per frame; the frame's one-way
+//!    latency is from its due time to the end of its own receive work.
+//!
+//! On the emulated path the doorbell is a VM exit instead, and the hypervisor's worker (one host
+//! CPU) wakes, copies the frames through its software switch into its backend VF (whose doorbell
+//! then reaches the PF as above) and, on the way in, from the backend to the guest, injecting a
+//! virtual interrupt.
+//!
+//! Every received frame's latency is split into components (sender vCPU wait, guest send path,
+//! doorbell or VM exit, hypervisor, device, wire, interrupt, receiver vCPU wait, guest receive
+//! path); what is left is queueing the model does not attribute frame by frame (shaper holds,
+//! moderation delays, link queues), reported as `queueing`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use vnic::device::InterruptLine;
+
+use super::costs::CostModel;
+use super::{Scheduler, SplitMix64};
+use crate::cloud::{Cloud, CloudError, NicHome};
+use crate::eni::VmState;
+use crate::eni::{EniId, VmId};
+use crate::guest::GuestCtx;
+use crate::traffic::{FlowFrame, latency_histogram, read_stamp, source_port, stamp};
+
+/// Frames a sender hands its driver per burst at most.
+pub const BURST: usize = 32;
+/// A flow further behind its schedule than this drops its backlog (as a live sender does).
+pub const MAX_BACKLOG_NS: u64 = 5_000_000;
+
+/// How a flow's frames fall due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Every `interval` exactly.
+    Periodic,
+    /// Exponential gaps with mean `interval` (a Poisson process), from the flow's own stream.
+    Poisson,
+}
+
+/// One flow to simulate.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// Sender.
+    pub from: VmId,
+    /// Receiver.
+    pub to: VmId,
+    /// The sender's ENI.
+    pub src_eni: EniId,
+    /// The receiver's ENI.
+    pub dst_eni: EniId,
+    /// The frame (its UDP source port identifies the flow at the receiver).
+    pub frame: FlowFrame,
+    /// Mean time between frames, ns.
+    pub interval_ns: u64,
+    /// First frame due, ns.
+    pub start_ns: u64,
+    /// No frame due at or after this, ns.
+    pub stop_ns: u64,
+    /// Periodic or Poisson.
+    pub arrivals: Arrivals,
+    /// The report's path index for this flow (latency histograms and breakdowns are per path).
+    pub path: usize,
+}
+
+/// A simulated run.
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    /// The flows.
+    pub flows: Vec<FlowSpec>,
+    /// Failures: at a time, these VMs stop (their devices are reset and returned).
+    pub failures: Vec<(u64, Vec<VmId>)>,
+    /// Senders stop at this time, ns.
+    pub end_ns: u64,
+    /// Time after `end_ns` for frames in flight to arrive, ns.
+    pub drain_ns: u64,
+    /// Throughput sample width, ns.
+    pub sample_ns: u64,
+    /// Report paths (flows name theirs by index).
+    pub paths: usize,
+    /// The run's seed (each flow's stream is derived from it and the flow's index).
+    pub seed: u64,
+    /// Costs.
+    pub costs: CostModel,
+}
+
+/// Who watches a run without changing it: captures and progress.
+pub trait Observer {
+    /// Whether frames of VM `vm` are wanted (then [`Observer::frame`] gets them).
+    fn captures(&self, _vm: VmId) -> bool {
+        false
+    }
+    /// A frame VM `vm` sent or received at virtual time `t_ns`.
+    fn frame(&mut self, _vm: VmId, _t_ns: u64, _frame: &[u8]) {}
+    /// Virtual time reached, now and then.
+    fn progress(&mut self, _now_ns: u64) {}
+}
+
+/// An observer that watches nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Parts of a frame's one-way latency, in report order.
+pub const COMPONENTS: [&str; 10] = [
+    "sender_vcpu_wait",
+    "guest_tx_stack",
+    "doorbell_or_vm_exit",
+    "hypervisor",
+    "device",
+    "wire",
+    "interrupt",
+    "receiver_vcpu_wait",
+    "guest_rx_stack",
+    "queueing",
+];
+
+const SENDER_WAIT: usize = 0;
+const GUEST_TX: usize = 1;
+const DOORBELL: usize = 2;
+const HYPERVISOR: usize = 3;
+const DEVICE: usize = 4;
+const WIRE: usize = 5;
+const INTERRUPT: usize = 6;
+const RECEIVER_WAIT: usize = 7;
+const GUEST_RX: usize = 8;
+const QUEUEING: usize = 9;
+
+/// Sums of latency parts, frame-nanoseconds: the send side's over frames sent, the receive
+/// side's over frames received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// Per component (see [`COMPONENTS`]), frame-ns.
+    pub sum_ns: [u64; COMPONENTS.len()],
+}
+
+/// What one flow did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowOutcome {
+    /// Frames the sender's driver took.
+    pub sent_frames: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Frames the sender dropped (its ring full, or more than 5 ms behind schedule).
+    pub sender_drops: u64,
+    /// Frames received.
+    pub recv_frames: u64,
+    /// Their bytes.
+    pub recv_bytes: u64,
+    /// Sequence gaps seen by the receiver.
+    pub gaps: u64,
+    /// Bytes received per sample window (by receive time).
+    pub samples: Vec<u64>,
+    /// Send-side latency parts (over `sent_frames`).
+    pub tx_parts: Parts,
+    /// Receive-side latency parts (over `recv_frames`).
+    pub rx_parts: Parts,
+    /// Sum of one-way latencies of received frames, ns.
+    pub latency_sum_ns: u64,
+}
+
+/// A path's mean one-way latency split by component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// Frames received on the path.
+    pub frames: u64,
+    /// Mean one-way latency, ns.
+    pub mean_ns: f64,
+    /// Mean per component, ns, in [`COMPONENTS`] order; the last (`queueing`) is what the
+    /// others leave of the mean.
+    pub mean_parts_ns: [f64; COMPONENTS.len()],
+}
+
+/// CPU a VM's work took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmCpu {
+    /// The VM.
+    pub vm: VmId,
+    /// Its vCPUs.
+    pub vcpus: u32,
+    /// vCPU-ns of modelled work (kernel send and receive paths; a busy-polling guest also
+    /// spins, which is not counted).
+    pub busy_ns: u64,
+}
+
+/// What a simulated run measured.
+#[derive(Debug)]
+pub struct SimOutcome {
+    /// Per flow, in spec order.
+    pub flows: Vec<FlowOutcome>,
+    /// One-way latency per path.
+    pub latency: Vec<Histogram<u64>>,
+    /// Per path.
+    pub breakdown: Vec<Breakdown>,
+    /// Per VM.
+    pub vm_cpu: Vec<VmCpu>,
+    /// Per host: host-CPU ns its hypervisor worker spent on the emulated path.
+    pub hypervisor_cpu_ns: Vec<u64>,
+    /// Per host and PF: engine-ns of device work.
+    pub engine_busy_ns: Vec<((usize, usize), u64)>,
+    /// Failures applied: (time, VMs stopped).
+    pub failures: Vec<(u64, Vec<VmId>)>,
+    /// Events simulated.
+    pub events: u64,
+    /// Virtual time simulated, ns.
+    pub simulated_ns: u64,
+    /// Wall time the simulation took (not part of any result).
+    pub wall: Duration,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The cloud is live (built with `Cloud::new`), not virtual.
+    #[error("the cloud was not built for virtual time (Cloud::new_virtual)")]
+    NotVirtual,
+    /// A flow names something the cloud does not have.
+    #[error("flow {flow}: {what}")]
+    Flow {
+        /// Its index.
+        flow: usize,
+        /// What is missing.
+        what: String,
+    },
+    /// The cloud refused something.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+#[derive(Debug)]
+enum Event {
+    FlowDue(usize),
+    FlowPost(usize),
+    Doorbell { engine: usize, flows: Vec<(usize, u64)>, bytes: u64 },
+    EngineStep(usize),
+    GuestRx { vm: usize, nic: usize },
+    HypervisorWake(usize),
+    EmulatedTimer(usize),
+    Failure(usize),
+}
+
+struct Flow {
+    spec: FlowSpec,
+    vm: usize,
+    nic: usize,
+    vcpu: usize,
+    emulated: bool,
+    engine: usize,
+    host: usize,
+    wire_ns: u64,
+    next_due: u64,
+    seq: u64,
+    rng: SplitMix64,
+    /// Due times of the burst being posted.
+    burst: Vec<u64>,
+    posting: bool,
+    rx_next_seq: u64,
+    out: FlowOutcome,
+}
+
+impl Flow {
+    fn after(&mut self, due: u64) -> u64 {
+        match self.spec.arrivals {
+            Arrivals::Periodic => due + self.spec.interval_ns.max(1),
+            Arrivals::Poisson => due + self.rng.exponential_ns(self.spec.interval_ns.max(1)),
+        }
+    }
+}
+
+struct SimNic {
+    line: Option<Arc<InterruptLine>>,
+    interrupts: bool,
+    rx_scheduled: bool,
+    visible_at: u64,
+    notify_ns: u64,
+    hypervisor_ns: u64,
+}
+
+struct SimVm {
+    id: VmId,
+    ctx: GuestCtx,
+    vcpu_free: Vec<u64>,
+    busy_ns: u64,
+    alive: bool,
+    nics: Vec<SimNic>,
+    /// Flows received, by UDP source port.
+    flows_in: BTreeMap<u16, usize>,
+}
+
+struct EngineState {
+    host: usize,
+    pf: usize,
+    free_at: u64,
+    busy_ns: u64,
+    timer_at: Option<u64>,
+    /// SR-IOV NICs served: (vm, nic).
+    nics: Vec<(usize, usize)>,
+    /// The host whose emulated model's backend VF this PF serves.
+    backend_of: Option<usize>,
+}
+
+#[derive(Default)]
+struct HypervisorState {
+    free_at: u64,
+    busy_ns: u64,
+    scheduled: bool,
+    timer_at: Option<u64>,
+    /// Guests' NICs on the model's ports: (vm, nic).
+    nics: Vec<(usize, usize)>,
+    /// Flows that trapped since the last service: (flow, frames, when).
+    trapped: Vec<(usize, u64, u64)>,
+    /// When the backend's interrupt was raised (for the receive side's hypervisor part).
+    rx_raised_at: Option<u64>,
+}
+
+/// The simulation (see the module docs).
+struct Sim<'a> {
+    cloud: &'a mut Cloud,
+    costs: CostModel,
+    sched: Scheduler<Event>,
+    flows: Vec<Flow>,
+    vms: Vec<SimVm>,
+    engines: Vec<EngineState>,
+    hypervisors: Vec<HypervisorState>,
+    latency: Vec<Histogram<u64>>,
+    sample_ns: u64,
+    failures: Vec<(u64, Vec<VmId>)>,
+    applied: Vec<(u64, Vec<VmId>)>,
+    batch: Vec<Vec<u8>>,
+}
+
+/// Simulates `spec` on `cloud` (built with [`Cloud::new_virtual`], its VMs launched) until
+/// `end_ns + drain_ns`; every running VM is driven, whether or not it has flows.
+pub fn simulate(
+    cloud: &mut Cloud,
+    spec: &TrafficSpec,
+    observer: &mut dyn Observer,
+) -> Result<SimOutcome, SimError> {
+    let wall = Instant::now();
+    let clock = cloud.virtual_clock().cloned().ok_or(SimError::NotVirtual)?;
+    let mut sim = Sim::build(cloud, spec, Scheduler::new(clock))?;
+    let horizon = spec.end_ns + spec.drain_ns;
+    for f in 0..sim.flows.len() {
+        let at = sim.flows[f].next_due;
+        if at < sim.flows[f].spec.stop_ns {
+            sim.sched.at(at, Event::FlowDue(f));
+        }
+    }
+    for (i, (at, _)) in spec.failures.iter().enumerate() {
+        sim.sched.at(*at, Event::Failure(i));
+    }
+    while let Some((now, event)) = sim.sched.next_until(horizon) {
+        sim.handle(now, event, observer);
+        if sim.sched.events().is_multiple_of(1 << 16) {
+            observer.progress(now);
+        }
+    }
+    sim.sched.advance_to(horizon);
+    observer.progress(horizon);
+    Ok(sim.finish(horizon, wall.elapsed()))
+}
+
+impl<'a> Sim<'a> {
+    fn build(
+        cloud: &'a mut Cloud,
+        spec: &TrafficSpec,
+        sched: Scheduler<Event>,
+    ) -> Result<Self, SimError> {
+        let mut engines = Vec::new();
+        let mut engine_of = BTreeMap::new();
+        for (h, p, _) in cloud.engines() {
+            engine_of.insert((h, p), engines.len());
+            engines.push(EngineState {
+                host: h,
+                pf: p,
+                free_at: 0,
+                busy_ns: 0,
+                timer_at: None,
+                nics: Vec::new(),
+                backend_of: None,
+            });
+        }
+        let mut hypervisors: Vec<HypervisorState> =
+            (0..cloud.host_count()).map(|_| HypervisorState::default()).collect();
+        let mut vms = Vec::new();
+        let mut vm_index = BTreeMap::new();
+        let mut homes = BTreeMap::new();
+        for id in cloud.vm_ids() {
+            if cloud.enis().vm_state(id).ok() != Some(VmState::Running) {
+                continue;
+            }
+            let vcpus = cloud.vm_spec(id).map_or(1, |s| s.instance_type.vcpus.max(1));
+            let ctx = cloud.attach_guest(id)?;
+            let mut nics = Vec::new();
+            for (n, nic) in ctx.nics.iter().enumerate() {
+                let home = cloud.nic_home(nic.eni);
+                homes.insert(nic.eni, (vms.len(), n, home));
+                match home {
+                    Some(NicHome::Vf { host, pf }) => {
+                        if let Some(&e) = engine_of.get(&(host, pf)) {
+                            engines[e].nics.push((vms.len(), n));
+                        }
+                    }
+                    Some(NicHome::Emulated { host, backend_pf }) => {
+                        hypervisors[host].nics.push((vms.len(), n));
+                        if let Some(&e) = engine_of.get(&(host, backend_pf)) {
+                            engines[e].backend_of = Some(host);
+                        }
+                    }
+                    None => {}
+                }
+                let interrupts = cloud
+                    .vm_spec(id)
+                    .is_some_and(|s| s.rx_notification != vnic::device::Notification::BusyPoll);
+                nics.push(SimNic {
+                    line: nic.rx_line().cloned(),
+                    interrupts,
+                    rx_scheduled: false,
+                    visible_at: 0,
+                    notify_ns: 0,
+                    hypervisor_ns: 0,
+                });
+            }
+            vm_index.insert(id, vms.len());
+            vms.push(SimVm {
+                id,
+                ctx,
+                vcpu_free: vec![0; vcpus as usize],
+                busy_ns: 0,
+                alive: true,
+                nics,
+                flows_in: BTreeMap::new(),
+            });
+        }
+        let windows = ((spec.end_ns + spec.drain_ns) / spec.sample_ns.max(1) + 2) as usize;
+        let mut flows = Vec::new();
+        for (i, f) in spec.flows.iter().enumerate() {
+            let missing = |what: &str| SimError::Flow { flow: i, what: what.into() };
+            let &(vm, nic, home) =
+                homes.get(&f.src_eni).ok_or_else(|| missing("its ENI is on no running VM"))?;
+            let home = home.ok_or_else(|| missing("its ENI has no device"))?;
+            let &dst = vm_index.get(&f.to).ok_or_else(|| missing("the receiver is not running"))?;
+            let (host, engine, emulated) = match home {
+                NicHome::Vf { host, pf } => (host, engine_of[&(host, pf)], false),
+                NicHome::Emulated { host, backend_pf } => {
+                    (host, engine_of[&(host, backend_pf)], true)
+                }
+            };
+            let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not a UDP frame"))?;
+            vms[dst].flows_in.insert(port, i);
+            let vcpus = vms[vm].vcpu_free.len();
+            let sends_before = flows.iter().filter(|g: &&Flow| g.vm == vm).count();
+            let wire_ns = wire_ns(cloud, &homes, &engine_of, engine, f);
+            flows.push(Flow {
+                spec: f.clone(),
+                vm,
+                nic,
+                // Receive work runs on vCPU 0; senders take the others first.
+                vcpu: (1 + sends_before) % vcpus,
+                emulated,
+                engine,
+                host,
+                wire_ns,
+                next_due: f.start_ns,
+                seq: 0,
+                rng: SplitMix64::new(spec.seed, i as u64),
+                burst: Vec::with_capacity(BURST),
+                posting: false,
+                rx_next_seq: 0,
+                out: FlowOutcome { samples: vec![0; windows], ..Default::default() },
+            });
+        }
+        Ok(Self {
+            cloud,
+            costs: spec.costs,
+            sched,
+            flows,
+            vms,
+            engines,
+            hypervisors,
+            latency: (0..spec.paths.max(1)).map(|_| latency_histogram()).collect(),
+            sample_ns: spec.sample_ns.max(1),
+            failures: spec.failures.clone(),
+            applied: Vec::new(),
+            batch: vec![Vec::new(); BURST],
+        })
+    }
+
+    fn handle(&mut self, now: u64, event: Event, observer: &mut dyn Observer) {
+        match event {
+            Event::FlowDue(f) => self.flow_due(now, f),
+            Event::FlowPost(f) => self.flow_post(now, f, observer),
+            Event::Doorbell { engine, flows, bytes } => self.doorbell(now, engine, &flows, bytes),
+            Event::EngineStep(e) => {
+                if self.engines[e].timer_at == Some(now) {
+                    self.engines[e].timer_at = None;
+                }
+                self.engine_step(now, e);
+            }
+            Event::GuestRx { vm, nic } => self.guest_rx(now, vm, nic, observer),
+            Event::HypervisorWake(h) => self.hypervisor_wake(now, h),
+            Event::EmulatedTimer(h) => {
+                if self.hypervisors[h].timer_at == Some(now) {
+                    self.hypervisors[h].timer_at = None;
+                }
+                if let Some(em) = self.cloud.emulated(h) {
+                    em.tick();
+                }
+                self.emulated_lines(h, now, 0);
+                self.emulated_timer(now, h);
+            }
+            Event::Failure(i) => self.failure(now, i),
+        }
+    }
+
+    /// A sender's vCPU takes the frames due and pays the send path for them.
+    fn flow_due(&mut self, now: u64, f: usize) {
+        let flow = &mut self.flows[f];
+        let vm = &mut self.vms[flow.vm];
+        if !vm.alive || flow.posting || flow.next_due >= flow.spec.stop_ns {
+            return;
+        }
+        let free = vm.vcpu_free[flow.vcpu];
+        if free > now {
+            self.sched.at(free, Event::FlowDue(f));
+            return;
+        }
+        if now - flow.next_due > MAX_BACKLOG_NS {
+            while now - flow.next_due > MAX_BACKLOG_NS && flow.next_due < flow.spec.stop_ns {
+                flow.out.sender_drops += 1;
+                flow.seq += 1;
+                flow.next_due = flow.after(flow.next_due);
+            }
+        }
+        flow.burst.clear();
+        let mut due = flow.next_due;
+        while due <= now && due < flow.spec.stop_ns && flow.burst.len() < BURST {
+            flow.burst.push(due);
+            due = flow.after(due);
+        }
+        flow.next_due = due;
+        let k = flow.burst.len() as u64;
+        if k == 0 {
+            self.sched.at(due, Event::FlowDue(f));
+            return;
+        }
+        let len = flow.spec.frame.bytes().len();
+        let c = &self.costs;
+        let stack = k * c.guest_tx_ns(len);
+        let bell = if flow.emulated { c.vm_exit_ns } else { c.doorbell_ns };
+        let post = now + stack + bell;
+        let parts = &mut flow.out.tx_parts.sum_ns;
+        parts[SENDER_WAIT] += flow.burst.iter().map(|d| now - d).sum::<u64>();
+        parts[GUEST_TX] += k * stack;
+        parts[DOORBELL] += k * bell;
+        parts[WIRE] += k * flow.wire_ns;
+        vm.vcpu_free[flow.vcpu] = post;
+        vm.busy_ns += stack + bell;
+        flow.posting = true;
+        self.sched.at(post, Event::FlowPost(f));
+    }
+
+    /// The burst goes into the real TX ring; the doorbell (or the trap) follows.
+    fn flow_post(&mut self, now: u64, f: usize, observer: &mut dyn Observer) {
+        let flow = &mut self.flows[f];
+        flow.posting = false;
+        let vm = &mut self.vms[flow.vm];
+        if !vm.alive {
+            return;
+        }
+        let k = flow.burst.len();
+        for (j, buf) in self.batch.iter_mut().take(k).enumerate() {
+            buf.clear();
+            buf.extend_from_slice(flow.spec.frame.bytes());
+            stamp(buf, flow.seq + j as u64, flow.burst[j]);
+        }
+        let refs: Vec<&[u8]> = self.batch[..k].iter().map(Vec::as_slice).collect();
+        let nic = &mut vm.ctx.nics[flow.nic];
+        let n = nic.send(f, &refs);
+        if observer.captures(vm.id) {
+            for frame in &refs[..n] {
+                observer.frame(vm.id, now, frame);
+            }
+        }
+        let len = flow.spec.frame.bytes().len() as u64;
+        flow.seq += k as u64;
+        flow.out.sent_frames += n as u64;
+        flow.out.sent_bytes += n as u64 * len;
+        flow.out.sender_drops += (k - n) as u64;
+        if n > 0 {
+            if flow.emulated {
+                if let Some(line) = nic.trap_line() {
+                    line.take();
+                }
+                let hv = &mut self.hypervisors[flow.host];
+                hv.trapped.push((f, n as u64, now));
+                if !hv.scheduled {
+                    hv.scheduled = true;
+                    self.sched
+                        .at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(flow.host));
+                }
+            } else {
+                let event = Event::Doorbell {
+                    engine: flow.engine,
+                    flows: vec![(f, n as u64)],
+                    bytes: n as u64 * len,
+                };
+                self.sched.at(now, event);
+            }
+        }
+        if flow.next_due < flow.spec.stop_ns {
+            self.sched.at(flow.next_due.max(now), Event::FlowDue(f));
+        }
+    }
+
+    /// The engine fetches a burst: its descriptors, its payload, the pipeline.
+    fn doorbell(&mut self, now: u64, e: usize, flows: &[(usize, u64)], bytes: u64) {
+        let frames: u64 = flows.iter().map(|&(_, k)| k).sum();
+        let engine = &mut self.engines[e];
+        let start = now.max(engine.free_at);
+        let busy = self.costs.device_occupancy_ns(frames, bytes);
+        engine.free_at = start + busy;
+        engine.busy_ns += busy;
+        let done = start + self.costs.device_tx_ns(frames, bytes);
+        for &(f, k) in flows {
+            self.flows[f].out.tx_parts.sum_ns[DEVICE] += k * (done - now);
+        }
+        self.sched.at(done, Event::EngineStep(e));
+    }
+
+    /// The real engine polls; then whoever it signalled is scheduled.
+    fn engine_step(&mut self, now: u64, e: usize) {
+        let (h, p) = (self.engines[e].host, self.engines[e].pf);
+        if let Some(engine) = self.cloud.engine(h, p) {
+            engine.step();
+        }
+        let c = self.costs;
+        for k in 0..self.engines[e].nics.len() {
+            let (vm, nic) = self.engines[e].nics[k];
+            let n = &self.vms[vm].nics[nic];
+            if n.line.as_ref().is_some_and(|l| l.take()) {
+                let notify = c.dma_write_ns + if n.interrupts { c.interrupt_ns } else { 0 };
+                self.schedule_rx(vm, nic, now + notify, notify, 0);
+            }
+        }
+        if let Some(host) = self.engines[e].backend_of
+            && self.cloud.emulated(host).is_some_and(|em| em.doorbell().take())
+        {
+            let hv = &mut self.hypervisors[host];
+            hv.rx_raised_at.get_or_insert(now);
+            if !hv.scheduled {
+                hv.scheduled = true;
+                self.sched
+                    .at(now + c.dma_write_ns + c.hypervisor_wake_ns, Event::HypervisorWake(host));
+            }
+        }
+        for d in 0..self.engines.len() {
+            let (dh, dp) = (self.engines[d].host, self.engines[d].pf);
+            let kicked = self.cloud.engine(dh, dp).is_some_and(|x| x.doorbell().take());
+            if kicked || d == e {
+                self.engine_timer(now, d);
+            }
+        }
+    }
+
+    /// Asks engine `e` when its timed work falls due and schedules a step then.
+    fn engine_timer(&mut self, now: u64, e: usize) {
+        let (h, p) = (self.engines[e].host, self.engines[e].pf);
+        let Some(at) = self.cloud.engine(h, p).and_then(|x| x.next_timer_ns()) else { return };
+        let at = at.max(now);
+        let engine = &mut self.engines[e];
+        if engine.timer_at.is_none_or(|t| at < t || t < now) {
+            engine.timer_at = Some(at);
+            self.sched.at(at, Event::EngineStep(e));
+        }
+    }
+
+    fn emulated_timer(&mut self, now: u64, h: usize) {
+        let Some(at) = self.cloud.emulated(h).and_then(|em| em.next_timer_ns()) else { return };
+        let at = at.max(now);
+        let hv = &mut self.hypervisors[h];
+        if hv.timer_at.is_none_or(|t| at < t || t < now) {
+            hv.timer_at = Some(at);
+            self.sched.at(at, Event::EmulatedTimer(h));
+        }
+    }
+
+    /// The RX data and completion land and the guest is told, `notify` after `now`.
+    fn schedule_rx(&mut self, vm: usize, nic: usize, at: u64, notify: u64, hypervisor: u64) {
+        let n = &mut self.vms[vm].nics[nic];
+        if n.rx_scheduled {
+            return;
+        }
+        n.rx_scheduled = true;
+        n.visible_at = at;
+        n.notify_ns = notify;
+        n.hypervisor_ns = hypervisor;
+        self.sched.at(at, Event::GuestRx { vm, nic });
+    }
+
+    /// The receiver's vCPU runs the receive path for every frame waiting.
+    fn guest_rx(&mut self, now: u64, vm: usize, nic: usize, observer: &mut dyn Observer) {
+        let c = self.costs;
+        let sample_ns = self.sample_ns;
+        let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in } = &mut self.vms[vm];
+        if !*alive {
+            nics[nic].rx_scheduled = false;
+            return;
+        }
+        if vcpu_free[0] > now {
+            self.sched.at(vcpu_free[0], Event::GuestRx { vm, nic });
+            return;
+        }
+        let n = &mut nics[nic];
+        n.rx_scheduled = false;
+        let (wait, notify, hypervisor) = (now - n.visible_at, n.notify_ns, n.hypervisor_ns);
+        let capture = observer.captures(*id);
+        let mut t = now;
+        let (flows, latency) = (&mut self.flows, &mut self.latency);
+        loop {
+            let got = ctx.nics[nic].recv(|frame| {
+                t += c.guest_rx_ns(frame.len());
+                if capture {
+                    observer.frame(*id, t, frame);
+                }
+                let Some(&f) = source_port(frame).and_then(|p| flows_in.get(&p)) else { return };
+                let flow = &mut flows[f];
+                let out = &mut flow.out;
+                if let Some((seq, due)) = read_stamp(frame) {
+                    let one_way = t.saturating_sub(due).max(1);
+                    if let Some(h) = latency.get_mut(flow.spec.path) {
+                        let _ = h.record(one_way);
+                    }
+                    out.latency_sum_ns += one_way;
+                    if seq != flow.rx_next_seq {
+                        out.gaps += 1;
+                    }
+                    flow.rx_next_seq = seq + 1;
+                }
+                out.recv_frames += 1;
+                out.recv_bytes += frame.len() as u64;
+                if let Some(s) = out.samples.get_mut((t / sample_ns) as usize) {
+                    *s += frame.len() as u64;
+                }
+                let parts = &mut out.rx_parts.sum_ns;
+                parts[RECEIVER_WAIT] += wait;
+                parts[INTERRUPT] += notify;
+                parts[HYPERVISOR] += hypervisor;
+                parts[GUEST_RX] += t - now;
+            });
+            if got == 0 {
+                break;
+            }
+        }
+        vcpu_free[0] = t;
+        *busy_ns += t - now;
+    }
+
+    /// The hypervisor's worker wakes and serves its software device until quiet.
+    fn hypervisor_wake(&mut self, now: u64, h: usize) {
+        let hv = &mut self.hypervisors[h];
+        if hv.free_at > now {
+            self.sched.at(hv.free_at, Event::HypervisorWake(h));
+            return;
+        }
+        hv.scheduled = false;
+        let Some(service) = self.cloud.emulated(h).and_then(|em| em.trap()) else { return };
+        let c = self.costs;
+        let frames = (service.to_backend + service.from_backend) as u64;
+        let cost = c.hypervisor_ns(frames, service.bytes as u64);
+        let done = now + cost;
+        let hv = &mut self.hypervisors[h];
+        hv.free_at = done;
+        hv.busy_ns += cost;
+        let trapped = std::mem::take(&mut hv.trapped);
+        let rx_raised = hv.rx_raised_at.take();
+        if service.to_backend > 0 {
+            let backend =
+                self.flows.get(trapped.first().map_or(usize::MAX, |t| t.0)).map(|f| f.engine);
+            let bell = done + c.doorbell_ns;
+            let mut flows = Vec::with_capacity(trapped.len());
+            for &(f, k, at) in &trapped {
+                self.flows[f].out.tx_parts.sum_ns[HYPERVISOR] += k * (bell - at);
+                flows.push((f, k));
+            }
+            let engine =
+                backend.or_else(|| self.engines.iter().position(|e| e.backend_of == Some(h)));
+            if let Some(engine) = engine {
+                let len: u64 = service.bytes as u64;
+                self.sched.at(bell, Event::Doorbell { engine, flows, bytes: len });
+            }
+        }
+        self.emulated_lines(h, done, done - rx_raised.unwrap_or(now).min(done));
+        self.emulated_timer(now, h);
+    }
+
+    /// Guests' NICs on host `h`'s model whose lines the model raised: a virtual interrupt each,
+    /// once the model's work is done at `ready` (`hypervisor` of it on the receive side).
+    fn emulated_lines(&mut self, h: usize, ready: u64, hypervisor: u64) {
+        let c = self.costs;
+        for k in 0..self.hypervisors[h].nics.len() {
+            let (vm, nic) = self.hypervisors[h].nics[k];
+            let n = &self.vms[vm].nics[nic];
+            if n.line.as_ref().is_some_and(|l| l.take()) {
+                let notify = if n.interrupts { c.interrupt_ns } else { 0 };
+                self.schedule_rx(vm, nic, ready + notify, notify, hypervisor);
+            }
+        }
+    }
+
+    fn failure(&mut self, now: u64, i: usize) {
+        let Some((_, vms)) = self.failures.get(i).cloned() else { return };
+        let mut stopped = Vec::new();
+        for id in vms {
+            if self.cloud.stop(id).is_ok() {
+                stopped.push(id);
+                if let Some(vm) = self.vms.iter_mut().find(|v| v.id == id) {
+                    vm.alive = false;
+                }
+            }
+        }
+        self.applied.push((now, stopped));
+    }
+
+    fn finish(self, horizon: u64, wall: Duration) -> SimOutcome {
+        let paths = self.latency.len();
+        let mut breakdown = Vec::with_capacity(paths);
+        for path in 0..paths {
+            let flows: Vec<&Flow> = self.flows.iter().filter(|f| f.spec.path == path).collect();
+            let sent: u64 = flows.iter().map(|f| f.out.sent_frames).sum();
+            let recv: u64 = flows.iter().map(|f| f.out.recv_frames).sum();
+            let mut mean = [0.0; COMPONENTS.len()];
+            for (k, m) in mean.iter_mut().enumerate().take(QUEUEING) {
+                let tx: u64 = flows.iter().map(|f| f.out.tx_parts.sum_ns[k]).sum();
+                let rx: u64 = flows.iter().map(|f| f.out.rx_parts.sum_ns[k]).sum();
+                *m = tx as f64 / sent.max(1) as f64 + rx as f64 / recv.max(1) as f64;
+            }
+            let total: u64 = flows.iter().map(|f| f.out.latency_sum_ns).sum();
+            let mean_ns = total as f64 / recv.max(1) as f64;
+            mean[QUEUEING] = (mean_ns - mean[..QUEUEING].iter().sum::<f64>()).max(0.0);
+            breakdown.push(Breakdown { frames: recv, mean_ns, mean_parts_ns: mean });
+        }
+        SimOutcome {
+            flows: self.flows.into_iter().map(|f| f.out).collect(),
+            latency: self.latency,
+            breakdown,
+            vm_cpu: self
+                .vms
+                .iter()
+                .map(|v| VmCpu { vm: v.id, vcpus: v.vcpu_free.len() as u32, busy_ns: v.busy_ns })
+                .collect(),
+            hypervisor_cpu_ns: self.hypervisors.iter().map(|h| h.busy_ns).collect(),
+            engine_busy_ns: self.engines.iter().map(|e| ((e.host, e.pf), e.busy_ns)).collect(),
+            failures: self.applied,
+            events: self.sched.events(),
+            simulated_ns: horizon,
+            wall,
+        }
+    }
+}
+
+/// The fixed wire time of a flow's frames: nothing within one PF; else the fabric link's
+/// serialisation and one-way latency.
+fn wire_ns(
+    cloud: &Cloud,
+    homes: &BTreeMap<EniId, (usize, usize, Option<NicHome>)>,
+    engine_of: &BTreeMap<(usize, usize), usize>,
+    src_engine: usize,
+    f: &FlowSpec,
+) -> u64 {
+    let dst_engine = homes.get(&f.dst_eni).and_then(|h| h.2).and_then(|home| match home {
+        NicHome::Vf { host, pf } => engine_of.get(&(host, pf)).copied(),
+        NicHome::Emulated { host, backend_pf } => engine_of.get(&(host, backend_pf)).copied(),
+    });
+    let endpoint = |e: usize| cloud.engines().nth(e).map(|(_, _, engine)| engine.endpoint());
+    let (Some(src), Some(dst)) = (endpoint(src_engine), dst_engine.and_then(endpoint)) else {
+        return 0;
+    };
+    if src == dst {
+        return 0;
+    }
+    let Some(link) = cloud.fabric().link(src, dst) else { return 0 };
+    let bits = f.frame.bytes().len() as u64 * 8 * 1_000_000_000;
+    link.latency_ns + bits.div_ceil(link.bits_per_second.max(1))
+}

@@ -1,0 +1,199 @@
+//! The discrete-event simulation over the real device: known answers computed here from the cost
+//! table, the network model and the shaper's arithmetic, and the same bytes on every run.
+
+use hypervisor_sim::cloud::{Cloud, CloudSpec, HostSpec, VmSpec};
+use hypervisor_sim::eni::{EniId, Subnet, VmId};
+use hypervisor_sim::guest::IoPath;
+use hypervisor_sim::placement::{InstanceType, NetworkClass, NetworkModel};
+use hypervisor_sim::sim::traffic::{
+    Arrivals, COMPONENTS, FlowSpec, NoObserver, SimOutcome, TrafficSpec, simulate,
+};
+use hypervisor_sim::sim::{CostModel, VirtualClock};
+use hypervisor_sim::traffic::{Endpoint, FlowFrame};
+use hypervisor_sim::vnic::device::Notification;
+
+const MS: u64 = 1_000_000;
+
+fn instance(name: &str) -> InstanceType {
+    InstanceType::catalog().into_iter().find(|t| t.name == name).unwrap()
+}
+
+/// Host 0 and 1 on racks 0 and 1 of one AZ.
+fn cloud() -> Cloud {
+    let spec = CloudSpec {
+        hosts: vec![HostSpec::new("h0", "az-a", 0, 128, 8), HostSpec::new("h1", "az-a", 1, 128, 8)],
+        subnets: vec![Subnet {
+            name: "a".into(),
+            az: "az-a".into(),
+            network: [10, 0, 0, 0].into(),
+            prefix: 24,
+        }],
+        network: NetworkModel::default(),
+        link_gbps: 100.0,
+    };
+    Cloud::new_virtual(spec, VirtualClock::new()).unwrap()
+}
+
+fn launch(c: &mut Cloud, name: &str, host: usize, path: IoPath, irq: bool) -> (VmId, EniId) {
+    let mut spec = VmSpec::new(name, host, instance("c5n.9xlarge"), "a");
+    spec.path = path;
+    spec.rx_notification = if irq { Notification::ENA_RX } else { Notification::BusyPoll };
+    let vm = c.launch(spec).unwrap();
+    (vm, c.enis().enis_of(vm)[0].id)
+}
+
+fn flow(c: &Cloud, from: (VmId, EniId), to: (VmId, EniId), len: usize, gbps: f64) -> FlowSpec {
+    let end = |id: EniId, port| {
+        let e = c.enis().eni(id).unwrap();
+        Endpoint { mac: e.mac, ip: e.primary_ip, port }
+    };
+    FlowSpec {
+        from: from.0,
+        to: to.0,
+        src_eni: from.1,
+        dst_eni: to.1,
+        frame: FlowFrame::new(end(from.1, 20_000), end(to.1, 9_000), len),
+        interval_ns: (len as f64 * 8.0 / gbps) as u64,
+        start_ns: 0,
+        stop_ns: u64::MAX,
+        arrivals: Arrivals::Periodic,
+        path: 0,
+    }
+}
+
+fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> SimOutcome {
+    let spec = TrafficSpec {
+        flows: flows.into_iter().map(|f| FlowSpec { stop_ns: end_ns, ..f }).collect(),
+        failures: vec![],
+        end_ns,
+        drain_ns: 5 * MS,
+        sample_ns: 100 * MS,
+        paths: 1,
+        seed: 1,
+        costs,
+    };
+    simulate(c, &spec, &mut NoObserver).unwrap()
+}
+
+/// One frame every 100 µs: far apart enough that nothing queues.
+const IDLE_GBPS: f64 = 1500.0 * 8.0 / 100_000.0;
+
+/// The one-way latency of an idle SR-IOV frame on one PF, from the cost table.
+fn same_pf_latency(c: &CostModel, len: usize, irq: bool) -> u64 {
+    let moderation = if irq { 20_000 + c.interrupt_ns } else { 0 };
+    c.guest_tx_ns(len)
+        + c.doorbell_ns
+        + c.device_tx_ns(1, len as u64)
+        + c.dma_write_ns
+        + moderation
+        + c.guest_rx_ns(len)
+}
+
+#[test]
+fn an_idle_frame_costs_the_sum_of_its_components_to_the_nanosecond() {
+    let costs = CostModel::default();
+    for irq in [false, true] {
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+        let b = launch(&mut c, "b", 0, IoPath::SrIov, irq);
+        let f = flow(&c, a, b, 1500, IDLE_GBPS);
+        let out = run(&mut c, vec![f], 20 * MS, costs);
+        let expected = same_pf_latency(&costs, 1500, irq);
+        let h = &out.latency[0];
+        assert_eq!(out.flows[0].recv_frames, 200, "one frame per 100 µs for 20 ms");
+        assert_eq!(out.flows[0].gaps, 0);
+        // HdrHistogram at 3 digits: min and max are exact to its resolution; the mean is exact.
+        let mean = out.flows[0].latency_sum_ns / out.flows[0].recv_frames;
+        assert_eq!(mean, expected, "irq {irq}: every frame takes exactly the modelled sum");
+        assert!(h.equivalent(h.min(), expected) && h.equivalent(h.max(), expected));
+        let b = &out.breakdown[0];
+        let named: f64 = b.mean_parts_ns[..COMPONENTS.len() - 1].iter().sum();
+        assert!((named + b.mean_parts_ns[COMPONENTS.len() - 1] - b.mean_ns).abs() < 1e-6);
+        let queueing = b.mean_parts_ns[COMPONENTS.len() - 1];
+        let moderation = if irq { 20_000.0 } else { 0.0 };
+        assert!((queueing - moderation).abs() < 1e-6, "only moderation is unattributed");
+    }
+}
+
+#[test]
+fn another_rack_adds_the_wire_of_its_class_exactly() {
+    let costs = CostModel::default();
+    let mut latency = Vec::new();
+    for host in [0, 1] {
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+        let b = launch(&mut c, "b", host, IoPath::SrIov, false);
+        let f = flow(&c, a, b, 1500, IDLE_GBPS);
+        let out = run(&mut c, vec![f], 10 * MS, costs);
+        assert_eq!(out.flows[0].recv_frames, 100);
+        latency.push(out.flows[0].latency_sum_ns / 100);
+    }
+    let model = NetworkModel::default();
+    // One way is half the class's round trip; 1500 bytes at 100 Gbps serialise in 120 ns.
+    let one_way = (model.latency_us(NetworkClass::SameAz) * 500.0) as u64;
+    let serialisation = (1500u64 * 8).div_ceil(100);
+    assert_eq!(latency[0], same_pf_latency(&costs, 1500, false));
+    assert_eq!(latency[1] - latency[0], one_way + serialisation);
+}
+
+#[test]
+fn a_flow_offered_twice_its_cap_gets_five_gbps_in_every_window() {
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+    let b = launch(&mut c, "b", 1, IoPath::SrIov, false);
+    let f = flow(&c, a, b, 1500, 10.0);
+    let out = run(&mut c, vec![f], 500 * MS, CostModel::default());
+    let samples = &out.flows[0].samples;
+    // Windows 1..4 are whole windows of steady state (window 0 holds the shaper's first burst).
+    for (w, bytes) in samples.iter().enumerate().take(5).skip(1) {
+        let gbps = *bytes as f64 * 8.0 / 0.1 / 1e9;
+        assert!((gbps - 5.0).abs() <= 0.025, "window {w}: {gbps} Gbps");
+    }
+    let counters = c.eni_counters(a.1).unwrap();
+    assert!(counters.allowance.flow_cap_exceeded > 0, "the cap is what held it");
+}
+
+#[test]
+fn the_emulated_path_costs_more_than_sr_iov_in_latency_and_cpu() {
+    let costs = CostModel::default();
+    let mut results = Vec::new();
+    for path in [IoPath::SrIov, IoPath::Emulated] {
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, path, true);
+        let b = launch(&mut c, "b", 1, path, true);
+        let f = flow(&c, a, b, 1500, 1.0);
+        let out = run(&mut c, vec![f], 50 * MS, costs);
+        assert!(out.flows[0].recv_frames > 4000, "{path}: {:?}", out.flows[0]);
+        assert_eq!(out.flows[0].gaps, 0, "{path}");
+        let mean = out.flows[0].latency_sum_ns / out.flows[0].recv_frames;
+        let hv: u64 = out.hypervisor_cpu_ns.iter().sum();
+        results.push((mean, hv));
+    }
+    let (sriov, emulated) = (results[0], results[1]);
+    assert!(emulated.0 > sriov.0 + costs.vm_exit_ns, "{results:?}");
+    assert_eq!(sriov.1, 0, "no hypervisor work on the SR-IOV path");
+    assert!(emulated.1 > 0);
+}
+
+#[test]
+fn the_same_scenario_gives_the_same_outcome_twice() {
+    let once = || {
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, true);
+        let b = launch(&mut c, "b", 1, IoPath::Emulated, true);
+        let d = launch(&mut c, "d", 0, IoPath::SrIov, false);
+        let mut f1 = flow(&c, a, b, 1500, 3.0);
+        f1.arrivals = Arrivals::Poisson;
+        let f2 = FlowSpec { path: 0, ..flow(&c, d, a, 256, 2.0) };
+        let out = run(&mut c, vec![f1, f2], 30 * MS, CostModel::default());
+        let hist: Vec<(u64, u64)> = out.latency[0]
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        (out.flows.clone(), hist, out.events, out.vm_cpu.clone())
+    };
+    let first = once();
+    assert!(first.0.iter().all(|f| f.recv_frames > 1000), "{:?}", first.0);
+    assert_eq!(first, once());
+}
+
