@@ -49,6 +49,10 @@ struct RunArgs {
     /// Print the embedded default scenario and exit.
     #[arg(long)]
     print_default: bool,
+    /// Run live on threads and the wall clock (measures this machine) instead of the
+    /// deterministic simulation in virtual time.
+    #[arg(long)]
+    live: bool,
 }
 
 fn parse_pcap(s: &str) -> Result<(String, PathBuf), String> {
@@ -62,8 +66,9 @@ fn parse_pcap(s: &str) -> Result<(String, PathBuf), String> {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Simulate a scenario live: per-flow achieved rates against their caps, per-ENI counters,
-    /// latency percentiles per path, placement of every VM.
+    /// Simulate a scenario (in virtual time: deterministic; `--live`: threads on this machine):
+    /// per-flow achieved rates against their caps, per-ENI counters, latency percentiles and
+    /// their breakdown per path, CPU per VM, placement of every VM.
     Run(RunArgs),
     /// The analytic capacity plan of a scenario: placement, max-min rates with bottlenecks,
     /// busiest links, blast radius. No packets.
@@ -97,7 +102,8 @@ fn run_command(args: &RunArgs) -> Result<String, String> {
                 .map_err(|e| e.to_string())?,
         ),
     };
-    let options = run::RunOptions { progress: !args.json, pcap: args.pcap.clone() };
+    let options =
+        run::RunOptions { progress: !args.json, pcap: args.pcap.clone(), live: args.live };
     let report = run::run(&file, &placed, &options).map_err(|e| e.to_string())?;
     let mut out = if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n"
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             out: None,
             pcap: Vec::new(),
             print_default: false,
+            live: false,
         }),
         Some(Command::Plan { file, json }) => {
             plan::run_file(&file).map_err(|e| e.to_string()).and_then(|r| {

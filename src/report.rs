@@ -23,6 +23,20 @@ impl fmt::Display for RunReport {
             self.flows.len(),
             self.duration_s
         )?;
+        let sim = &self.simulation;
+        if sim.mode == "virtual" {
+            writeln!(
+                f,
+                "mode: virtual time (deterministic: seed {}, the cost model's time; --live runs \
+                 on this machine's threads)",
+                sim.seed
+            )?;
+        } else {
+            writeln!(
+                f,
+                "mode: live (threads on this machine's wall clock: results vary with the machine)"
+            )?;
+        }
         writeln!(f, "\nplacement:")?;
         for vm in &self.vms {
             let at = &vm.placement;
@@ -96,6 +110,35 @@ impl fmt::Display for RunReport {
                 l.max_us
             )?;
         }
+        for b in &self.breakdown {
+            writeln!(f, "\nwhere the {} path's mean {:.2} µs went:", b.path.as_str(), b.mean_us)?;
+            for (name, us) in b.components_us.iter().filter(|(_, us)| *us >= 0.005) {
+                let share = 100.0 * us / b.mean_us.max(1e-9);
+                writeln!(f, "  {name:<20} {us:>10.2} µs  {share:>5.1}%")?;
+            }
+        }
+        if !self.cpu.is_empty() {
+            writeln!(f, "\nCPU (modelled kernel work; busy polling not counted):")?;
+            for c in &self.cpu {
+                writeln!(
+                    f,
+                    "  {:<12} {:>3} vCPUs  {:>8.4} vCPU-s  {:>6.2}%",
+                    c.vm,
+                    c.vcpus,
+                    c.busy_vcpu_s,
+                    100.0 * c.utilisation
+                )?;
+            }
+            for h in &self.hypervisor_cpu {
+                writeln!(
+                    f,
+                    "  {:<12} hypervisor worker {:>8.4} CPU-s  {:>6.2}% of one host CPU",
+                    h.host,
+                    h.busy_s,
+                    100.0 * h.utilisation
+                )?;
+            }
+        }
         writeln!(f, "\nENIs (ENA allowance counters; queue counters):")?;
         for vm in &self.vms {
             for e in &vm.enis {
@@ -134,7 +177,22 @@ impl fmt::Display for RunReport {
             f,
             "\nfabric: {} frames between hosts, {} dropped; emulated NIC traps: {}",
             self.fabric_frames, self.fabric_drops, self.emulated_traps
-        )
+        )?;
+        if sim.mode == "virtual" {
+            writeln!(
+                f,
+                "simulated {:.2} s in {:.2} s of wall time ({:.2}x real time), {} events \
+                 ({:.2} M events/s)",
+                sim.simulated_s,
+                sim.wall_s,
+                sim.simulated_s / sim.wall_s.max(1e-9),
+                sim.events,
+                sim.events as f64 / sim.wall_s.max(1e-9) / 1e6
+            )?;
+        } else {
+            writeln!(f, "ran {:.2} s of wall time", sim.wall_s)?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use hypervisor_sim::sim::CostModel;
+use hypervisor_sim::sim::traffic::Arrivals;
 use placement::{
     Fleet, FlowDemand, GeneratedTopology, InstanceId, InstanceType, LaunchRequest, NetworkModel,
     PlacementStrategy, SpreadLevel,
@@ -18,10 +20,14 @@ use placement::{
 use serde::Deserialize;
 use toml::Spanned;
 
-/// Most hosts `run` simulates (each is at least one engine thread).
-pub const MAX_RUN_HOSTS: usize = 16;
-/// Most VMs `run` simulates (each is a thread).
-pub const MAX_RUN_VMS: usize = 64;
+/// Most hosts `run --live` simulates (each is at least one engine thread).
+pub const MAX_LIVE_HOSTS: usize = 16;
+/// Most VMs `run --live` simulates (each is a thread).
+pub const MAX_LIVE_VMS: usize = 64;
+/// Most hosts a virtual-time `run` simulates.
+pub const MAX_VIRTUAL_HOSTS: usize = 1_000;
+/// Most VMs a virtual-time `run` simulates.
+pub const MAX_VIRTUAL_VMS: usize = 10_000;
 /// Longest `run`, seconds.
 pub const MAX_DURATION_S: f64 = 600.0;
 
@@ -70,6 +76,9 @@ pub struct Scenario {
     /// Failures injected during `run`.
     #[serde(default)]
     pub failures: Vec<FailureDecl>,
+    /// Virtual-time costs overriding the defaults (`hypervisor_sim::sim::costs`), by name.
+    #[serde(default)]
+    pub costs: BTreeMap<Spanned<String>, Spanned<i64>>,
 }
 
 /// How `run` builds hosts.
@@ -200,6 +209,8 @@ pub struct FlowDecl {
     pub stop_s: Option<Spanned<f64>>,
     /// Parallel flows per pair of VMs (distinct UDP source ports), each at `gbps`.
     pub parallel: Option<Spanned<u16>>,
+    /// `periodic` (default) or `poisson` frame arrivals (virtual-time runs; seeded per flow).
+    pub arrivals: Option<Spanned<String>>,
 }
 
 /// A failure during `run`.
@@ -332,6 +343,8 @@ pub struct FlowPlan {
     pub stop_s: Option<f64>,
     /// Which `[[flows]]` entry it came from (0-based), for the report.
     pub decl: usize,
+    /// How its frames fall due.
+    pub arrivals: Arrivals,
 }
 
 /// A failure, resolved.
@@ -356,6 +369,10 @@ pub struct Placed {
     pub network: NetworkModel,
     /// Run settings.
     pub run: RunSettings,
+    /// The scenario's seed.
+    pub seed: u64,
+    /// Virtual-time costs.
+    pub costs: CostModel,
     /// Seconds of traffic.
     pub duration_s: f64,
     /// Subnets.
@@ -814,6 +831,17 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
             ));
         }
         let path = f.path.as_ref().map(|p| parse_path(p, &err)).transpose()?;
+        let arrivals = match &f.arrivals {
+            None => Arrivals::Periodic,
+            Some(a) if a.get_ref() == "periodic" => Arrivals::Periodic,
+            Some(a) if a.get_ref() == "poisson" => Arrivals::Poisson,
+            Some(a) => {
+                return Err(err.at(
+                    a.span(),
+                    format!("arrivals `{}` is not `periodic` or `poisson`", a.get_ref()),
+                ));
+            }
+        };
         let parallel = err.ranged(&f.parallel, "parallel", 1..=1024, 1)?;
         let start_s = f.start_s.as_ref().map_or(0.0, |s| *s.get_ref());
         if let Some(st) = &f.start_s
@@ -875,6 +903,7 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                         start_s,
                         stop_s: f.stop_s.as_ref().map(|s| *s.get_ref()),
                         decl,
+                        arrivals,
                     });
                 }
             }
@@ -913,6 +942,8 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
         fleet,
         network: s.network.clone(),
         run: s.run.clone(),
+        seed: s.seed,
+        costs: cost_model(s, &err)?,
         duration_s,
         subnets,
         vms,
@@ -922,23 +953,53 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     })
 }
 
+/// Most any one cost may be, ns or ps per byte: one second.
+const MAX_COST: i64 = 1_000_000_000;
+
+/// The default costs with the scenario's `[costs]` applied, each name and value checked.
+fn cost_model(s: &Scenario, err: &Err<'_>) -> Result<CostModel, ScenarioError> {
+    let mut costs = CostModel::default();
+    for (name, value) in &s.costs {
+        let v = *value.get_ref();
+        if !(0..=MAX_COST).contains(&v) {
+            return Err(err.at(
+                value.span(),
+                format!("costs.{} = {v} is not 0 to {MAX_COST}", name.get_ref()),
+            ));
+        }
+        if !costs.set(name.get_ref(), v as u64) {
+            let known: Vec<&str> = costs.fields().iter().map(|(n, _)| *n).collect();
+            return Err(err.at(
+                name.span(),
+                format!("costs.{} is not a cost (the costs: {})", name.get_ref(), known.join(", ")),
+            ));
+        }
+    }
+    Ok(costs)
+}
+
 /// Why a placed scenario cannot be run live.
-pub fn check_runnable(placed: &Placed) -> Result<(), String> {
+pub fn check_runnable(placed: &Placed, live: bool) -> Result<(), String> {
     let hosts: std::collections::BTreeSet<u32> = placed
         .vms
         .iter()
         .filter_map(|v| placed.fleet.instance(v.id).ok().map(|i| i.host.0))
         .collect();
-    if hosts.len() > MAX_RUN_HOSTS {
+    let (max_hosts, max_vms, mode) = if live {
+        (MAX_LIVE_HOSTS, MAX_LIVE_VMS, "`run --live` (a thread per VM and engine)")
+    } else {
+        (MAX_VIRTUAL_HOSTS, MAX_VIRTUAL_VMS, "`run`")
+    };
+    if hosts.len() > max_hosts {
         return Err(format!(
-            "the VMs landed on {} hosts; `run` simulates at most {MAX_RUN_HOSTS} (use `plan` for \
+            "the VMs landed on {} hosts; {mode} simulates at most {max_hosts} (use `plan` for \
              fleets)",
             hosts.len()
         ));
     }
-    if placed.vms.len() > MAX_RUN_VMS {
+    if placed.vms.len() > max_vms {
         return Err(format!(
-            "{} VMs; `run` simulates at most {MAX_RUN_VMS} (use `plan` for fleets)",
+            "{} VMs; {mode} simulates at most {max_vms} (use `plan` for fleets)",
             placed.vms.len()
         ));
     }
@@ -988,7 +1049,7 @@ mod tests {
             p.vms.iter().map(|v| p.fleet.instance(v.id).unwrap().host.0).collect();
         assert_eq!(hosts.len(), 2, "two hosts");
         assert_eq!(p.vms.iter().filter(|v| v.path == PathName::Emulated).count(), 1);
-        check_runnable(&p).unwrap();
+        check_runnable(&p, true).unwrap();
     }
 
     /// Each malformed scenario gets one message naming the file and, where it can, the line
@@ -1134,9 +1195,9 @@ mod tests {
     #[test]
     fn runs_that_cannot_be_simulated_are_refused_before_they_start() {
         let p = load("s.toml", &replaced("vfs_per_pf = 8", "vfs_per_pf = 2")).unwrap();
-        assert!(check_runnable(&p).unwrap_err().contains("raise run.vfs_per_pf"));
+        assert!(check_runnable(&p, true).unwrap_err().contains("raise run.vfs_per_pf"));
         let no_flows = DEFAULT.split("[[flows]]").next().unwrap();
         let p = load("s.toml", no_flows).unwrap();
-        assert!(check_runnable(&p).unwrap_err().contains("no flows"));
+        assert!(check_runnable(&p, true).unwrap_err().contains("no flows"));
     }
 }

@@ -196,4 +196,3 @@ fn the_same_scenario_gives_the_same_outcome_twice() {
     assert!(first.0.iter().all(|f| f.recv_frames > 1000), "{:?}", first.0);
     assert_eq!(first, once());
 }
-
