@@ -117,3 +117,87 @@ fn plan_reports_the_documented_bottlenecks() {
     assert!(text.contains("receiving bandwidth"), "{text}");
     assert!(text.contains("blast radius"), "{text}");
 }
+
+/// Every byte of every output, by file name.
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
+    let run = |name: &str| {
+        let dir = temp_dir(name);
+        let out = vnic_lab(&[
+            "run",
+            "--json",
+            "--out",
+            dir.to_str().unwrap(),
+            "--pcap",
+            &format!("client={}", dir.join("client.pcap").display()),
+            "--pcap",
+            &format!("web-0={}", dir.join("web-0.pcap").display()),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (out.stdout, outputs(&dir))
+    };
+    let quiet = run("repro-quiet");
+    // The second run shares the machine with threads burning every CPU.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let loaded = run("repro-loaded");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    let names: Vec<&str> = quiet.1.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["report.json", "latency-sriov.hgrm", "latency-emulated.hgrm", "client.pcap"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    assert!(quiet.1.iter().all(|(_, bytes)| bytes.len() > 24), "every file has content");
+    assert_eq!(quiet.0, loaded.0, "--json output differs");
+    for ((name, a), (_, b)) in quiet.1.iter().zip(&loaded.1) {
+        assert!(a == b, "{name} differs between the two runs");
+    }
+    // The capture is pcap with nanosecond timestamps (magic a1b23c4d, either byte order) in
+    // virtual time.
+    let pcap = &quiet.1.iter().find(|(n, _)| n == "client.pcap").unwrap().1;
+    let word = |at: usize| -> [u8; 4] { pcap[at..at + 4].try_into().unwrap() };
+    let big = u32::from_be_bytes(word(0)) == 0xa1b2_3c4d;
+    assert!(big || u32::from_le_bytes(word(0)) == 0xa1b2_3c4d, "{:x?}", word(0));
+    let read = |at| if big { u32::from_be_bytes(word(at)) } else { u32::from_le_bytes(word(at)) };
+    let first_ts_s = read(24);
+    assert!(first_ts_s < 4, "virtual time starts at 0: {first_ts_s} s");
+}
+
+#[test]
+fn capturing_does_not_change_the_result() {
+    let report = |pcap: bool| {
+        let dir = temp_dir(if pcap { "observed" } else { "unobserved" });
+        let file = format!("web-0={}", dir.join("web-0.pcap").display());
+        let mut args = vec!["run", "--json"];
+        if pcap {
+            args.extend(["--pcap", &file]);
+        }
+        let out = vnic_lab(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(report(false), report(true));
+}

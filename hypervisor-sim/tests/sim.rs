@@ -196,3 +196,35 @@ fn the_same_scenario_gives_the_same_outcome_twice() {
     assert!(first.0.iter().all(|f| f.recv_frames > 1000), "{:?}", first.0);
     assert_eq!(first, once());
 }
+
+#[test]
+fn an_up_to_instance_runs_out_of_burst_credits_when_its_arithmetic_says() {
+    let mut c = cloud();
+    let ty = instance("m5.large");
+    let (baseline, burst) = (ty.baseline_gbps, ty.burst_gbps);
+    let mut spec = VmSpec::new("small", 0, ty, "a");
+    spec.burst_duration = std::time::Duration::from_millis(200);
+    let small = c.launch(spec).unwrap();
+    let a = (small, c.enis().enis_of(small)[0].id);
+    let b = launch(&mut c, "b", 1, IoPath::SrIov, false);
+    let offered = 2.0;
+    let f = flow(&c, a, b, 1500, offered);
+    let out = run(&mut c, vec![f], 3_000 * MS, CostModel::default());
+    // Credits hold (burst − baseline) × 0.2 s and drain at (offered − baseline) while the
+    // offer is under the burst rate: 9.25 Gb·s⁻¹ × 0.2 s / 1.25 Gb·s⁻¹ = 1.48 s.
+    let runs_out_s = (burst - baseline) * 0.2 / (offered - baseline);
+    let gbps: Vec<f64> = out.flows[0].samples.iter().map(|&b| b as f64 * 8.0 / 0.1 / 1e9).collect();
+    let first_low = gbps.iter().position(|&g| g < (offered + baseline) / 2.0).unwrap();
+    let expected = (runs_out_s / 0.1) as usize;
+    assert!(
+        first_low == expected || first_low == expected + 1,
+        "credits ran out in window {first_low}, the arithmetic says {runs_out_s} s: {gbps:?}"
+    );
+    for (w, g) in gbps.iter().enumerate().take(expected).skip(1) {
+        assert!((g - offered).abs() < offered * 0.01, "window {w} bursting: {g}");
+    }
+    for (w, g) in gbps.iter().enumerate().take(30).skip(expected + 2) {
+        assert!((g - baseline).abs() < baseline * 0.01, "window {w} at baseline: {g}");
+    }
+    assert!(c.eni_counters(a.1).unwrap().allowance.bw_out_allowance_exceeded > 0);
+}
