@@ -184,7 +184,7 @@ enum SoftRunner {
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     },
-    Inline(Mutex<SoftDevice>),
+    Inline(Box<Mutex<SoftDevice>>),
 }
 
 impl EmulatedDevice {
@@ -240,7 +240,7 @@ impl EmulatedDevice {
     ) -> Self {
         let device = Self::device(soft, backend, engine);
         let stats = device.stats.clone();
-        Self { runner: SoftRunner::Inline(Mutex::new(device)), line, stats }
+        Self { runner: SoftRunner::Inline(Box::new(Mutex::new(device))), line, stats }
     }
 
     /// Inline devices: the hypervisor wakes (a trap, or the backend's interrupt) and serves

@@ -120,7 +120,7 @@ enum Runner {
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<PhysicalFunction>>,
     },
-    Inline(Mutex<InlineEngine>),
+    Inline(Box<Mutex<InlineEngine>>),
 }
 
 #[derive(Debug)]
@@ -135,7 +135,7 @@ impl PfEngine {
         let doorbell = Arc::new(EngineDoorbell::flag());
         port.set_doorbell(doorbell.clone());
         let total_vfs = pf.total_vfs();
-        let runner = Runner::Inline(Mutex::new(InlineEngine { pf, port }));
+        let runner = Runner::Inline(Box::new(Mutex::new(InlineEngine { pf, port })));
         Self { name, endpoint, total_vfs, runner, doorbell }
     }
 

@@ -23,7 +23,7 @@ use hypervisor_sim::traffic::{
 };
 
 use super::{
-    Capture, DRAIN, FailureReport, FlowMeasure, Launched, Measured, PATHS, Simulation, WiredFlow,
+    Capture, DRAIN, FailureReport, FlowMeasure, Launched, Measured, PATHS, Simulation, Wired,
     path_index, progress_bar,
 };
 use crate::scenario::{self, Placed};
@@ -90,13 +90,12 @@ struct VmResult {
 
 /// Starts every VM's thread, injects failures on the wall clock, and collects what they saw.
 pub(super) fn drive(
+    wired: &Wired<'_>,
     cloud: &mut Cloud,
-    placed: &Placed,
-    launched: &Launched,
-    flows: &[WiredFlow],
     mut captures: BTreeMap<usize, Capture>,
     progress: bool,
 ) -> Measured {
+    let Wired { placed, launched, flows, .. } = *wired;
     let started = Instant::now();
     let sample_ns = placed.run.sample_ms * 1_000_000;
     let duration_ns = (placed.duration_s * 1e9) as u64;

@@ -371,6 +371,15 @@ pub(crate) struct Launched {
     pub eni_names: BTreeMap<EniId, (String, PathName)>,
 }
 
+/// Everything the traffic stage is handed: the scenario, the VMs launched, the flows wired.
+pub(crate) struct Wired<'a> {
+    pub file: &'a str,
+    pub placed: &'a Placed,
+    pub launched: &'a Launched,
+    pub flows: &'a [WiredFlow],
+    pub host_names: &'a [String],
+}
+
 /// The hosts built: the cloud, and which simulated host each placement host became.
 struct Built {
     cloud: Cloud,
@@ -386,20 +395,11 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     let launched = launch(file, &mut cloud, placed, &host_of)?;
     let flows = wire_flows(file, &cloud, placed, &launched)?;
     let captures = open_captures(placed, options)?;
+    let wired = Wired { file, placed, launched: &launched, flows: &flows, host_names: &host_names };
     let measured = if options.live {
-        live::drive(&mut cloud, placed, &launched, &flows, captures, options.progress)
+        live::drive(&wired, &mut cloud, captures, options.progress)
     } else {
-        let progress = options.progress;
-        simulated::drive(
-            file,
-            &mut cloud,
-            placed,
-            &launched,
-            &flows,
-            captures,
-            &host_names,
-            progress,
-        )?
+        simulated::drive(&wired, &mut cloud, captures, options.progress)?
     };
     let report = collect(file, placed, &cloud, &launched, &flows, &host_names, measured)?;
     cloud.shut_down();

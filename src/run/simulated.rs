@@ -9,10 +9,9 @@ use hypervisor_sim::eni::VmId;
 use hypervisor_sim::sim::traffic::{COMPONENTS, FlowSpec, Observer, TrafficSpec, simulate};
 
 use super::{
-    Capture, DRAIN, FailureReport, FlowMeasure, HostCpuReport, Launched, Measured, PATHS,
-    PathBreakdown, RunError, Simulation, VmCpuReport, WiredFlow, path_index, progress_bar,
+    Capture, DRAIN, FailureReport, FlowMeasure, HostCpuReport, Measured, PATHS, PathBreakdown,
+    RunError, Simulation, VmCpuReport, Wired, path_index, progress_bar,
 };
-use crate::scenario::Placed;
 
 /// Captures by VM, and the progress bar.
 struct Watch {
@@ -40,15 +39,12 @@ impl Observer for Watch {
 
 /// Simulates the flows and failures in virtual time.
 pub(super) fn drive(
-    file: &str,
+    wired: &Wired<'_>,
     cloud: &mut Cloud,
-    placed: &Placed,
-    launched: &Launched,
-    flows: &[WiredFlow],
     captures: BTreeMap<usize, Capture>,
-    host_names: &[String],
     progress: bool,
 ) -> Result<Measured, RunError> {
+    let Wired { file, placed, launched, flows, host_names } = *wired;
     let end_ns = (placed.duration_s * 1e9) as u64;
     let drain_ns = DRAIN.as_nanos() as u64;
     let spec = TrafficSpec {

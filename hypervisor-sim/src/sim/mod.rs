@@ -178,8 +178,8 @@ mod tests {
         assert_ne!(x, y);
         assert_eq!(SplitMix64::new(7, 1).next_u64(), x, "same seed and entity, same stream");
         let mut r = SplitMix64::new(1, 0);
-        let n = 200_000;
-        let mean = (0..n).map(|_| r.exponential_ns(1_000)).sum::<u64>() as f64 / n as f64;
+        let n: u32 = 200_000;
+        let mean = (0..n).map(|_| r.exponential_ns(1_000)).sum::<u64>() as f64 / f64::from(n);
         // The standard error of the mean is 1000/sqrt(n) ≈ 2.2 ns: 1% is over 4 of them.
         assert!((mean - 1_000.0).abs() < 10.0, "{mean}");
     }
