@@ -139,6 +139,11 @@ impl GuestNic {
         n
     }
 
+    /// Polls queue `q` once (`each(frame)` per frame); returns how many (0 for no such queue).
+    pub fn recv_queue(&mut self, q: usize, mut each: impl FnMut(&[u8])) -> usize {
+        self.queues.get_mut(q).map_or(0, |queue| queue.recv(|frame, _| each(frame)))
+    }
+
     /// Sleeps until the RX interrupt fires or `timeout` passes (at once if the NIC has no RX
     /// interrupt); true if it fired.
     pub fn wait_rx(&self, timeout: Duration) -> bool {

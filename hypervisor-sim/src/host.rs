@@ -223,6 +223,11 @@ impl PfEngine {
         Ok(Self { name, endpoint, total_vfs, runner, doorbell })
     }
 
+    /// Takes a kick of this engine's doorbell (see [`EngineDoorbell::take`]).
+    pub fn take_kick(&self) -> bool {
+        self.doorbell.take()
+    }
+
     /// The doorbell that wakes this engine when it sleeps.
     pub fn doorbell(&self) -> Arc<EngineDoorbell> {
         self.doorbell.clone()

@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -654,9 +655,12 @@ impl<'a> Sim<'a> {
     /// The real engine polls; then whoever it signalled is scheduled.
     fn engine_step(&mut self, now: u64, e: usize) {
         let (h, p) = (self.engines[e].host, self.engines[e].pf);
+        let carried = || self.cloud.fabric().stats().frames.load(Ordering::Relaxed);
+        let before = carried();
         if let Some(engine) = self.cloud.engine(h, p) {
             engine.step();
         }
+        let sent_to_fabric = carried() != before;
         let c = self.costs;
         for k in 0..self.engines[e].nics.len() {
             let (vm, nic) = self.engines[e].nics[k];
@@ -677,13 +681,16 @@ impl<'a> Sim<'a> {
                     .at(now + c.dma_write_ns + c.hypervisor_wake_ns, Event::HypervisorWake(host));
             }
         }
-        for d in 0..self.engines.len() {
-            let (dh, dp) = (self.engines[d].host, self.engines[d].pf);
-            let kicked = self.cloud.engine(dh, dp).is_some_and(|x| x.doorbell().take());
-            if kicked || d == e {
-                self.engine_timer(now, d);
+        if sent_to_fabric {
+            // Frames went out on the fabric: their destinations' engines were kicked.
+            for d in 0..self.engines.len() {
+                let (dh, dp) = (self.engines[d].host, self.engines[d].pf);
+                if d != e && self.cloud.engine(dh, dp).is_some_and(|x| x.take_kick()) {
+                    self.engine_timer(now, d);
+                }
             }
         }
+        self.engine_timer(now, e);
     }
 
     /// Asks engine `e` when its timed work falls due and schedules a step then.
@@ -721,62 +728,67 @@ impl<'a> Sim<'a> {
         self.sched.at(at, Event::GuestRx { vm, nic });
     }
 
-    /// The receiver's vCPU runs the receive path for every frame waiting.
+    /// The receiver runs the receive path for every frame waiting, queue `q` on vCPU
+    /// `q mod vCPUs` (as RSS spreads queues, and their interrupts, over a guest's CPUs); each
+    /// queue's frames start when its vCPU is free.
     fn guest_rx(&mut self, now: u64, vm: usize, nic: usize, observer: &mut dyn Observer) {
         let c = self.costs;
         let sample_ns = self.sample_ns;
         let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in } = &mut self.vms[vm];
-        if !*alive {
-            nics[nic].rx_scheduled = false;
-            return;
-        }
-        if vcpu_free[0] > now {
-            self.sched.at(vcpu_free[0], Event::GuestRx { vm, nic });
-            return;
-        }
         let n = &mut nics[nic];
         n.rx_scheduled = false;
-        let (wait, notify, hypervisor) = (now - n.visible_at, n.notify_ns, n.hypervisor_ns);
-        let capture = observer.captures(*id);
-        let mut t = now;
-        let (flows, latency) = (&mut self.flows, &mut self.latency);
-        loop {
-            let got = ctx.nics[nic].recv(|frame| {
-                t += c.guest_rx_ns(frame.len());
-                if capture {
-                    observer.frame(*id, t, frame);
-                }
-                let Some(&f) = source_port(frame).and_then(|p| flows_in.get(&p)) else { return };
-                let flow = &mut flows[f];
-                let out = &mut flow.out;
-                if let Some((seq, due)) = read_stamp(frame) {
-                    let one_way = t.saturating_sub(due).max(1);
-                    if let Some(h) = latency.get_mut(flow.spec.path) {
-                        let _ = h.record(one_way);
-                    }
-                    out.latency_sum_ns += one_way;
-                    if seq != flow.rx_next_seq {
-                        out.gaps += 1;
-                    }
-                    flow.rx_next_seq = seq + 1;
-                }
-                out.recv_frames += 1;
-                out.recv_bytes += frame.len() as u64;
-                if let Some(s) = out.samples.get_mut((t / sample_ns) as usize) {
-                    *s += frame.len() as u64;
-                }
-                let parts = &mut out.rx_parts.sum_ns;
-                parts[RECEIVER_WAIT] += wait;
-                parts[INTERRUPT] += notify;
-                parts[HYPERVISOR] += hypervisor;
-                parts[GUEST_RX] += t - now;
-            });
-            if got == 0 {
-                break;
-            }
+        if !*alive {
+            return;
         }
-        vcpu_free[0] = t;
-        *busy_ns += t - now;
+        let (visible, notify, hypervisor) = (n.visible_at, n.notify_ns, n.hypervisor_ns);
+        let capture = observer.captures(*id);
+        let (flows, latency) = (&mut self.flows, &mut self.latency);
+        let guest = &mut ctx.nics[nic];
+        for q in 0..guest.queue_count() {
+            let cpu = q % vcpu_free.len();
+            let start = now.max(vcpu_free[cpu]);
+            let wait = start - visible.min(start);
+            let mut t = start;
+            loop {
+                let got = guest.recv_queue(q, |frame| {
+                    t += c.guest_rx_ns(frame.len());
+                    if capture {
+                        observer.frame(*id, t, frame);
+                    }
+                    let Some(&f) = source_port(frame).and_then(|p| flows_in.get(&p)) else {
+                        return;
+                    };
+                    let flow = &mut flows[f];
+                    let out = &mut flow.out;
+                    if let Some((seq, due)) = read_stamp(frame) {
+                        let one_way = t.saturating_sub(due).max(1);
+                        if let Some(h) = latency.get_mut(flow.spec.path) {
+                            let _ = h.record(one_way);
+                        }
+                        out.latency_sum_ns += one_way;
+                        if seq != flow.rx_next_seq {
+                            out.gaps += 1;
+                        }
+                        flow.rx_next_seq = seq + 1;
+                    }
+                    out.recv_frames += 1;
+                    out.recv_bytes += frame.len() as u64;
+                    if let Some(s) = out.samples.get_mut((t / sample_ns) as usize) {
+                        *s += frame.len() as u64;
+                    }
+                    let parts = &mut out.rx_parts.sum_ns;
+                    parts[RECEIVER_WAIT] += wait;
+                    parts[INTERRUPT] += notify;
+                    parts[HYPERVISOR] += hypervisor;
+                    parts[GUEST_RX] += t - start;
+                });
+                if got == 0 {
+                    break;
+                }
+            }
+            vcpu_free[cpu] = t;
+            *busy_ns += t - start;
+        }
     }
 
     /// The hypervisor's worker wakes and serves its software device until quiet.
