@@ -32,7 +32,16 @@ struct Case {
     flows: usize,
 }
 
-fn two_node(case: &Case, seconds: f64) -> Result<(), String> {
+/// What a two-node run did.
+struct TwoNode {
+    frames: u64,
+    sent: u64,
+    events: u64,
+    wall_s: f64,
+    simulated_s: f64,
+}
+
+fn two_node(case: &Case, seconds: f64) -> Result<TwoNode, String> {
     let ty = InstanceType::catalog()
         .into_iter()
         .find(|t| t.name == "c5n.18xlarge")
@@ -51,21 +60,21 @@ fn two_node(case: &Case, seconds: f64) -> Result<(), String> {
         link_gbps: 100.0,
     };
     let mut cloud = Cloud::new_virtual(spec, VirtualClock::new()).map_err(|e| e.to_string())?;
-    let mut launch = |name: &str| -> Result<(VmId, EniId), String> {
+    let mut launch = |name: &str, queues: u16| -> Result<(VmId, EniId), String> {
         let mut s = VmSpec::new(name, 0, ty.clone(), "a");
         s.path = IoPath::SrIov;
-        s.queues = 8;
+        s.queues = queues;
         s.mtu = if case.frame > 1514 { 9001 } else { 1500 };
         s.cluster_group = Some("bench".into());
         let vm = cloud.launch(s).map_err(|e| e.to_string())?;
         Ok((vm, cloud.enis().enis_of(vm)[0].id))
     };
     // The pool hands out PF 1's VFs first, then PF 0's: the two VMs land on different PFs.
-    let a = launch("a")?;
+    let a = launch("a", 8)?;
     for _ in 0..3 {
-        launch("filler")?;
+        launch("filler", 1)?;
     }
-    let b = launch("b")?;
+    let b = launch("b", 8)?;
     let end = |id: EniId, port: u16| {
         cloud.enis().eni(id).map(|e| Endpoint { mac: e.mac, ip: e.primary_ip, port })
     };
@@ -101,18 +110,24 @@ fn two_node(case: &Case, seconds: f64) -> Result<(), String> {
     let out = simulate(&mut cloud, &spec, &mut NoObserver).map_err(|e| e.to_string())?;
     let frames: u64 = out.flows.iter().map(|f| f.recv_frames).sum();
     let sent: u64 = out.flows.iter().map(|f| f.sent_frames).sum();
-    let wall = out.wall.as_secs_f64();
-    println!(
-        "| two nodes | {} B | {:.2} Gbps | {} / {} | {:.2} M | {:.2} M | {:.0} k | {:.3} |",
-        case.frame,
-        case.gbps,
+    Ok(TwoNode {
         frames,
         sent,
-        out.events as f64 / 1e6,
-        out.events as f64 / wall / 1e6,
-        frames as f64 / wall / 1e3,
-        out.simulated_ns as f64 / 1e9 / wall
-    );
+        events: out.events,
+        wall_s: out.wall.as_secs_f64(),
+        simulated_s: out.simulated_ns as f64 / 1e9,
+    })
+}
+
+/// `--case FRAME GBPS FLOWS SECONDS`: one two-node run, printed as `scripts/bench-ns3.sh`
+/// reads it (the same line its ns-3 program prints).
+fn one_case(args: &[String]) -> Result<(), String> {
+    let num = |i: usize| -> Result<f64, String> {
+        args.get(i).and_then(|a| a.parse().ok()).ok_or(format!("--case argument {i} missing"))
+    };
+    let case = Case { frame: num(0)? as usize, gbps: num(1)?, flows: num(2)? as usize };
+    let r = two_node(&case, num(3)?)?;
+    println!("frames={} wall_s={:.6} sim_s={:.6}", r.frames, r.wall_s, r.simulated_s);
     Ok(())
 }
 
@@ -143,7 +158,15 @@ fn scenario(args: &[&str]) -> Result<(f64, f64, String), String> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(k) = args.iter().position(|a| a == "--case") {
+        if let Err(e) = one_case(&args[k + 1..]) {
+            eprintln!("sim: {e}");
+            std::process::exit(2);
+        }
         return;
     }
     let seconds: f64 =
@@ -159,9 +182,22 @@ fn main() {
         Case { frame: 9000, gbps: 1.5, flows: 1 },
     ];
     for case in &cases {
-        if let Err(e) = two_node(case, seconds) {
-            eprintln!("sim: {e}");
-            std::process::exit(1);
+        match two_node(case, seconds) {
+            Ok(r) => println!(
+                "| two nodes | {} B | {:.2} Gbps | {} / {} | {:.2} M | {:.2} M | {:.0} k | {:.3} |",
+                case.frame,
+                case.gbps,
+                r.frames,
+                r.sent,
+                r.events as f64 / 1e6,
+                r.events as f64 / r.wall_s / 1e6,
+                r.frames as f64 / r.wall_s / 1e3,
+                r.simulated_s / r.wall_s
+            ),
+            Err(e) => {
+                eprintln!("sim: {e}");
+                std::process::exit(1);
+            }
         }
     }
     println!("\n| scenario | wall | peak RSS | the report's last line |");

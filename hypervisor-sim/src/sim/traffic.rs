@@ -277,6 +277,8 @@ struct Flow {
     rng: SplitMix64,
     /// Due times of the burst being posted.
     burst: Vec<u64>,
+    /// Copies of the frame, one per burst slot used so far.
+    batch: Vec<Vec<u8>>,
     posting: bool,
     rx_next_seq: u64,
     out: FlowOutcome,
@@ -350,7 +352,6 @@ struct Sim<'a> {
     sample_ns: u64,
     failures: Vec<(u64, Vec<VmId>)>,
     applied: Vec<(u64, Vec<VmId>)>,
-    batch: Vec<Vec<u8>>,
 }
 
 /// Simulates `spec` on `cloud` (built with [`Cloud::new_virtual`], its VMs launched) until
@@ -489,6 +490,7 @@ impl<'a> Sim<'a> {
                 seq: 0,
                 rng: SplitMix64::new(spec.seed, i as u64),
                 burst: Vec::with_capacity(BURST),
+                batch: Vec::new(),
                 posting: false,
                 rx_next_seq: 0,
                 out: FlowOutcome { samples: vec![0; windows], ..Default::default() },
@@ -506,7 +508,6 @@ impl<'a> Sim<'a> {
             sample_ns: spec.sample_ns.max(1),
             failures: spec.failures.clone(),
             applied: Vec::new(),
-            batch: vec![Vec::new(); BURST],
         })
     }
 
@@ -593,14 +594,22 @@ impl<'a> Sim<'a> {
             return;
         }
         let k = flow.burst.len();
-        for (j, buf) in self.batch.iter_mut().take(k).enumerate() {
-            buf.clear();
-            buf.extend_from_slice(flow.spec.frame.bytes());
+        // The flow keeps copies of its frame, one per burst slot it has used: a post stamps
+        // them (16 bytes each) and the driver makes the one copy a real stack makes, into its
+        // TX buffers.
+        while flow.batch.len() < k {
+            flow.batch.push(flow.spec.frame.bytes().to_vec());
+        }
+        for (j, buf) in flow.batch.iter_mut().take(k).enumerate() {
             stamp(buf, flow.seq + j as u64, flow.burst[j]);
         }
-        let refs: Vec<&[u8]> = self.batch[..k].iter().map(Vec::as_slice).collect();
+        let mut refs: [&[u8]; BURST] = [&[]; BURST];
+        for (r, buf) in refs.iter_mut().zip(&flow.batch) {
+            *r = buf;
+        }
+        let refs = &refs[..k];
         let nic = &mut vm.ctx.nics[flow.nic];
-        let n = nic.send(f, &refs);
+        let n = nic.send(f, refs);
         if observer.captures(vm.id) {
             for frame in &refs[..n] {
                 observer.frame(vm.id, now, frame);
@@ -623,17 +632,15 @@ impl<'a> Sim<'a> {
                     self.sched
                         .at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(flow.host));
                 }
-            } else {
-                let event = Event::Doorbell {
-                    engine: flow.engine,
-                    flows: vec![(f, n as u64)],
-                    bytes: n as u64 * len,
-                };
-                self.sched.at(now, event);
             }
         }
         if flow.next_due < flow.spec.stop_ns {
             self.sched.at(flow.next_due.max(now), Event::FlowDue(f));
+        }
+        if n > 0 && !flow.emulated {
+            // The doorbell reaches the engine now: no event of its own.
+            let engine = flow.engine;
+            self.doorbell(now, engine, &[(f, n as u64)], n as u64 * len);
         }
     }
 

@@ -45,6 +45,7 @@ impl PhysicalFunction {
     pub fn poll(&mut self) -> usize {
         let mut work = 0;
         let mut armed = false;
+        self.moderation_pending = false;
         // One clock reading for the whole poll: a frame that falls due is released before any
         // later frame of its flow can pass, so shaping never reorders a flow.
         let now_ns = if self.shaped.is_empty() { 0 } else { self.clock.now_ns() };
@@ -66,6 +67,8 @@ impl PhysicalFunction {
                 queue.rx_irq.tick(now);
             }
         }
+        // Queues still waiting, or armed by a completion published during this poll.
+        self.moderation_pending |= armed;
         work
     }
 
@@ -158,6 +161,7 @@ impl PhysicalFunction {
         let pushed = queue.tx_cq.push_burst(&self.tx_done[..k]);
         let clock = &self.clock;
         queue.tx_irq.completed(pushed, || clock.now_ns());
+        self.moderation_pending |= queue.tx_irq.armed();
         add(&queue.stats.tx_errors, (k - pushed) as u64);
         add(&queue.stats.tx_packets, packets);
         add(&queue.stats.tx_bytes, bytes);
@@ -260,6 +264,7 @@ impl PhysicalFunction {
             let pushed = queue.rx_cq.push_burst(&queue.rx_done);
             let clock = &self.clock;
             queue.rx_irq.completed(pushed, || clock.now_ns());
+            self.moderation_pending |= queue.rx_irq.armed();
             add(&queue.stats.rx_drops, (queue.rx_done.len() - pushed) as u64);
             queue.rx_done.clear();
         }

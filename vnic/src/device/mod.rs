@@ -307,6 +307,10 @@ pub struct PhysicalFunction {
     pub(crate) due: Vec<u64>,
     /// VFs with an egress shaper (so a poll looks only at those).
     pub(crate) shaped: Vec<u16>,
+    /// Set when a moderated queue may have completions waiting for their interrupt (cleared
+    /// by a poll that finds none), so that [`PhysicalFunction::next_timer_ns`] skips the queues
+    /// otherwise.
+    pub(crate) moderation_pending: bool,
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -336,6 +340,7 @@ impl PhysicalFunction {
             clock: DeviceClock::default(),
             due: Vec::new(),
             shaped: Vec::new(),
+            moderation_pending: false,
         })
     }
 
@@ -401,6 +406,7 @@ impl PhysicalFunction {
         let moderated = self
             .vfs
             .iter()
+            .filter(|_| self.moderation_pending)
             .flat_map(|v| v.queues.iter())
             .flat_map(|q| [q.tx_irq.deadline_ns(), q.rx_irq.deadline_ns()])
             .flatten();
