@@ -620,18 +620,17 @@ impl<'a> Sim<'a> {
         flow.out.sent_frames += n as u64;
         flow.out.sent_bytes += n as u64 * len;
         flow.out.sender_drops += (k - n) as u64;
-        if n > 0 {
-            if flow.emulated {
-                if let Some(line) = nic.trap_line() {
-                    line.take();
-                }
-                let hv = &mut self.hypervisors[flow.host];
-                hv.trapped.push((f, n as u64, now));
-                if !hv.scheduled {
-                    hv.scheduled = true;
-                    self.sched
-                        .at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(flow.host));
-                }
+        if n > 0 && flow.emulated {
+            // The trap: the scheduler wakes the hypervisor itself, after the wake-up cost.
+            if let Some(line) = nic.trap_line() {
+                line.take();
+            }
+            let hv = &mut self.hypervisors[flow.host];
+            hv.trapped.push((f, n as u64, now));
+            if !hv.scheduled {
+                hv.scheduled = true;
+                self.sched
+                    .at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(flow.host));
             }
         }
         if flow.next_due < flow.spec.stop_ns {
