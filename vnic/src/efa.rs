@@ -320,7 +320,21 @@ struct Packet {
     payload: Payload,
 }
 
+/// An SRD header on the wire (a UDP/IP encapsulation's worth), bytes.
+pub const SRD_HEADER_BYTES: usize = 64;
+
 impl Packet {
+    /// Bytes on the wire: the header and any data.
+    fn wire_bytes(&self) -> usize {
+        SRD_HEADER_BYTES
+            + match &self.payload {
+                Payload::Send { data, .. }
+                | Payload::Write { data, .. }
+                | Payload::ReadResponse { data } => data.len(),
+                _ => 0,
+            }
+    }
+
     fn is_response(&self) -> bool {
         matches!(
             self.payload,
@@ -355,12 +369,17 @@ impl Ord for InFlight {
     }
 }
 
+/// One-way delay of a packet of `bytes` from device `src` to device `dst`, ns (a simulation's
+/// network classes and link rates).
+pub type PairDelay = Box<dyn Fn(u16, u16, usize) -> u64 + Send + Sync>;
+
 /// The fabric between EFA devices: `paths` paths whose delays differ, packets sprayed over them
-/// (so one flow's packets arrive reordered), a share of packets lost.
-#[derive(Debug)]
+/// (so one flow's packets arrive reordered), a share of packets lost. The fastest path's delay
+/// is `base_ns`, or what a [`PairDelay`] says for the pair and the packet's size.
 pub struct SrdFabric {
     paths: u32,
     base_ns: u64,
+    pair_delay: Option<PairDelay>,
     path_step_ns: u64,
     loss_ppm: u32,
     state: Mutex<FabricState>,
@@ -378,13 +397,49 @@ struct FabricState {
     subnets: Vec<String>,
 }
 
+impl std::fmt::Debug for SrdFabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrdFabric")
+            .field("paths", &self.paths)
+            .field("base_ns", &self.base_ns)
+            .field("pair_delay", &self.pair_delay.is_some())
+            .field("path_step_ns", &self.path_step_ns)
+            .field("loss_ppm", &self.loss_ppm)
+            .finish()
+    }
+}
+
 impl SrdFabric {
     /// A fabric of `paths` paths, the fastest `base_ns` one way and each next one
     /// `path_step_ns` slower, losing `loss` of all packets (0 to 1), seeded with `seed`.
     pub fn new(paths: u32, base_ns: u64, path_step_ns: u64, loss: f64, seed: u64) -> Arc<Self> {
+        Self::build(paths, base_ns, None, path_step_ns, loss, seed)
+    }
+
+    /// The same fabric with each pair's fastest delay from `delay` (by device addresses, in the
+    /// order devices join, and packet size).
+    pub fn with_pair_delay(
+        paths: u32,
+        delay: PairDelay,
+        path_step_ns: u64,
+        loss: f64,
+        seed: u64,
+    ) -> Arc<Self> {
+        Self::build(paths, 0, Some(delay), path_step_ns, loss, seed)
+    }
+
+    fn build(
+        paths: u32,
+        base_ns: u64,
+        pair_delay: Option<PairDelay>,
+        path_step_ns: u64,
+        loss: f64,
+        seed: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             paths: paths.max(1),
             base_ns,
+            pair_delay,
             path_step_ns,
             loss_ppm: (loss.clamp(0.0, 1.0) * 1e6) as u32,
             state: Mutex::new(FabricState {
@@ -425,7 +480,11 @@ impl SrdFabric {
         }
         let path = next() % u64::from(self.paths);
         let jitter = next() % (self.path_step_ns / 4 + 1);
-        let due = now + self.base_ns + path * self.path_step_ns + jitter;
+        let base = match &self.pair_delay {
+            Some(delay) => delay(packet.src, dst, packet.wire_bytes()),
+            None => self.base_ns,
+        };
+        let due = now + base + path * self.path_step_ns + jitter;
         s.seq += 1;
         let seq = s.seq;
         if let Some(q) = s.queues.get_mut(usize::from(dst)) {
@@ -442,6 +501,12 @@ impl SrdFabric {
                 out.push(p.packet);
             }
         }
+    }
+
+    /// When the next packet for device `dev` arrives, ns (`None` if none is on its way).
+    pub fn next_due(&self, dev: u16) -> Option<u64> {
+        let s = self.state.lock().ok()?;
+        s.queues.get(usize::from(dev))?.peek().map(|p| p.due)
     }
 
     /// Packets in flight to anyone.
@@ -680,6 +745,12 @@ impl EfaDevice {
         q.backlog.drain(..n);
     }
 
+    /// When the device's next timer falls due (a retransmission, a receiver-not-ready retry,
+    /// a message held by the flow cap), ns; a scheduler polls the device then.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        self.qps.iter().flat_map(|q| q.pending.values().map(|p| p.deadline)).min()
+    }
+
     /// Runs the device once at `now_ns`: new work requests, packets that arrived, timers.
     /// Returns the work done.
     pub fn poll(&mut self, now_ns: u64) -> usize {
@@ -814,8 +885,11 @@ impl EfaDevice {
 
     fn timers(&mut self, qp: usize, now: u64) -> usize {
         let q = &mut self.qps[qp];
-        let due: Vec<u64> =
+        let mut due: Vec<u64> =
             q.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(&m, _)| m).collect();
+        // In message order, whatever the map's: retransmissions (and the fabric's draws for
+        // them) must come out the same on every run.
+        due.sort_unstable();
         let mut work = 0;
         for msg in due {
             let Some(p) = self.qps[qp].pending.get_mut(&msg) else { continue };
