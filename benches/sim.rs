@@ -106,6 +106,8 @@ fn two_node(case: &Case, seconds: f64) -> Result<TwoNode, String> {
         paths: 1,
         seed: 1,
         costs: CostModel::default(),
+        efa_flows: Vec::new(),
+        efa_loss: 0.0,
     };
     let out = simulate(&mut cloud, &spec, &mut NoObserver).map_err(|e| e.to_string())?;
     let frames: u64 = out.flows.iter().map(|f| f.recv_frames).sum();

@@ -6,7 +6,8 @@ use hypervisor_sim::eni::{EniId, Subnet, VmId};
 use hypervisor_sim::guest::IoPath;
 use hypervisor_sim::placement::{InstanceType, NetworkClass, NetworkModel};
 use hypervisor_sim::sim::traffic::{
-    Arrivals, COMPONENTS, FlowSpec, NoObserver, SimOutcome, TrafficSpec, simulate,
+    Arrivals, COMPONENTS, EfaFlowSpec, FlowSpec, NoObserver, Pattern, SimOutcome, TrafficSpec,
+    simulate,
 };
 use hypervisor_sim::sim::{CostModel, VirtualClock};
 use hypervisor_sim::traffic::{Endpoint, FlowFrame};
@@ -71,6 +72,8 @@ fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> Si
         paths: 1,
         seed: 1,
         costs,
+        efa_flows: Vec::new(),
+        efa_loss: 0.0,
     };
     simulate(c, &spec, &mut NoObserver).unwrap()
 }
@@ -227,4 +230,89 @@ fn an_up_to_instance_runs_out_of_burst_credits_when_its_arithmetic_says() {
         assert!((g - baseline).abs() < baseline * 0.01, "window {w} at baseline: {g}");
     }
     assert!(c.eni_counters(a.1).unwrap().allowance.bw_out_allowance_exceeded > 0);
+}
+
+fn efa_flow(from: VmId, to: VmId, bytes: usize, interval_ns: u64, pattern: Pattern) -> EfaFlowSpec {
+    EfaFlowSpec { from, to, bytes, interval_ns, start_ns: 0, stop_ns: u64::MAX, pattern, path: 0 }
+}
+
+fn run_efa(c: &mut Cloud, flows: Vec<EfaFlowSpec>, end_ns: u64, loss: f64) -> SimOutcome {
+    let spec = TrafficSpec {
+        flows: vec![],
+        failures: vec![],
+        end_ns,
+        drain_ns: 20 * MS,
+        sample_ns: 100 * MS,
+        paths: 1,
+        seed: 5,
+        costs: CostModel::default(),
+        efa_flows: flows.into_iter().map(|f| EfaFlowSpec { stop_ns: end_ns, ..f }).collect(),
+        efa_loss: loss,
+    };
+    simulate(c, &spec, &mut NoObserver).unwrap()
+}
+
+/// The one-way latency of an idle EFA message on one PF, from the cost table: posted from user
+/// space, one doorbell, the device's fetch, the completion written, polled from user space.
+fn efa_same_pf_latency(c: &CostModel, bytes: usize) -> u64 {
+    c.efa_post_ns + c.doorbell_ns + c.device_tx_ns(1, bytes as u64) + c.dma_write_ns + c.efa_poll_ns
+}
+
+#[test]
+fn efa_bypass_beats_the_kernel_path_by_the_stack_and_the_interrupt() {
+    let costs = CostModel::default();
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::Efa, true);
+    let b = launch(&mut c, "b", 0, IoPath::Efa, true);
+    let out =
+        run_efa(&mut c, vec![efa_flow(a.0, b.0, 1500, 100_000, Pattern::PingPong)], 20 * MS, 0.0);
+    let f = &out.efa_flows[0];
+    assert_eq!((f.flow.recv_frames, f.replies), (200, 200), "{f:?}");
+    let efa_one_way = efa_same_pf_latency(&costs, 1500);
+    assert_eq!(f.flow.latency_sum_ns / 200, efa_one_way, "every request takes the modelled sum");
+    // The reply takes the same way back, after the responder's own post: twice the one way.
+    let rtt = &out.rtt[0];
+    assert_eq!(rtt.len(), 200);
+    assert!(
+        rtt.equivalent(rtt.min(), 2 * efa_one_way) && rtt.equivalent(rtt.max(), 2 * efa_one_way)
+    );
+    // The same message over ENA (the receiver on ENA's moderated interrupt): the difference is
+    // exactly the kernel's send and receive paths against user-space verbs, plus the interrupt.
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+    let b = launch(&mut c, "b", 0, IoPath::SrIov, true);
+    let f = flow(&c, a, b, 1500, IDLE_GBPS);
+    let ena = run(&mut c, vec![f], 20 * MS, costs);
+    let ena_one_way = ena.flows[0].latency_sum_ns / ena.flows[0].recv_frames;
+    let stack =
+        costs.guest_tx_ns(1500) - costs.efa_post_ns + costs.guest_rx_ns(1500) - costs.efa_poll_ns;
+    let interrupt = 20_000 + costs.interrupt_ns;
+    assert_eq!(ena_one_way - efa_one_way, stack + interrupt);
+}
+
+#[test]
+fn at_ten_percent_loss_every_efa_message_arrives_exactly_once() {
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::Efa, false);
+    let b = launch(&mut c, "b", 1, IoPath::Efa, false);
+    // 8 KiB messages at 10 Gbps across racks for 50 ms: about 7,600 of them.
+    let out = run_efa(&mut c, vec![efa_flow(a.0, b.0, 8192, 6_554, Pattern::Stream)], 50 * MS, 0.1);
+    let f = &out.efa_flows[0];
+    assert!(f.flow.sent_frames > 7_000, "{f:?}");
+    assert_eq!(f.flow.sender_drops, 0);
+    assert_eq!(f.flow.recv_frames, f.flow.sent_frames, "every message arrives");
+    assert_eq!(f.duplicates, 0, "and only once");
+    assert_eq!(f.failed, 0);
+    assert!(f.reordered > 0, "retransmitted messages arrive after later ones: {f:?}");
+    // The lost ones waited for SRD's 200 µs retransmission timer at least once.
+    let h = &out.latency[0];
+    assert!(h.max() > 200_000, "max {} ns", h.max());
+    // Lossless, the same flow is never reordered and never waits for a timer.
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::Efa, false);
+    let b = launch(&mut c, "b", 1, IoPath::Efa, false);
+    let clean =
+        run_efa(&mut c, vec![efa_flow(a.0, b.0, 8192, 6_554, Pattern::Stream)], 50 * MS, 0.0);
+    assert_eq!(clean.efa_flows[0].reordered, 0);
+    assert!(clean.latency[0].max() < 200_000);
 }

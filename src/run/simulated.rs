@@ -74,6 +74,8 @@ pub(super) fn drive(
         paths: PATHS.len(),
         seed: placed.seed,
         costs: placed.costs,
+        efa_flows: Vec::new(),
+        efa_loss: 0.0,
     };
     let total_s = (end_ns + drain_ns) as f64 / 1e9;
     let mut watch = Watch {

@@ -21,6 +21,8 @@
 //! | `hypervisor_wake_ns` | 5,000 | emulated path: waking the hypervisor's worker thread (trap or backend interrupt) | Linux wake-up latency of a sleeping thread, a few µs |
 //! | `hypervisor_packet_ns` | 1,000 | emulated path: per frame through the software switch (vhost-style worker) | ~1 Mpps per vhost worker |
 //! | `hypervisor_byte_ps` | 100 | emulated path: the hypervisor's extra copy, per byte | ~10 GB/s |
+//! | `efa_post_ns` | 100 | EFA: the application (libfabric, rdma-core) writes a send WQE in user space | verbs post in the order of 100 ns (Kalia et al., "Design Guidelines for High Performance RDMA Systems", USENIX ATC 2016) |
+//! | `efa_poll_ns` | 100 | EFA: the application takes one completion from its CQ in user space | same |
 //!
 //! Not in the table because they come from elsewhere: interrupt moderation (the device's own
 //! moderator, ENA's 20 µs RX default, on the virtual clock), the wire (the fabric: one-way latency
@@ -62,6 +64,10 @@ pub struct CostModel {
     pub hypervisor_packet_ns: u64,
     /// Hypervisor copy, ps per byte.
     pub hypervisor_byte_ps: u64,
+    /// EFA work request posted from user space, ns.
+    pub efa_post_ns: u64,
+    /// EFA completion polled from user space, ns.
+    pub efa_poll_ns: u64,
 }
 
 impl Default for CostModel {
@@ -81,6 +87,8 @@ impl Default for CostModel {
             hypervisor_wake_ns: 5_000,
             hypervisor_packet_ns: 1_000,
             hypervisor_byte_ps: 100,
+            efa_post_ns: 100,
+            efa_poll_ns: 100,
         }
     }
 }
@@ -93,7 +101,7 @@ pub fn bytes_ns(bytes: u64, ps_per_byte: u64) -> u64 {
 
 impl CostModel {
     /// Every cost by its scenario name, in table order (for `[costs]` and reports).
-    pub fn fields(&self) -> [(&'static str, u64); 14] {
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
         [
             ("guest_tx_packet_ns", self.guest_tx_packet_ns),
             ("guest_tx_byte_ps", self.guest_tx_byte_ps),
@@ -109,6 +117,8 @@ impl CostModel {
             ("hypervisor_wake_ns", self.hypervisor_wake_ns),
             ("hypervisor_packet_ns", self.hypervisor_packet_ns),
             ("hypervisor_byte_ps", self.hypervisor_byte_ps),
+            ("efa_post_ns", self.efa_post_ns),
+            ("efa_poll_ns", self.efa_poll_ns),
         ]
     }
 
@@ -129,6 +139,8 @@ impl CostModel {
             "hypervisor_wake_ns" => &mut self.hypervisor_wake_ns,
             "hypervisor_packet_ns" => &mut self.hypervisor_packet_ns,
             "hypervisor_byte_ps" => &mut self.hypervisor_byte_ps,
+            "efa_post_ns" => &mut self.efa_post_ns,
+            "efa_poll_ns" => &mut self.efa_poll_ns,
             _ => return false,
         };
         *slot = value;

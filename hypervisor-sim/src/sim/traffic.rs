@@ -31,6 +31,10 @@
 //! path); what is left is queueing the model does not attribute frame by frame (shaper holds,
 //! moderation delays, link queues), reported as `queueing`.
 
+mod efa;
+
+pub use efa::{EfaFlowSpec, EfaOutcome, HEADER_BYTES as EFA_HEADER_BYTES, Pattern};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -105,6 +109,10 @@ pub struct TrafficSpec {
     pub seed: u64,
     /// Costs.
     pub costs: CostModel,
+    /// EFA flows (SRD messages between EFA devices).
+    pub efa_flows: Vec<EfaFlowSpec>,
+    /// Share of SRD packets the fabric loses (0 to 1), answered by SRD's retransmission.
+    pub efa_loss: f64,
 }
 
 /// Who watches a run without changing it: captures and progress.
@@ -212,6 +220,10 @@ pub struct VmCpu {
 pub struct SimOutcome {
     /// Per flow, in spec order.
     pub flows: Vec<FlowOutcome>,
+    /// Per EFA flow, in spec order.
+    pub efa_flows: Vec<EfaOutcome>,
+    /// Round trips of ping-pong EFA flows, per path.
+    pub rtt: Vec<Histogram<u64>>,
     /// One-way latency per path.
     pub latency: Vec<Histogram<u64>>,
     /// Per path.
@@ -238,6 +250,9 @@ pub enum SimError {
     /// The cloud is live (built with `Cloud::new`), not virtual.
     #[error("the cloud was not built for virtual time (Cloud::new_virtual)")]
     NotVirtual,
+    /// The EFA devices could not be set up.
+    #[error("EFA: {0}")]
+    Efa(String),
     /// A flow names something the cloud does not have.
     #[error("flow {flow}: {what}")]
     Flow {
@@ -261,6 +276,10 @@ enum Event {
     HypervisorWake(usize),
     EmulatedTimer(usize),
     Failure(usize),
+    EfaDue(usize),
+    EfaPost(usize),
+    EfaStep(usize),
+    EfaApp(usize),
 }
 
 struct Flow {
@@ -352,6 +371,8 @@ struct Sim<'a> {
     sample_ns: u64,
     failures: Vec<(u64, Vec<VmId>)>,
     applied: Vec<(u64, Vec<VmId>)>,
+    efa: efa::EfaWorld,
+    seed: u64,
 }
 
 /// Simulates `spec` on `cloud` (built with [`Cloud::new_virtual`], its VMs launched) until
@@ -364,6 +385,15 @@ pub fn simulate(
     let wall = Instant::now();
     let clock = cloud.virtual_clock().cloned().ok_or(SimError::NotVirtual)?;
     let mut sim = Sim::build(cloud, spec, Scheduler::new(clock))?;
+    sim.efa =
+        efa::EfaWorld::build(&mut sim, &spec.efa_flows, spec.efa_loss).map_err(SimError::Efa)?;
+    for f in 0..sim.efa.flows.len() {
+        let spec = &sim.efa.flows[f].spec;
+        if spec.start_ns < spec.stop_ns {
+            let at = spec.start_ns;
+            sim.sched.at(at, Event::EfaDue(f));
+        }
+    }
     let horizon = spec.end_ns + spec.drain_ns;
     for f in 0..sim.flows.len() {
         let at = sim.flows[f].next_due;
@@ -508,6 +538,8 @@ impl<'a> Sim<'a> {
             sample_ns: spec.sample_ns.max(1),
             failures: spec.failures.clone(),
             applied: Vec::new(),
+            efa: efa::EfaWorld::default(),
+            seed: spec.seed,
         })
     }
 
@@ -535,6 +567,10 @@ impl<'a> Sim<'a> {
                 self.emulated_timer(now, h);
             }
             Event::Failure(i) => self.failure(now, i),
+            Event::EfaDue(f) => self.efa_due(now, f),
+            Event::EfaPost(f) => self.efa_post(now, f),
+            Event::EfaStep(n) => self.efa_step(now, n),
+            Event::EfaApp(n) => self.efa_app(now, n),
         }
     }
 
@@ -863,25 +899,29 @@ impl<'a> Sim<'a> {
         self.applied.push((now, stopped));
     }
 
-    fn finish(self, horizon: u64, wall: Duration) -> SimOutcome {
+    fn finish(mut self, horizon: u64, wall: Duration) -> SimOutcome {
         let paths = self.latency.len();
         let mut breakdown = Vec::with_capacity(paths);
         for path in 0..paths {
-            let flows: Vec<&Flow> = self.flows.iter().filter(|f| f.spec.path == path).collect();
-            let sent: u64 = flows.iter().map(|f| f.out.sent_frames).sum();
-            let recv: u64 = flows.iter().map(|f| f.out.recv_frames).sum();
+            let udp = self.flows.iter().filter(|f| f.spec.path == path).map(|f| &f.out);
+            let efa = self.efa.flows.iter().filter(|f| f.spec.path == path).map(|f| &f.out.flow);
+            let flows: Vec<&FlowOutcome> = udp.chain(efa).collect();
+            let sent: u64 = flows.iter().map(|f| f.sent_frames).sum();
+            let recv: u64 = flows.iter().map(|f| f.recv_frames).sum();
             let mut mean = [0.0; COMPONENTS.len()];
             for (k, m) in mean.iter_mut().enumerate().take(QUEUEING) {
-                let tx: u64 = flows.iter().map(|f| f.out.tx_parts.sum_ns[k]).sum();
-                let rx: u64 = flows.iter().map(|f| f.out.rx_parts.sum_ns[k]).sum();
+                let tx: u64 = flows.iter().map(|f| f.tx_parts.sum_ns[k]).sum();
+                let rx: u64 = flows.iter().map(|f| f.rx_parts.sum_ns[k]).sum();
                 *m = tx as f64 / sent.max(1) as f64 + rx as f64 / recv.max(1) as f64;
             }
-            let total: u64 = flows.iter().map(|f| f.out.latency_sum_ns).sum();
+            let total: u64 = flows.iter().map(|f| f.latency_sum_ns).sum();
             let mean_ns = total as f64 / recv.max(1) as f64;
             mean[QUEUEING] = (mean_ns - mean[..QUEUEING].iter().sum::<f64>()).max(0.0);
             breakdown.push(Breakdown { frames: recv, mean_ns, mean_parts_ns: mean });
         }
         SimOutcome {
+            efa_flows: self.efa.flows.iter().map(|f| f.out.clone()).collect(),
+            rtt: std::mem::take(&mut self.efa.rtt),
             flows: self.flows.into_iter().map(|f| f.out).collect(),
             latency: self.latency,
             breakdown,
