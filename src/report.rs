@@ -110,6 +110,22 @@ impl fmt::Display for RunReport {
                 l.max_us
             )?;
         }
+        if !self.rtt.is_empty() {
+            writeln!(f, "\nround trips (ping-pong flows):")?;
+            for l in &self.rtt {
+                writeln!(
+                    f,
+                    "  {:<8} {:>9} replies p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
+                    l.path.as_str(),
+                    l.frames,
+                    l.p50_us,
+                    l.p90_us,
+                    l.p99_us,
+                    l.p999_us,
+                    l.max_us
+                )?;
+            }
+        }
         for b in &self.breakdown {
             writeln!(f, "\nwhere the {} path's mean {:.2} µs went:", b.path.as_str(), b.mean_us)?;
             for (name, us) in b.components_us.iter().filter(|(_, us)| *us >= 0.005) {

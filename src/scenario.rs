@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 use hypervisor_sim::sim::CostModel;
-use hypervisor_sim::sim::traffic::Arrivals;
+use hypervisor_sim::sim::traffic::{Arrivals, EFA_HEADER_BYTES, Pattern};
 use placement::{
     Fleet, FlowDemand, GeneratedTopology, InstanceId, InstanceType, LaunchRequest, NetworkModel,
     PlacementStrategy, SpreadLevel,
@@ -93,11 +93,13 @@ pub struct RunSettings {
     pub link_gbps: f64,
     /// Width of one throughput sample, ms.
     pub sample_ms: u64,
+    /// Share of SRD (EFA) packets the fabric loses, 0 to 0.5; SRD retransmits them.
+    pub efa_loss: f64,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
-        Self { pfs_per_host: 1, vfs_per_pf: 16, link_gbps: 100.0, sample_ms: 100 }
+        Self { pfs_per_host: 1, vfs_per_pf: 16, link_gbps: 100.0, sample_ms: 100, efa_loss: 0.0 }
     }
 }
 
@@ -211,6 +213,9 @@ pub struct FlowDecl {
     pub parallel: Option<Spanned<u16>>,
     /// `periodic` (default) or `poisson` frame arrivals (virtual-time runs; seeded per flow).
     pub arrivals: Option<Spanned<String>>,
+    /// EFA flows: `stream` (default) or `ping-pong` (each message answered, round trips
+    /// reported).
+    pub pattern: Option<Spanned<String>>,
 }
 
 /// A failure during `run`.
@@ -243,6 +248,8 @@ pub enum PathName {
     Emulated,
     /// SR-IOV VF.
     Sriov,
+    /// EFA: an SR-IOV VF plus OS-bypass SRD queue pairs (virtual-time runs).
+    Efa,
 }
 
 impl PathName {
@@ -251,6 +258,7 @@ impl PathName {
         match self {
             PathName::Emulated => hypervisor_sim::guest::IoPath::Emulated,
             PathName::Sriov => hypervisor_sim::guest::IoPath::SrIov,
+            PathName::Efa => hypervisor_sim::guest::IoPath::Efa,
         }
     }
 
@@ -259,6 +267,7 @@ impl PathName {
         match self {
             PathName::Emulated => "emulated",
             PathName::Sriov => "sriov",
+            PathName::Efa => "efa",
         }
     }
 }
@@ -345,6 +354,8 @@ pub struct FlowPlan {
     pub decl: usize,
     /// How its frames fall due.
     pub arrivals: Arrivals,
+    /// An EFA flow (SRD messages of `frame` bytes) and its pattern; `None` for a UDP flow.
+    pub efa: Option<Pattern>,
 }
 
 /// A failure, resolved.
@@ -430,10 +441,7 @@ fn parse_path(s: &Spanned<String>, err: &Err<'_>) -> Result<PathName, ScenarioEr
     match s.get_ref().as_str() {
         "sriov" => Ok(PathName::Sriov),
         "emulated" => Ok(PathName::Emulated),
-        "efa" => Err(err.at(
-            s.span(),
-            "path `efa`: `run` does not drive EFA (SRD) traffic yet (see `cargo bench --bench efa`); use `sriov` or `emulated`",
-        )),
+        "efa" => Ok(PathName::Efa),
         other => Err(err.at(
             s.span(),
             format!("unknown path `{other}`: expected `sriov`, `emulated` or `efa`"),
@@ -525,6 +533,9 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     }
     if !(10..=10_000).contains(&r.sample_ms) {
         return Err(err.whole(format!("run.sample_ms {} is not 10 to 10000", r.sample_ms)));
+    }
+    if !(0.0..=0.5).contains(&r.efa_loss) {
+        return Err(err.whole(format!("run.efa_loss {} is not 0 to 0.5", r.efa_loss)));
     }
     let topology = s.topology.build().map_err(|e| err.whole(format!("topology: {e}")))?;
     let mut types = InstanceType::catalog();
@@ -842,6 +853,17 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                 ));
             }
         };
+        let pattern = match &f.pattern {
+            None => Pattern::Stream,
+            Some(p) if p.get_ref() == "stream" => Pattern::Stream,
+            Some(p) if p.get_ref() == "ping-pong" => Pattern::PingPong,
+            Some(p) => {
+                return Err(err.at(
+                    p.span(),
+                    format!("pattern `{}` is not `stream` or `ping-pong`", p.get_ref()),
+                ));
+            }
+        };
         let parallel = err.ranged(&f.parallel, "parallel", 1..=1024, 1)?;
         let start_s = f.start_s.as_ref().map_or(0.0, |s| *s.get_ref());
         if let Some(st) = &f.start_s
@@ -863,9 +885,24 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                 if from == to {
                     continue;
                 }
+                let efa = path.unwrap_or(vms[from].path) == PathName::Efa;
+                if efa {
+                    check_efa_pair(&err, f, &vms[from], &vms[to], &enis, from, to)?;
+                }
                 let mtu = vms[from].mtu.min(vms[to].mtu);
                 let largest = usize::from(mtu) + 14;
                 let frame = match &f.frame {
+                    Some(fr) if efa && !(EFA_HEADER_BYTES..=EFA_MTU).contains(fr.get_ref()) => {
+                        return Err(err.at(
+                            fr.span(),
+                            format!(
+                                "frame {} B: EFA messages are {EFA_HEADER_BYTES} to {EFA_MTU} B",
+                                fr.get_ref()
+                            ),
+                        ));
+                    }
+                    Some(fr) if efa => *fr.get_ref(),
+                    None if efa => EFA_MTU,
                     Some(fr) if !(60..=largest).contains(fr.get_ref()) => {
                         return Err(err.at(
                             fr.span(),
@@ -904,6 +941,7 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                         stop_s: f.stop_s.as_ref().map(|s| *s.get_ref()),
                         decl,
                         arrivals,
+                        efa: efa.then_some(pattern),
                     });
                 }
             }
@@ -951,6 +989,41 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
         flows,
         failures,
     })
+}
+
+/// The largest EFA message (one SRD packet).
+const EFA_MTU: usize = hypervisor_sim::vnic::efa::EFA_MTU;
+
+/// EC2's EFA rules for a flow between two VMs: both ends have an EFA interface, in one subnet.
+fn check_efa_pair(
+    err: &Err<'_>,
+    f: &FlowDecl,
+    a: &VmPlan,
+    b: &VmPlan,
+    enis: &[EniPlan],
+    ia: usize,
+    ib: usize,
+) -> Result<(), ScenarioError> {
+    for (v, i) in [(a, ia), (b, ib)] {
+        let has =
+            v.path == PathName::Efa || enis.iter().any(|e| e.vm == i && e.path == PathName::Efa);
+        if !has {
+            return Err(err.at(
+                f.to.span(),
+                format!("vm {} has no EFA interface (path = \"efa\") for an EFA flow", v.name),
+            ));
+        }
+    }
+    if a.subnet != b.subnet {
+        return Err(err.at(
+            f.to.span(),
+            format!(
+                "EFA traffic stays in one subnet: {} is in `{}`, {} in `{}`",
+                a.name, a.subnet, b.name, b.subnet
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Most any one cost may be, ns or ps per byte: one second.
@@ -1098,10 +1171,29 @@ mod tests {
                 replaced("path = \"emulated\"", "path = \"smoke-signals\""),
                 "unknown path `smoke-signals`",
             ),
+            (replaced("path = \"emulated\"", "path = \"efa\""), "vm web-0 has no EFA interface"),
             (
-                replaced("path = \"emulated\"", "path = \"efa\""),
-                "does not drive EFA (SRD) traffic yet",
+                replaced(
+                    "count = 2\ngroup = \"hpc\"",
+                    "count = 2\ngroup = \"hpc\"\npath = \"efa\"",
+                ),
+                "frame 9015 B: EFA messages are 32 to 8192 B",
             ),
+            (
+                replaced("frame = 1514", "frame = 1514\narrivals = \"bursty\""),
+                "arrivals `bursty` is not `periodic` or `poisson`",
+            ),
+            (
+                replaced("frame = 1514", "frame = 1514\npattern = \"echo\""),
+                "pattern `echo` is not `stream` or `ping-pong`",
+            ),
+            (replaced("[run]\n", "[run]\nefa_loss = 0.9\n"), "run.efa_loss 0.9 is not 0 to 0.5"),
+            (format!("{DEFAULT}\n[costs]\nnope_ns = 3\n"), "costs.nope_ns is not a cost"),
+            (
+                format!("{DEFAULT}\n[costs]\ndoorbell_ns = -1\n"),
+                "costs.doorbell_ns = -1 is not 0 to",
+            ),
+            (format!("{DEFAULT}\n[costs]\ndoorbell_ns = 1.5\n"), "invalid type"),
             (replaced("burst_s = 0.1", "burst_s = -3.0"), "burst_s -3 is not a duration"),
             (replaced("type = \"m5.large\"", "type = \"m5.large\"\nmtu = 70000"), "invalid value"),
             (

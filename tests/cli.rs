@@ -203,3 +203,36 @@ fn capturing_does_not_change_the_result() {
     };
     assert_eq!(report(false), report(true));
 }
+
+#[test]
+fn the_three_paths_come_out_of_the_model_in_the_order_their_designs_promise() {
+    let out = vnic_lab(&["run", "scenarios/three-paths.toml", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["simulation"]["mode"], "virtual");
+    let p50 = |path: &str| {
+        report["latency"].as_array().unwrap().iter().find(|l| l["path"] == path).unwrap()["p50_us"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(p50("efa") < p50("sriov") && p50("sriov") < p50("emulated"), "{}", report["latency"]);
+    let rtt = report["rtt"].as_array().unwrap();
+    assert_eq!(rtt.len(), 1, "EFA's ping-pong has round trips");
+    assert!(rtt[0]["p50_us"].as_f64().unwrap() > p50("efa"));
+    for f in report["flows"].as_array().unwrap() {
+        assert_eq!(f["received_frames"], f["sent_frames"], "nothing lost: {f}");
+        assert_eq!(f["duplicates"], 0);
+    }
+    // CPU: the bypass costs its guests least, the emulated path costs the hosts too.
+    let cpu = |vm: &str| {
+        report["cpu"].as_array().unwrap().iter().find(|c| c["vm"] == vm).unwrap()["busy_vcpu_s"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(cpu("efa-a") < cpu("ena-a") && cpu("ena-a") < cpu("emu-a"));
+    assert_eq!(report["hypervisor_cpu"].as_array().unwrap().len(), 2);
+    // EFA traffic has no live mode: refused before anything starts.
+    let live = vnic_lab(&["run", "scenarios/three-paths.toml", "--live"]);
+    assert_eq!(live.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&live.stderr).contains("runs in virtual time only"));
+}

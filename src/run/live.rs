@@ -57,6 +57,7 @@ impl FlowCounters {
             recv_frames: load(&self.recv_frames),
             recv_bytes: load(&self.recv_bytes),
             gaps: load(&self.gaps),
+            duplicates: 0,
             samples: self.samples.iter().map(load).collect(),
         }
     }
@@ -182,6 +183,7 @@ pub(super) fn drive(
     Measured {
         flows: counters.iter().map(|c| c.measure()).collect(),
         latency,
+        rtt: Vec::new(),
         failures,
         breakdown: Vec::new(),
         cpu: Vec::new(),

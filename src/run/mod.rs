@@ -120,8 +120,11 @@ pub struct FlowReport {
     pub lost_frames: u64,
     /// Frames the sender dropped because its TX ring stayed full (5 ms behind schedule).
     pub sender_drops: u64,
-    /// Sequence gaps seen by the receiver.
+    /// Sequence gaps seen by the receiver (EFA: messages that arrived after a later one, SRD
+    /// being unordered).
     pub gaps: u64,
+    /// Messages delivered more than once (EFA; SRD promises none).
+    pub duplicates: u64,
     /// Received Gbps per sample window.
     pub throughput_gbps: Vec<f64>,
     /// The `[[flows]]` entry (0-based) it comes from.
@@ -225,8 +228,10 @@ pub struct RunReport {
     pub vms: Vec<VmReport>,
     /// Flows.
     pub flows: Vec<FlowReport>,
-    /// Latency per path.
+    /// One-way latency per path.
     pub latency: Vec<PathLatency>,
+    /// Request-to-reply round trips per path (ping-pong flows).
+    pub rtt: Vec<PathLatency>,
     /// Failures injected.
     pub failures: Vec<FailureReport>,
     /// Frames the fabric carried between hosts.
@@ -303,7 +308,7 @@ pub struct Simulation {
 }
 
 /// The report's paths, in report order (histograms and breakdowns are indexed by these).
-pub(crate) const PATHS: [PathName; 2] = [PathName::Sriov, PathName::Emulated];
+pub(crate) const PATHS: [PathName; 3] = [PathName::Sriov, PathName::Emulated, PathName::Efa];
 
 fn path_index(p: PathName) -> usize {
     PATHS.iter().position(|&x| x == p).unwrap_or(0)
@@ -336,6 +341,8 @@ pub(crate) struct WiredFlow {
     pub start_ns: u64,
     pub stop_ns: u64,
     pub arrivals: Arrivals,
+    /// An EFA flow (SRD messages of the frame's length) and its pattern.
+    pub efa: Option<hypervisor_sim::sim::traffic::Pattern>,
     pub offered_gbps: f64,
     pub cap_gbps: f64,
 }
@@ -348,6 +355,8 @@ pub(crate) struct FlowMeasure {
     pub recv_frames: u64,
     pub recv_bytes: u64,
     pub gaps: u64,
+    /// Messages delivered more than once (EFA).
+    pub duplicates: u64,
     /// Bytes received per sample window.
     pub samples: Vec<u64>,
 }
@@ -357,6 +366,8 @@ pub(crate) struct Measured {
     pub flows: Vec<FlowMeasure>,
     /// Per path of [`PATHS`].
     pub latency: Vec<Histogram<u64>>,
+    /// Round trips of ping-pong flows, per path of [`PATHS`].
+    pub rtt: Vec<Histogram<u64>>,
     pub failures: Vec<FailureReport>,
     pub breakdown: Vec<PathBreakdown>,
     pub cpu: Vec<VmCpuReport>,
@@ -409,6 +420,12 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
 /// What the scenario asks that cannot be simulated.
 fn check(file: &str, placed: &Placed, live: bool) -> Result<(), RunError> {
     scenario::check_runnable(placed, live).map_err(scenario_err(file))?;
+    if let Some(f) = placed.flows.iter().find(|f| live && f.efa.is_some()) {
+        return Err(scenario_err(file)(format!(
+            "flow {} -> {} is EFA traffic, which runs in virtual time only (drop --live)",
+            placed.vms[f.from].name, placed.vms[f.to].name
+        )));
+    }
     if let Some(f) = placed.flows.iter().find(|f| f.srd) {
         return Err(scenario_err(file)(format!(
             "flow {} -> {} asks for ENA Express (srd): the SRD path is not simulated yet \
@@ -551,7 +568,11 @@ fn wire_flows(
         let (Ok(src), Ok(dst)) = (end(src_eni, port), end(dst_eni, f.dst_port)) else {
             return Err(scenario_err(file)(format!("flow {i}: no ENI")));
         };
-        let cap = flow_cap_gbps(placed, f.from, f.to);
+        let cap = if f.efa.is_some() {
+            placed.network.srd_flow_cap_gbps
+        } else {
+            flow_cap_gbps(placed, f.from, f.to)
+        };
         let offered = f.gbps.unwrap_or(cap);
         let pps = offered * 1e9 / (8.0 * f.frame as f64);
         flows.push(WiredFlow {
@@ -566,6 +587,7 @@ fn wire_flows(
             start_ns: (f.start_s * 1e9) as u64,
             stop_ns: f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns)),
             arrivals: f.arrivals,
+            efa: f.efa,
             offered_gbps: offered,
             cap_gbps: cap,
         });
@@ -670,6 +692,7 @@ fn collect(
                 lost_frames: m.sent_frames.saturating_sub(m.recv_frames),
                 sender_drops: m.sender_drops,
                 gaps: m.gaps,
+                duplicates: m.duplicates,
                 throughput_gbps: m
                     .samples
                     .iter()
@@ -725,21 +748,8 @@ fn collect(
         };
         vms.push(VmReport { placement, enis });
     }
-    let latency = PATHS
-        .iter()
-        .zip(measured.latency)
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(&path, h)| PathLatency {
-            path,
-            frames: h.len(),
-            p50_us: h.value_at_quantile(0.50) as f64 / 1e3,
-            p90_us: h.value_at_quantile(0.90) as f64 / 1e3,
-            p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
-            p999_us: h.value_at_quantile(0.999) as f64 / 1e3,
-            max_us: h.max() as f64 / 1e3,
-            histogram: h,
-        })
-        .collect();
+    let latency = path_latencies(measured.latency);
+    let rtt = path_latencies(measured.rtt);
     let fabric = cloud.fabric().stats();
     let traps = (0..host_names.len()).filter_map(|h| cloud.emulated_traps(h)).sum();
     use std::sync::atomic::Ordering;
@@ -751,6 +761,7 @@ fn collect(
         vms,
         flows,
         latency,
+        rtt,
         failures: measured.failures,
         fabric_frames: fabric.frames.load(Ordering::Relaxed),
         fabric_drops: fabric.fabric_drops.load(Ordering::Relaxed),
@@ -760,6 +771,25 @@ fn collect(
         cpu: measured.cpu,
         hypervisor_cpu: measured.hypervisor_cpu,
     })
+}
+
+/// Percentiles of each path's histogram (paths with none left out).
+fn path_latencies(histograms: Vec<Histogram<u64>>) -> Vec<PathLatency> {
+    PATHS
+        .iter()
+        .zip(histograms)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(&path, h)| PathLatency {
+            path,
+            frames: h.len(),
+            p50_us: h.value_at_quantile(0.50) as f64 / 1e3,
+            p90_us: h.value_at_quantile(0.90) as f64 / 1e3,
+            p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
+            p999_us: h.value_at_quantile(0.999) as f64 / 1e3,
+            max_us: h.max() as f64 / 1e3,
+            histogram: h,
+        })
+        .collect()
 }
 
 /// The single-flow cap the device applies between two VMs, Gbps (as the hypervisor's policy).

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use hypervisor_sim::cloud::Cloud;
 use hypervisor_sim::eni::VmId;
-use hypervisor_sim::sim::traffic::{COMPONENTS, FlowSpec, Observer, TrafficSpec, simulate};
+use hypervisor_sim::sim::traffic::{
+    COMPONENTS, EfaFlowSpec, FlowSpec, Observer, TrafficSpec, simulate,
+};
 
 use super::{
     Capture, DRAIN, FailureReport, FlowMeasure, HostCpuReport, Measured, PATHS, PathBreakdown,
@@ -50,6 +52,7 @@ pub(super) fn drive(
     let spec = TrafficSpec {
         flows: flows
             .iter()
+            .filter(|f| f.efa.is_none())
             .map(|f| FlowSpec {
                 from: launched.vm_ids[f.from],
                 to: launched.vm_ids[f.to],
@@ -74,8 +77,22 @@ pub(super) fn drive(
         paths: PATHS.len(),
         seed: placed.seed,
         costs: placed.costs,
-        efa_flows: Vec::new(),
-        efa_loss: 0.0,
+        efa_flows: flows
+            .iter()
+            .filter_map(|f| {
+                Some(EfaFlowSpec {
+                    from: launched.vm_ids[f.from],
+                    to: launched.vm_ids[f.to],
+                    bytes: f.frame.bytes().len(),
+                    interval_ns: f.interval_ns,
+                    start_ns: f.start_ns,
+                    stop_ns: f.stop_ns,
+                    pattern: f.efa?,
+                    path: path_index(f.path),
+                })
+            })
+            .collect(),
+        efa_loss: placed.run.efa_loss,
     };
     let total_s = (end_ns + drain_ns) as f64 / 1e9;
     let mut watch = Watch {
@@ -142,20 +159,35 @@ pub(super) fn drive(
             utilisation: ns as f64 / out.simulated_ns as f64,
         })
         .collect();
+    // Back into the scenario's order: UDP and EFA flows were simulated apart.
+    let (mut udp, mut efa) = (out.flows.iter(), out.efa_flows.iter());
+    let measures = flows
+        .iter()
+        .filter_map(|f| match f.efa {
+            None => udp.next().map(|u| FlowMeasure {
+                sent_frames: u.sent_frames,
+                sender_drops: u.sender_drops,
+                recv_frames: u.recv_frames,
+                recv_bytes: u.recv_bytes,
+                gaps: u.gaps,
+                duplicates: 0,
+                samples: u.samples.clone(),
+            }),
+            Some(_) => efa.next().map(|e| FlowMeasure {
+                sent_frames: e.flow.sent_frames,
+                sender_drops: e.flow.sender_drops,
+                recv_frames: e.flow.recv_frames,
+                recv_bytes: e.flow.recv_bytes,
+                gaps: e.reordered,
+                duplicates: e.duplicates,
+                samples: e.flow.samples.clone(),
+            }),
+        })
+        .collect();
     Ok(Measured {
-        flows: out
-            .flows
-            .iter()
-            .map(|f| FlowMeasure {
-                sent_frames: f.sent_frames,
-                sender_drops: f.sender_drops,
-                recv_frames: f.recv_frames,
-                recv_bytes: f.recv_bytes,
-                gaps: f.gaps,
-                samples: f.samples.clone(),
-            })
-            .collect(),
+        flows: measures,
         latency: out.latency,
+        rtt: out.rtt,
         failures,
         breakdown,
         cpu,

@@ -495,12 +495,11 @@ impl<'a> Sim<'a> {
                 homes.get(&f.src_eni).ok_or_else(|| missing("its ENI is on no running VM"))?;
             let home = home.ok_or_else(|| missing("its ENI has no device"))?;
             let &dst = vm_index.get(&f.to).ok_or_else(|| missing("the receiver is not running"))?;
-            let (host, engine, emulated) = match home {
-                NicHome::Vf { host, pf } => (host, engine_of[&(host, pf)], false),
-                NicHome::Emulated { host, backend_pf } => {
-                    (host, engine_of[&(host, backend_pf)], true)
-                }
+            let (host, pf, emulated) = match home {
+                NicHome::Vf { host, pf } => (host, pf, false),
+                NicHome::Emulated { host, backend_pf } => (host, backend_pf, true),
             };
+            let &engine = engine_of.get(&(host, pf)).ok_or_else(|| missing("its PF is gone"))?;
             let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not a UDP frame"))?;
             vms[dst].flows_in.insert(port, i);
             let vcpus = vms[vm].vcpu_free.len();

@@ -183,8 +183,8 @@ impl EfaWorld {
             for id in [f.from, f.to] {
                 let vm =
                     sim.vms.iter().position(|v| v.id == id).ok_or("an EFA VM is not running")?;
-                if !world.node_of.contains_key(&vm) {
-                    world.node_of.insert(vm, vm_of_node.len());
+                if let std::collections::btree_map::Entry::Vacant(e) = world.node_of.entry(vm) {
+                    e.insert(vm_of_node.len());
                     vm_of_node.push(vm);
                 }
             }
@@ -269,8 +269,13 @@ impl EfaWorld {
         }
         let windows = sim.flows.first().map_or(0, |f| f.out.samples.len()).max(2);
         for (i, f) in specs.iter().enumerate() {
-            let src = world.node_of[&sim.vms.iter().position(|v| v.id == f.from).unwrap_or(0)];
-            let dst = world.node_of[&sim.vms.iter().position(|v| v.id == f.to).unwrap_or(0)];
+            let node = |id: VmId| {
+                let vm = sim.vms.iter().position(|v| v.id == id)?;
+                world.node_of.get(&vm).copied()
+            };
+            let (Some(src), Some(dst)) = (node(f.from), node(f.to)) else {
+                return Err(format!("EFA flow {i}: an end is not running"));
+            };
             if !(HEADER_BYTES..=SLOT_BYTES).contains(&f.bytes) {
                 return Err(format!(
                     "EFA flow {i}: {} B messages; simulated EFA messages are {HEADER_BYTES} to \
