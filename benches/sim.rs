@@ -21,7 +21,9 @@ use hypervisor_sim::cloud::{Cloud, CloudSpec, HostSpec, VmSpec};
 use hypervisor_sim::eni::{EniId, Subnet, VmId};
 use hypervisor_sim::guest::IoPath;
 use hypervisor_sim::placement::{InstanceType, NetworkModel};
-use hypervisor_sim::sim::traffic::{Arrivals, FlowSpec, NoObserver, TrafficSpec, simulate};
+use hypervisor_sim::sim::traffic::{
+    Arrivals, FlowSpec, NoObserver, Pattern, TrafficSpec, simulate,
+};
 use hypervisor_sim::sim::{CostModel, VirtualClock};
 use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 
@@ -94,6 +96,7 @@ fn two_node(case: &Case, seconds: f64) -> Result<TwoNode, String> {
             start_ns: 0,
             stop_ns: end_ns,
             arrivals: Arrivals::Periodic,
+            pattern: Pattern::Stream,
             path: 0,
         });
     }

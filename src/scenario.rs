@@ -213,8 +213,8 @@ pub struct FlowDecl {
     pub parallel: Option<Spanned<u16>>,
     /// `periodic` (default) or `poisson` frame arrivals (virtual-time runs; seeded per flow).
     pub arrivals: Option<Spanned<String>>,
-    /// EFA flows: `stream` (default) or `ping-pong` (each message answered, round trips
-    /// reported).
+    /// `stream` (default) or `ping-pong` (each frame or message answered by the receiver,
+    /// round trips reported; virtual-time runs).
     pub pattern: Option<Spanned<String>>,
 }
 
@@ -354,8 +354,10 @@ pub struct FlowPlan {
     pub decl: usize,
     /// How its frames fall due.
     pub arrivals: Arrivals,
-    /// An EFA flow (SRD messages of `frame` bytes) and its pattern; `None` for a UDP flow.
-    pub efa: Option<Pattern>,
+    /// An EFA flow (SRD messages of `frame` bytes) rather than UDP frames.
+    pub efa: bool,
+    /// One way, or every frame or message answered (round trips in the report).
+    pub pattern: Pattern,
 }
 
 /// A failure, resolved.
@@ -941,7 +943,8 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                         stop_s: f.stop_s.as_ref().map(|s| *s.get_ref()),
                         decl,
                         arrivals,
-                        efa: efa.then_some(pattern),
+                        efa,
+                        pattern,
                     });
                 }
             }

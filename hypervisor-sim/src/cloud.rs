@@ -483,6 +483,11 @@ impl Cloud {
         })
     }
 
+    /// Latencies and flow caps (the scenario's network model).
+    pub fn network(&self) -> &NetworkModel {
+        &self.network
+    }
+
     /// The simulation's clock (`None` for a live cloud).
     pub fn virtual_clock(&self) -> Option<&VirtualClock> {
         self.clock.as_ref()
@@ -1347,17 +1352,8 @@ pub fn flow_cap_gbps(
 }
 
 fn class_between(a: &HostSpec, b: &HostSpec, same: bool) -> NetworkClass {
-    if same {
-        NetworkClass::SameHost
-    } else if a.region != b.region {
-        NetworkClass::OtherRegion
-    } else if a.az != b.az {
-        NetworkClass::OtherAz
-    } else if a.rack != b.rack {
-        NetworkClass::SameAz
-    } else {
-        NetworkClass::SameRack
-    }
+    let (region, az) = (a.region == b.region, a.region == b.region && a.az == b.az);
+    NetworkClass::between(same, az && a.rack == b.rack, az, region)
 }
 
 fn check_spec(spec: &VmSpec) -> Result<(), CloudError> {

@@ -58,6 +58,7 @@ fn flow(c: &Cloud, from: (VmId, EniId), to: (VmId, EniId), len: usize, gbps: f64
         start_ns: 0,
         stop_ns: u64::MAX,
         arrivals: Arrivals::Periodic,
+        pattern: Pattern::Stream,
         path: 0,
     }
 }
@@ -315,4 +316,23 @@ fn at_ten_percent_loss_every_efa_message_arrives_exactly_once() {
         run_efa(&mut c, vec![efa_flow(a.0, b.0, 8192, 6_554, Pattern::Stream)], 50 * MS, 0.0);
     assert_eq!(clean.efa_flows[0].reordered, 0);
     assert!(clean.latency[0].max() < 200_000);
+}
+
+#[test]
+fn a_kernel_path_ping_pong_takes_two_one_ways_and_efa_saves_the_stack_both_ways() {
+    let costs = CostModel::default();
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+    let b = launch(&mut c, "b", 0, IoPath::SrIov, false);
+    let f = FlowSpec { pattern: Pattern::PingPong, ..flow(&c, a, b, 1500, IDLE_GBPS) };
+    let out = run(&mut c, vec![f], 20 * MS, costs);
+    let rtt = &out.rtt[0];
+    assert_eq!(rtt.len(), 200, "every request answered");
+    let ena_rtt = 2 * same_pf_latency(&costs, 1500, false);
+    assert!(rtt.equivalent(rtt.min(), ena_rtt) && rtt.equivalent(rtt.max(), ena_rtt));
+    assert_eq!(out.flows[0].recv_frames, 200, "replies are not counted as the flow's frames");
+    let efa_rtt = 2 * efa_same_pf_latency(&costs, 1500);
+    let stack =
+        costs.guest_tx_ns(1500) - costs.efa_post_ns + costs.guest_rx_ns(1500) - costs.efa_poll_ns;
+    assert_eq!(ena_rtt - efa_rtt, 2 * stack, "the bypass saves the kernel both ways");
 }

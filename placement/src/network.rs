@@ -26,6 +26,24 @@ pub enum NetworkClass {
     OtherRegion,
 }
 
+impl NetworkClass {
+    /// The class of two places, from what they share (each level implies the ones above it:
+    /// one host is one rack, one rack one AZ, one AZ one region). The one rule for the class.
+    pub fn between(same_host: bool, same_rack: bool, same_az: bool, same_region: bool) -> Self {
+        if same_host {
+            NetworkClass::SameHost
+        } else if same_rack {
+            NetworkClass::SameRack
+        } else if same_az {
+            NetworkClass::SameAz
+        } else if same_region {
+            NetworkClass::OtherAz
+        } else {
+            NetworkClass::OtherRegion
+        }
+    }
+}
+
 /// The numbers behind each class and the flow caps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,16 +132,6 @@ impl Fleet {
         let t = self.topology();
         let (ra, rb) = (t.rack_of(ha), t.rack_of(hb));
         let (za, zb) = (t.az_of_rack(ra), t.az_of_rack(rb));
-        Ok(if ha == hb {
-            NetworkClass::SameHost
-        } else if ra == rb {
-            NetworkClass::SameRack
-        } else if za == zb {
-            NetworkClass::SameAz
-        } else if t.region_of(za) == t.region_of(zb) {
-            NetworkClass::OtherAz
-        } else {
-            NetworkClass::OtherRegion
-        })
+        Ok(NetworkClass::between(ha == hb, ra == rb, za == zb, t.region_of(za) == t.region_of(zb)))
     }
 }

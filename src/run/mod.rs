@@ -341,8 +341,10 @@ pub(crate) struct WiredFlow {
     pub start_ns: u64,
     pub stop_ns: u64,
     pub arrivals: Arrivals,
-    /// An EFA flow (SRD messages of the frame's length) and its pattern.
-    pub efa: Option<hypervisor_sim::sim::traffic::Pattern>,
+    /// An EFA flow (SRD messages of the frame's length).
+    pub efa: bool,
+    /// One way or ping-pong.
+    pub pattern: hypervisor_sim::sim::traffic::Pattern,
     pub offered_gbps: f64,
     pub cap_gbps: f64,
 }
@@ -420,9 +422,16 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
 /// What the scenario asks that cannot be simulated.
 fn check(file: &str, placed: &Placed, live: bool) -> Result<(), RunError> {
     scenario::check_runnable(placed, live).map_err(scenario_err(file))?;
-    if let Some(f) = placed.flows.iter().find(|f| live && f.efa.is_some()) {
+    if let Some(f) = placed.flows.iter().find(|f| live && f.efa) {
         return Err(scenario_err(file)(format!(
             "flow {} -> {} is EFA traffic, which runs in virtual time only (drop --live)",
+            placed.vms[f.from].name, placed.vms[f.to].name
+        )));
+    }
+    let ping_pong = hypervisor_sim::sim::traffic::Pattern::PingPong;
+    if let Some(f) = placed.flows.iter().find(|f| live && f.pattern == ping_pong) {
+        return Err(scenario_err(file)(format!(
+            "flow {} -> {} is ping-pong, which runs in virtual time only (drop --live)",
             placed.vms[f.from].name, placed.vms[f.to].name
         )));
     }
@@ -568,7 +577,7 @@ fn wire_flows(
         let (Ok(src), Ok(dst)) = (end(src_eni, port), end(dst_eni, f.dst_port)) else {
             return Err(scenario_err(file)(format!("flow {i}: no ENI")));
         };
-        let cap = if f.efa.is_some() {
+        let cap = if f.efa {
             placed.network.srd_flow_cap_gbps
         } else {
             flow_cap_gbps(placed, f.from, f.to)
@@ -588,6 +597,7 @@ fn wire_flows(
             stop_ns: f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns)),
             arrivals: f.arrivals,
             efa: f.efa,
+            pattern: f.pattern,
             offered_gbps: offered,
             cap_gbps: cap,
         });

@@ -52,7 +52,7 @@ pub(super) fn drive(
     let spec = TrafficSpec {
         flows: flows
             .iter()
-            .filter(|f| f.efa.is_none())
+            .filter(|f| !f.efa)
             .map(|f| FlowSpec {
                 from: launched.vm_ids[f.from],
                 to: launched.vm_ids[f.to],
@@ -63,6 +63,7 @@ pub(super) fn drive(
                 start_ns: f.start_ns,
                 stop_ns: f.stop_ns,
                 arrivals: f.arrivals,
+                pattern: f.pattern,
                 path: path_index(f.path),
             })
             .collect(),
@@ -79,17 +80,16 @@ pub(super) fn drive(
         costs: placed.costs,
         efa_flows: flows
             .iter()
-            .filter_map(|f| {
-                Some(EfaFlowSpec {
-                    from: launched.vm_ids[f.from],
-                    to: launched.vm_ids[f.to],
-                    bytes: f.frame.bytes().len(),
-                    interval_ns: f.interval_ns,
-                    start_ns: f.start_ns,
-                    stop_ns: f.stop_ns,
-                    pattern: f.efa?,
-                    path: path_index(f.path),
-                })
+            .filter(|f| f.efa)
+            .map(|f| EfaFlowSpec {
+                from: launched.vm_ids[f.from],
+                to: launched.vm_ids[f.to],
+                bytes: f.frame.bytes().len(),
+                interval_ns: f.interval_ns,
+                start_ns: f.start_ns,
+                stop_ns: f.stop_ns,
+                pattern: f.pattern,
+                path: path_index(f.path),
             })
             .collect(),
         efa_loss: placed.run.efa_loss,
@@ -164,7 +164,7 @@ pub(super) fn drive(
     let measures = flows
         .iter()
         .filter_map(|f| match f.efa {
-            None => udp.next().map(|u| FlowMeasure {
+            false => udp.next().map(|u| FlowMeasure {
                 sent_frames: u.sent_frames,
                 sender_drops: u.sender_drops,
                 recv_frames: u.recv_frames,
@@ -173,7 +173,7 @@ pub(super) fn drive(
                 duplicates: 0,
                 samples: u.samples.clone(),
             }),
-            Some(_) => efa.next().map(|e| FlowMeasure {
+            true => efa.next().map(|e| FlowMeasure {
                 sent_frames: e.flow.sent_frames,
                 sender_drops: e.flow.sender_drops,
                 recv_frames: e.flow.recv_frames,

@@ -641,6 +641,11 @@ impl EfaDevice {
         })
     }
 
+    /// Sets the SRD flow cap (per queue pair and destination; [`SRD_FLOW_CAP_BPS`] by default).
+    pub fn set_flow_cap(&mut self, bps: u64) {
+        self.cap = RateLimit::bytes(bps.max(1), 2 * EFA_MTU as u64);
+    }
+
     /// Its address on the fabric.
     pub fn addr(&self) -> u16 {
         self.addr

@@ -49,7 +49,28 @@ use crate::cloud::{Cloud, CloudError, NicHome};
 use crate::eni::VmState;
 use crate::eni::{EniId, VmId};
 use crate::guest::GuestCtx;
-use crate::traffic::{FlowFrame, latency_histogram, read_stamp, source_port, stamp};
+use crate::traffic::{
+    FlowFrame, STAMP_AT, latency_histogram, read_stamp, reflect, source_port, stamp,
+};
+
+/// Where a frame says it is a ping-pong reply: the byte after its stamp (every frame of
+/// [`crate::traffic::MIN_FRAME`] bytes or more has it).
+const REPLY_MARK_AT: usize = STAMP_AT + 16;
+
+fn is_reply(frame: &[u8]) -> bool {
+    frame.get(REPLY_MARK_AT) == Some(&1)
+}
+
+fn mark_reply(frame: &mut [u8]) {
+    if let Some(b) = frame.get_mut(REPLY_MARK_AT) {
+        *b = 1;
+    }
+}
+
+/// The frame's UDP destination port.
+fn dest_port(frame: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
+}
 
 /// Frames a sender hands its driver per burst at most.
 pub const BURST: usize = 32;
@@ -86,6 +107,8 @@ pub struct FlowSpec {
     pub stop_ns: u64,
     /// Periodic or Poisson.
     pub arrivals: Arrivals,
+    /// One way, or each frame reflected back by the receiver (round trips recorded).
+    pub pattern: Pattern,
     /// The report's path index for this flow (latency histograms and breakdowns are per path).
     pub path: usize,
 }
@@ -273,6 +296,7 @@ enum Event {
     Doorbell { engine: usize, flows: Vec<(usize, u64)>, bytes: u64 },
     EngineStep(usize),
     GuestRx { vm: usize, nic: usize },
+    ReplyPost { vm: usize, nic: usize },
     HypervisorWake(usize),
     EmulatedTimer(usize),
     Failure(usize),
@@ -319,6 +343,14 @@ struct SimNic {
     visible_at: u64,
     notify_ns: u64,
     hypervisor_ns: u64,
+    /// The engine its doorbells reach (its VF's PF, or the emulated model's backend PF), its
+    /// host, and whether it traps.
+    engine: Option<usize>,
+    host: usize,
+    emulated: bool,
+    /// Reflected frames waiting to be sent (ping-pong replies), and whether a post is due.
+    replies: Vec<Vec<u8>>,
+    reply_posting: bool,
 }
 
 struct SimVm {
@@ -330,6 +362,8 @@ struct SimVm {
     nics: Vec<SimNic>,
     /// Flows received, by UDP source port.
     flows_in: BTreeMap<u16, usize>,
+    /// Ping-pong flows it started, by their UDP source port (a reply's destination port).
+    replies_in: BTreeMap<u16, usize>,
 }
 
 struct EngineState {
@@ -450,17 +484,22 @@ impl<'a> Sim<'a> {
             for (n, nic) in ctx.nics.iter().enumerate() {
                 let home = cloud.nic_home(nic.eni);
                 homes.insert(nic.eni, (vms.len(), n, home));
+                let (mut engine, mut nic_host, mut emulated) = (None, 0, false);
                 match home {
                     Some(NicHome::Vf { host, pf }) => {
                         if let Some(&e) = engine_of.get(&(host, pf)) {
                             engines[e].nics.push((vms.len(), n));
+                            engine = Some(e);
                         }
+                        nic_host = host;
                     }
                     Some(NicHome::Emulated { host, backend_pf }) => {
                         hypervisors[host].nics.push((vms.len(), n));
                         if let Some(&e) = engine_of.get(&(host, backend_pf)) {
                             engines[e].backend_of = Some(host);
+                            engine = Some(e);
                         }
+                        (nic_host, emulated) = (host, true);
                     }
                     None => {}
                 }
@@ -474,6 +513,11 @@ impl<'a> Sim<'a> {
                     visible_at: 0,
                     notify_ns: 0,
                     hypervisor_ns: 0,
+                    engine,
+                    host: nic_host,
+                    emulated,
+                    replies: Vec::new(),
+                    reply_posting: false,
                 });
             }
             vm_index.insert(id, vms.len());
@@ -485,6 +529,7 @@ impl<'a> Sim<'a> {
                 alive: true,
                 nics,
                 flows_in: BTreeMap::new(),
+                replies_in: BTreeMap::new(),
             });
         }
         let windows = ((spec.end_ns + spec.drain_ns) / spec.sample_ns.max(1) + 2) as usize;
@@ -502,6 +547,9 @@ impl<'a> Sim<'a> {
             let &engine = engine_of.get(&(host, pf)).ok_or_else(|| missing("its PF is gone"))?;
             let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not a UDP frame"))?;
             vms[dst].flows_in.insert(port, i);
+            if f.pattern == Pattern::PingPong {
+                vms[vm].replies_in.insert(port, i);
+            }
             let vcpus = vms[vm].vcpu_free.len();
             let sends_before = flows.iter().filter(|g: &&Flow| g.vm == vm).count();
             let wire_ns = wire_ns(cloud, &homes, &engine_of, engine, f);
@@ -546,7 +594,10 @@ impl<'a> Sim<'a> {
         match event {
             Event::FlowDue(f) => self.flow_due(now, f),
             Event::FlowPost(f) => self.flow_post(now, f, observer),
-            Event::Doorbell { engine, flows, bytes } => self.doorbell(now, engine, &flows, bytes),
+            Event::Doorbell { engine, flows, bytes } => {
+                let frames = flows.iter().map(|&(_, k)| k).sum();
+                self.doorbell(now, engine, frames, bytes, &flows)
+            }
             Event::EngineStep(e) => {
                 if self.engines[e].timer_at == Some(now) {
                     self.engines[e].timer_at = None;
@@ -554,6 +605,7 @@ impl<'a> Sim<'a> {
                 self.engine_step(now, e);
             }
             Event::GuestRx { vm, nic } => self.guest_rx(now, vm, nic, observer),
+            Event::ReplyPost { vm, nic } => self.reply_post(now, vm, nic, observer),
             Event::HypervisorWake(h) => self.hypervisor_wake(now, h),
             Event::EmulatedTimer(h) => {
                 if self.hypervisors[h].timer_at == Some(now) {
@@ -674,13 +726,13 @@ impl<'a> Sim<'a> {
         if n > 0 && !flow.emulated {
             // The doorbell reaches the engine now: no event of its own.
             let engine = flow.engine;
-            self.doorbell(now, engine, &[(f, n as u64)], n as u64 * len);
+            self.doorbell(now, engine, n as u64, n as u64 * len, &[(f, n as u64)]);
         }
     }
 
-    /// The engine fetches a burst: its descriptors, its payload, the pipeline.
-    fn doorbell(&mut self, now: u64, e: usize, flows: &[(usize, u64)], bytes: u64) {
-        let frames: u64 = flows.iter().map(|&(_, k)| k).sum();
+    /// The engine fetches a burst of `frames` (`bytes` in all): its descriptors, its payload,
+    /// the pipeline; the wait is attributed to the flows named in `flows`.
+    fn doorbell(&mut self, now: u64, e: usize, frames: u64, bytes: u64, flows: &[(usize, u64)]) {
         let engine = &mut self.engines[e];
         let start = now.max(engine.free_at);
         let busy = self.costs.device_occupancy_ns(frames, bytes);
@@ -775,7 +827,8 @@ impl<'a> Sim<'a> {
     fn guest_rx(&mut self, now: u64, vm: usize, nic: usize, observer: &mut dyn Observer) {
         let c = self.costs;
         let sample_ns = self.sample_ns;
-        let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in } = &mut self.vms[vm];
+        let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in, replies_in } =
+            &mut self.vms[vm];
         let n = &mut nics[nic];
         n.rx_scheduled = false;
         if !*alive {
@@ -783,8 +836,10 @@ impl<'a> Sim<'a> {
         }
         let (visible, notify, hypervisor) = (n.visible_at, n.notify_ns, n.hypervisor_ns);
         let capture = observer.captures(*id);
-        let (flows, latency) = (&mut self.flows, &mut self.latency);
+        let (flows, latency, rtt) = (&mut self.flows, &mut self.latency, &mut self.efa.rtt);
+        let replies = &mut n.replies;
         let guest = &mut ctx.nics[nic];
+        let mut last_cpu_t = None;
         for q in 0..guest.queue_count() {
             let cpu = q % vcpu_free.len();
             let start = now.max(vcpu_free[cpu]);
@@ -795,6 +850,16 @@ impl<'a> Sim<'a> {
                     t += c.guest_rx_ns(frame.len());
                     if capture {
                         observer.frame(*id, t, frame);
+                    }
+                    if is_reply(frame) {
+                        // A ping-pong reply back at the initiator: the round trip is done.
+                        let f = dest_port(frame).and_then(|p| replies_in.get(&p));
+                        if let (Some(&f), Some((_, due))) = (f, read_stamp(frame))
+                            && let Some(h) = rtt.get_mut(flows[f].spec.path)
+                        {
+                            let _ = h.record(t.saturating_sub(due).max(1));
+                        }
+                        return;
                     }
                     let Some(&f) = source_port(frame).and_then(|p| flows_in.get(&p)) else {
                         return;
@@ -822,6 +887,12 @@ impl<'a> Sim<'a> {
                     parts[INTERRUPT] += notify;
                     parts[HYPERVISOR] += hypervisor;
                     parts[GUEST_RX] += t - start;
+                    if flow.spec.pattern == Pattern::PingPong {
+                        let mut reply = frame.to_vec();
+                        reflect(&mut reply);
+                        mark_reply(&mut reply);
+                        replies.push(reply);
+                    }
                 });
                 if got == 0 {
                     break;
@@ -829,6 +900,63 @@ impl<'a> Sim<'a> {
             }
             vcpu_free[cpu] = t;
             *busy_ns += t - start;
+            if !replies.is_empty() {
+                last_cpu_t = Some((cpu, t));
+            }
+        }
+        // The replies leave from the vCPU that received the last of them, after its receive
+        // work: the send path per frame and one doorbell (or trap).
+        let n = &mut nics[nic];
+        if let Some((cpu, t)) = last_cpu_t.filter(|_| !n.reply_posting) {
+            let c = self.costs;
+            let stack: u64 = n.replies.iter().map(|r| c.guest_tx_ns(r.len())).sum();
+            let bell = if n.emulated { c.vm_exit_ns } else { c.doorbell_ns };
+            let post = t + stack + bell;
+            vcpu_free[cpu] = post;
+            *busy_ns += stack + bell;
+            n.reply_posting = true;
+            self.sched.at(post, Event::ReplyPost { vm, nic });
+        }
+    }
+
+    /// Ping-pong replies go into the receiver's TX ring; the doorbell (or trap) follows.
+    fn reply_post(&mut self, now: u64, vm: usize, nic: usize, observer: &mut dyn Observer) {
+        let v = &mut self.vms[vm];
+        let n = &mut v.nics[nic];
+        n.reply_posting = false;
+        if !v.alive {
+            n.replies.clear();
+            return;
+        }
+        let replies = std::mem::take(&mut n.replies);
+        let (engine, host, emulated) = (n.engine, n.host, n.emulated);
+        let mut sent = 0;
+        let mut bytes = 0u64;
+        for chunk in replies.chunks(BURST) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            let k = v.ctx.nics[nic].send(0, &refs);
+            if observer.captures(v.id) {
+                for frame in &refs[..k] {
+                    observer.frame(v.id, now, frame);
+                }
+            }
+            sent += k;
+            bytes += refs[..k].iter().map(|r| r.len() as u64).sum::<u64>();
+        }
+        if sent == 0 {
+            return;
+        }
+        if emulated {
+            if let Some(line) = v.ctx.nics[nic].trap_line() {
+                line.take();
+            }
+            let hv = &mut self.hypervisors[host];
+            if !hv.scheduled {
+                hv.scheduled = true;
+                self.sched.at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(host));
+            }
+        } else if let Some(e) = engine {
+            self.doorbell(now, e, sent as u64, bytes, &[]);
         }
     }
 

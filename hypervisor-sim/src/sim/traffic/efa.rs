@@ -174,7 +174,10 @@ impl EfaWorld {
         specs: &[EfaFlowSpec],
         loss: f64,
     ) -> Result<Self, String> {
-        let mut world = EfaWorld::default();
+        let mut world = EfaWorld {
+            rtt: (0..sim.latency.len()).map(|_| crate::traffic::latency_histogram()).collect(),
+            ..Default::default()
+        };
         if specs.is_empty() {
             return Ok(world);
         }
@@ -220,6 +223,8 @@ impl EfaWorld {
         // EC2's rule: the security group must allow all traffic to and from itself.
         let group =
             SecurityGroup { id: "efa".into(), self_inbound_all: true, self_outbound_all: true };
+        // The network model owns the SRD cap (ENA Express: 25 Gbps by default).
+        let cap_bps = (sim.cloud.network().srd_flow_cap_gbps * 1e9) as u64;
         for &vm in &vm_of_node {
             let layout = QpLayout::new(0, QP_DEPTH);
             let bytes = BUFFERS_AT + (SEND_SLOTS + RECV_SLOTS) as usize * SLOT_BYTES;
@@ -227,6 +232,7 @@ impl EfaWorld {
             let window = DmaWindow::new(region.clone(), Iova(REGION_IOVA));
             let mut device = EfaDevice::new(window.clone(), "vpc", &group, fabric.clone())
                 .map_err(|e| e.to_string())?;
+            device.set_flow_cap(cap_bps);
             let pd = device.alloc_pd();
             let ep = EfaEndpoint::create(&region, &mut device, pd, QpKind::Srd, layout)
                 .map_err(|e| e.to_string())?;
@@ -305,7 +311,6 @@ impl EfaWorld {
             });
         }
         world.fabric = Some(fabric);
-        world.rtt = (0..sim.latency.len()).map(|_| crate::traffic::latency_histogram()).collect();
         Ok(world)
     }
 }
@@ -515,16 +520,18 @@ impl Sim<'_> {
                 }
                 let (f, seq, stamp, origin, is_reply) = parse(&head);
                 let Some(flow) = flows.get_mut(f) else { continue };
-                let one_way = t.saturating_sub(stamp).max(1);
-                if let Some(h) = latency.get_mut(flow.spec.path) {
-                    let _ = h.record(one_way);
-                }
                 if is_reply {
+                    // Round trips only, as on the kernel paths: the flow's one-way latency is
+                    // its requests'.
                     flow.out.replies += 1;
                     if let Some(h) = rtt.get_mut(flow.spec.path) {
                         let _ = h.record(t.saturating_sub(origin).max(1));
                     }
                     continue;
+                }
+                let one_way = t.saturating_sub(stamp).max(1);
+                if let Some(h) = latency.get_mut(flow.spec.path) {
+                    let _ = h.record(one_way);
                 }
                 let out = &mut flow.out;
                 if !flow.seen.insert(seq) {
