@@ -336,3 +336,35 @@ fn a_kernel_path_ping_pong_takes_two_one_ways_and_efa_saves_the_stack_both_ways(
         costs.guest_tx_ns(1500) - costs.efa_post_ns + costs.guest_rx_ns(1500) - costs.efa_poll_ns;
     assert_eq!(ena_rtt - efa_rtt, 2 * stack, "the bypass saves the kernel both ways");
 }
+
+#[test]
+fn a_receivers_vcpu_is_a_resource_one_queue_takes_what_its_receive_path_costs() {
+    let costs = CostModel::default();
+    let mut c = cloud();
+    let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+    let b = launch(&mut c, "b", 0, IoPath::SrIov, false);
+    // 2 Mpps of 64-byte frames over 8 flows into one receive queue (so one vCPU).
+    let flows: Vec<FlowSpec> = (0..8)
+        .map(|i| {
+            let mut f = flow(&c, a, b, 64, 64.0 * 8.0 * 250_000.0 / 1e9);
+            let e = c.enis().eni(a.1).unwrap();
+            let src = Endpoint { mac: e.mac, ip: e.primary_ip, port: 21_000 + i };
+            let d = c.enis().eni(b.1).unwrap();
+            let dst = Endpoint { mac: d.mac, ip: d.primary_ip, port: 9_000 };
+            f.frame = FlowFrame::new(src, dst, 64);
+            f
+        })
+        .collect();
+    let out = run(&mut c, flows, 300 * MS, costs);
+    // One vCPU running the receive path back to back: 1 s / guest_rx_ns(64) frames a second.
+    let per_window = (100 * MS) as f64 / costs.guest_rx_ns(64) as f64;
+    for w in 1..3 {
+        let frames: u64 = out.flows.iter().map(|f| f.samples[w] / 64).sum();
+        assert!(
+            (frames as f64 - per_window).abs() <= 64.0,
+            "window {w}: {frames} frames, the receive path allows {per_window:.0}"
+        );
+    }
+    let rx = c.eni_counters(b.1).unwrap();
+    assert!(rx.queues.rx_drops > 300_000, "the ring overflowed: {:?}", rx.queues);
+}

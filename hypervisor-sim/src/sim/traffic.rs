@@ -840,12 +840,21 @@ impl<'a> Sim<'a> {
         let replies = &mut n.replies;
         let guest = &mut ctx.nics[nic];
         let mut last_cpu_t = None;
+        let mut again: Option<u64> = None;
         for q in 0..guest.queue_count() {
             let cpu = q % vcpu_free.len();
-            let start = now.max(vcpu_free[cpu]);
+            if vcpu_free[cpu] > now {
+                // Its vCPU is busy: the queue waits (and fills; the device drops what finds no
+                // buffer), as a softirq that cannot run.
+                again = Some(again.map_or(vcpu_free[cpu], |a| a.min(vcpu_free[cpu])));
+                continue;
+            }
+            let start = now;
             let wait = start - visible.min(start);
             let mut t = start;
-            loop {
+            // One NAPI poll: up to 64 completions, then the vCPU is busy with them; the rest
+            // waits for the next poll.
+            {
                 let got = guest.recv_queue(q, |frame| {
                     t += c.guest_rx_ns(frame.len());
                     if capture {
@@ -894,8 +903,8 @@ impl<'a> Sim<'a> {
                         replies.push(reply);
                     }
                 });
-                if got == 0 {
-                    break;
+                if got > 0 {
+                    again = Some(again.map_or(t, |a| a.min(t)));
                 }
             }
             vcpu_free[cpu] = t;
@@ -903,6 +912,10 @@ impl<'a> Sim<'a> {
             if !replies.is_empty() {
                 last_cpu_t = Some((cpu, t));
             }
+        }
+        if let Some(at) = again {
+            nics[nic].rx_scheduled = true;
+            self.sched.at(at, Event::GuestRx { vm, nic });
         }
         // The replies leave from the vCPU that received the last of them, after its receive
         // work: the send path per frame and one doorbell (or trap).

@@ -486,12 +486,11 @@ impl Sim<'_> {
         }
         let wait = now - nodes[node].visible_at.min(now);
         let mut t = now;
-        loop {
+        // One poll of up to 64 completions; if it found any, the application polls again
+        // once it has handled them.
+        let more = {
             let n = &mut nodes[node];
             let got = n.ep.poll_cq(&mut n.cqes);
-            if got == 0 {
-                break;
-            }
             for k in 0..got {
                 let cqe = n.cqes[k];
                 t += c.efa_poll_ns;
@@ -556,7 +555,8 @@ impl Sim<'_> {
                     n.replies.push((flow.src, header(f, seq, t, origin, true)));
                 }
             }
-        }
+            got > 0
+        };
         // Replies leave in one burst: a WQE each, one doorbell.
         let n = &mut nodes[node];
         let replies = std::mem::take(&mut n.replies);
@@ -576,6 +576,11 @@ impl Sim<'_> {
         }
         vm.busy_ns += t - now;
         vm.vcpu_free[0] = t;
+        if more {
+            nodes[node].app_scheduled = true;
+            nodes[node].visible_at = t;
+            sched.at(t, Event::EfaApp(node));
+        }
         if posted > 0 {
             self.efa_doorbell(t, node, posted, bytes, None);
         }
