@@ -240,3 +240,18 @@ fn the_three_paths_come_out_of_the_model_in_the_order_their_designs_promise() {
     assert_eq!(live.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&live.stderr).contains("runs in virtual time only"));
 }
+
+#[test]
+fn the_live_mode_runs_the_same_scenario_on_threads_and_respects_the_caps() {
+    let out = vnic_lab(&["run", "--live", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["simulation"]["mode"], "live");
+    for f in report["flows"].as_array().unwrap() {
+        let (achieved, cap) =
+            (f["achieved_gbps"].as_f64().unwrap(), f["cap_gbps"].as_f64().unwrap());
+        assert!(f["received_frames"].as_u64().unwrap() > 0, "{f}");
+        assert!(achieved <= cap * 1.02 + 0.05, "over its cap: {f}");
+    }
+    assert!(report["breakdown"].as_array().unwrap().is_empty(), "no cost model live");
+}

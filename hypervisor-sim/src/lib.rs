@@ -28,6 +28,7 @@ pub mod eni;
 pub mod fabric;
 pub mod guest;
 pub mod host;
+pub mod paced;
 pub mod process;
 pub mod sim;
 pub mod traffic;
