@@ -17,12 +17,105 @@ use hdrhistogram::Histogram;
 
 use crate::eni::EniId;
 use crate::guest::GuestCtx;
+use crate::sim::SplitMix64;
 use crate::traffic::{FlowFrame, TrafficClock, latency_histogram, read_stamp, source_port};
 
-/// Frames a sender hands its driver per call at most.
-const BURST: usize = 32;
-/// A flow further behind than this drops its backlog.
-const MAX_BACKLOG_NS: u64 = 5_000_000;
+/// Frames a sender hands its driver per burst at most.
+pub const BURST: usize = 32;
+/// A flow further behind its schedule than this drops its backlog.
+pub const MAX_BACKLOG_NS: u64 = 5_000_000;
+
+/// How a flow's frames fall due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Every `interval` exactly.
+    Periodic,
+    /// Exponential gaps with mean `interval` (a Poisson process), from the flow's own stream.
+    Poisson,
+}
+
+/// A flow's schedule, in both modes: when each frame falls due, the burst a sender takes at a
+/// time (every frame due by then, at most [`BURST`]) and the backlog rule (frames more than
+/// [`MAX_BACKLOG_NS`] late are dropped before a burst is taken). Every frame taken, sent or
+/// dropped, has the next sequence number.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    interval_ns: u64,
+    arrivals: Arrivals,
+    rng: SplitMix64,
+    next_due: u64,
+    stop_ns: u64,
+    seq: u64,
+}
+
+/// What [`Pacer::take_due`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The sequence number of the burst's first frame.
+    pub first_seq: u64,
+    /// Frames dropped first, for being too far behind.
+    pub dropped: u64,
+}
+
+impl Pacer {
+    /// Frames every `interval_ns` (the mean, for Poisson arrivals drawn from `rng`) from
+    /// `start_ns`, none due at or after `stop_ns`.
+    pub fn new(
+        interval_ns: u64,
+        start_ns: u64,
+        stop_ns: u64,
+        arrivals: Arrivals,
+        rng: SplitMix64,
+    ) -> Self {
+        Self { interval_ns: interval_ns.max(1), arrivals, rng, next_due: start_ns, stop_ns, seq: 0 }
+    }
+
+    /// When the next frame falls due (`None` once the flow has stopped).
+    pub fn next_due(&self) -> Option<u64> {
+        (self.next_due < self.stop_ns).then_some(self.next_due)
+    }
+
+    fn advance(&mut self) {
+        self.seq += 1;
+        self.next_due += match self.arrivals {
+            Arrivals::Periodic => self.interval_ns,
+            Arrivals::Poisson => self.rng.exponential_ns(self.interval_ns),
+        };
+    }
+
+    /// Drops what is too far behind, then puts the due times of the frames due by `now` (at most
+    /// [`BURST`]) in `burst`.
+    pub fn take_due(&mut self, now: u64, burst: &mut Vec<u64>) -> Taken {
+        let mut dropped = 0;
+        while self.next_due().is_some_and(|d| now.saturating_sub(d) > MAX_BACKLOG_NS) {
+            self.advance();
+            dropped += 1;
+        }
+        burst.clear();
+        let first_seq = self.seq;
+        while let Some(due) = self.next_due().filter(|&d| d <= now && burst.len() < BURST) {
+            burst.push(due);
+            self.advance();
+        }
+        Taken { first_seq, dropped }
+    }
+}
+
+/// A receiver's view of one flow's sequence numbers: a gap is a frame that is not the one after
+/// the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqCheck {
+    next: u64,
+}
+
+impl SeqCheck {
+    /// Notes `seq`; true if it is not the one expected.
+    pub fn gap(&mut self, seq: u64) -> bool {
+        let gap = seq != self.next;
+        self.next = seq + 1;
+        gap
+    }
+}
 /// A VM thread with nothing to do sleeps at least this long (the timer slack of a Linux
 /// thread is 50 µs anyway): a paced flow then sends what fell due in one burst.
 const MIN_SLEEP_NS: u64 = 60_000;
@@ -67,16 +160,8 @@ pub struct PacedSend {
     pub nic: EniId,
     /// The frame.
     pub frame: FlowFrame,
-    /// Time between frames, ns.
-    pub interval_ns: u64,
-    /// First frame due, ns on the run's clock.
-    pub start_ns: u64,
-    /// No frame due at or after this.
-    pub stop_ns: u64,
-    /// Next frame due.
-    pub next_due: u64,
-    /// Next sequence number.
-    pub seq: u64,
+    /// Its schedule, ns on the run's clock.
+    pub pacer: Pacer,
     /// The flow's counters.
     pub counters: Arc<PacedCounters>,
 }
@@ -86,8 +171,8 @@ pub struct PacedSend {
 pub struct PacedRecv {
     /// Its latency histogram's index.
     pub path: usize,
-    /// Next sequence number expected.
-    pub next_seq: u64,
+    /// Its sequence numbers so far.
+    pub seq: SeqCheck,
     /// The flow's counters.
     pub counters: Arc<PacedCounters>,
 }
@@ -124,6 +209,7 @@ pub fn run_paced(
     let mut latency: Vec<Histogram<u64>> = (0..paths).map(|_| latency_histogram()).collect();
     let stop = ctx.stop_flag();
     let mut batch: Vec<Vec<u8>> = vec![Vec::new(); BURST];
+    let mut dues = Vec::with_capacity(BURST);
     let primary = ctx.nics.first().map(|n| n.eni);
     loop {
         let now = clock.now_ns();
@@ -133,28 +219,20 @@ pub fn run_paced(
         let mut next_wake = drain_end;
         let mut busy = false;
         for f in &mut sends {
-            if now < f.start_ns {
-                next_wake = next_wake.min(f.start_ns);
-                continue;
+            match f.pacer.next_due() {
+                None => continue,
+                Some(due) if due > now => {
+                    next_wake = next_wake.min(due);
+                    continue;
+                }
+                Some(_) => {}
             }
-            if now >= f.stop_ns {
-                continue;
-            }
-            if f.next_due > now {
-                next_wake = next_wake.min(f.next_due);
-                continue;
-            }
-            if now - f.next_due > MAX_BACKLOG_NS {
-                let behind = (now - f.next_due) / f.interval_ns.max(1);
-                f.counters.sender_drops.fetch_add(behind, Ordering::Relaxed);
-                f.seq += behind;
-                f.next_due += behind * f.interval_ns;
-            }
-            let want = (((now - f.next_due) / f.interval_ns.max(1)) as usize + 1).min(BURST);
+            let taken = f.pacer.take_due(now, &mut dues);
+            let want = dues.len();
             for (k, buf) in batch.iter_mut().take(want).enumerate() {
                 buf.clear();
                 buf.extend_from_slice(f.frame.bytes());
-                crate::traffic::stamp(buf, f.seq + k as u64, f.next_due + k as u64 * f.interval_ns);
+                crate::traffic::stamp(buf, taken.first_seq + k as u64, dues[k]);
             }
             let Some(nic) = ctx.nics.iter_mut().find(|n| n.eni == f.nic) else { continue };
             let refs: Vec<&[u8]> = batch[..want].iter().map(Vec::as_slice).collect();
@@ -164,11 +242,14 @@ pub fn run_paced(
                     c(now, frame);
                 }
             }
-            f.seq += n as u64;
-            f.next_due += n as u64 * f.interval_ns;
             f.counters.sent_frames.fetch_add(n as u64, Ordering::Relaxed);
-            busy |= n < want || f.next_due <= now;
-            next_wake = next_wake.min(f.next_due);
+            // What the driver refused (its ring full) is dropped, as in virtual time.
+            let dropped = taken.dropped + (want - n) as u64;
+            f.counters.sender_drops.fetch_add(dropped, Ordering::Relaxed);
+            if let Some(due) = f.pacer.next_due() {
+                busy |= due <= now;
+                next_wake = next_wake.min(due);
+            }
         }
         let mut received = 0;
         let window = (now / sample_ns.max(1)) as usize;
@@ -184,10 +265,9 @@ pub fn run_paced(
                     if let Some(h) = latency.get_mut(r.path) {
                         let _ = h.record(now.saturating_sub(t).max(1));
                     }
-                    if seq != r.next_seq {
+                    if r.seq.gap(seq) {
                         r.counters.gaps.fetch_add(1, Ordering::Relaxed);
                     }
-                    r.next_seq = seq + 1;
                 }
                 r.counters.recv_frames.fetch_add(1, Ordering::Relaxed);
                 r.counters.recv_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -212,4 +292,47 @@ pub fn run_paced(
     }
     drop(capture);
     latency
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pacer_takes_what_fell_due_in_bursts_and_drops_a_stale_backlog() {
+        let mut p =
+            Pacer::new(1_000, 5_000, 100_000_000, Arrivals::Periodic, SplitMix64::new(1, 0));
+        let mut burst = Vec::new();
+        assert_eq!(p.take_due(4_999, &mut burst), Taken { first_seq: 0, dropped: 0 });
+        assert!(burst.is_empty(), "nothing due yet");
+        p.take_due(7_500, &mut burst);
+        assert_eq!(burst, [5_000, 6_000, 7_000]);
+        assert_eq!(p.next_due(), Some(8_000));
+        p.take_due(1_000_000, &mut burst);
+        assert_eq!(burst.len(), BURST, "at most a burst");
+        assert_eq!(burst[0], 8_000);
+        // 10 ms later: everything more than 5 ms behind goes first.
+        let t = p.take_due(11_000_000, &mut burst);
+        let behind = (11_000_000 - MAX_BACKLOG_NS - 40_000) / 1_000;
+        assert_eq!(t.dropped, behind, "{t:?}");
+        assert_eq!(t.first_seq, 3 + BURST as u64 + behind);
+        assert!(burst[0] >= 11_000_000 - MAX_BACKLOG_NS);
+        let mut q = Pacer::new(1_000, 0, 10_000, Arrivals::Periodic, SplitMix64::new(1, 0));
+        q.take_due(u64::MAX / 2, &mut burst);
+        assert_eq!(q.next_due(), None, "stopped");
+    }
+
+    #[test]
+    fn poisson_pacing_is_seeded_and_a_seq_check_counts_gaps() {
+        let take = |seed| {
+            let mut p = Pacer::new(1_000, 0, u64::MAX, Arrivals::Poisson, SplitMix64::new(seed, 3));
+            let mut burst = Vec::new();
+            p.take_due(20_000, &mut burst);
+            burst
+        };
+        assert_eq!(take(9), take(9));
+        assert_ne!(take(9), take(10));
+        let mut s = SeqCheck::default();
+        assert!(!s.gap(0) && !s.gap(1) && s.gap(3) && !s.gap(4) && s.gap(2));
+    }
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hypervisor_sim::cloud::Cloud;
-use hypervisor_sim::paced::{CaptureFn, PacedCounters, PacedPlan, PacedRecv, PacedSend, run_paced};
+use hypervisor_sim::paced::{
+    CaptureFn, PacedCounters, PacedPlan, PacedRecv, PacedSend, Pacer, SeqCheck, run_paced,
+};
+use hypervisor_sim::sim::SplitMix64;
 use hypervisor_sim::traffic::{TrafficClock, latency_histogram};
 
 use super::{
@@ -54,16 +57,18 @@ pub(super) fn drive(
             index: i,
             nic: f.src_eni,
             frame: f.frame.clone(),
-            interval_ns: f.interval_ns,
-            start_ns: f.start_ns,
-            stop_ns: f.stop_ns,
-            next_due: f.start_ns,
-            seq: 0,
+            pacer: Pacer::new(
+                f.interval_ns,
+                f.start_ns,
+                f.stop_ns,
+                f.arrivals,
+                SplitMix64::new(placed.seed, i as u64),
+            ),
             counters: c.clone(),
         });
         receivers[f.to].insert(
             f.port,
-            PacedRecv { path: path_index(f.path), next_seq: 0, counters: c.clone() },
+            PacedRecv { path: path_index(f.path), seq: SeqCheck::default(), counters: c.clone() },
         );
         counters.push(c);
     }

@@ -72,19 +72,8 @@ fn dest_port(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
 }
 
-/// Frames a sender hands its driver per burst at most.
-pub const BURST: usize = 32;
-/// A flow further behind its schedule than this drops its backlog (as a live sender does).
-pub const MAX_BACKLOG_NS: u64 = 5_000_000;
-
-/// How a flow's frames fall due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrivals {
-    /// Every `interval` exactly.
-    Periodic,
-    /// Exponential gaps with mean `interval` (a Poisson process), from the flow's own stream.
-    Poisson,
-}
+pub use crate::paced::{Arrivals, BURST, MAX_BACKLOG_NS};
+use crate::paced::{Pacer, SeqCheck};
 
 /// One flow to simulate.
 #[derive(Debug, Clone)]
@@ -315,25 +304,17 @@ struct Flow {
     engine: usize,
     host: usize,
     wire_ns: u64,
-    next_due: u64,
-    seq: u64,
-    rng: SplitMix64,
+    /// When its frames fall due (the same schedule a live sender keeps).
+    pacer: Pacer,
+    /// The sequence number of the burst being posted.
+    first_seq: u64,
     /// Due times of the burst being posted.
     burst: Vec<u64>,
     /// Copies of the frame, one per burst slot used so far.
     batch: Vec<Vec<u8>>,
     posting: bool,
-    rx_next_seq: u64,
+    rx_seq: SeqCheck,
     out: FlowOutcome,
-}
-
-impl Flow {
-    fn after(&mut self, due: u64) -> u64 {
-        match self.spec.arrivals {
-            Arrivals::Periodic => due + self.spec.interval_ns.max(1),
-            Arrivals::Poisson => due + self.rng.exponential_ns(self.spec.interval_ns.max(1)),
-        }
-    }
 }
 
 struct SimNic {
@@ -430,8 +411,7 @@ pub fn simulate(
     }
     let horizon = spec.end_ns + spec.drain_ns;
     for f in 0..sim.flows.len() {
-        let at = sim.flows[f].next_due;
-        if at < sim.flows[f].spec.stop_ns {
+        if let Some(at) = sim.flows[f].pacer.next_due() {
             sim.sched.at(at, Event::FlowDue(f));
         }
     }
@@ -563,13 +543,18 @@ impl<'a> Sim<'a> {
                 engine,
                 host,
                 wire_ns,
-                next_due: f.start_ns,
-                seq: 0,
-                rng: SplitMix64::new(spec.seed, i as u64),
+                pacer: Pacer::new(
+                    f.interval_ns,
+                    f.start_ns,
+                    f.stop_ns,
+                    f.arrivals,
+                    SplitMix64::new(spec.seed, i as u64),
+                ),
+                first_seq: 0,
                 burst: Vec::with_capacity(BURST),
                 batch: Vec::new(),
                 posting: false,
-                rx_next_seq: 0,
+                rx_seq: SeqCheck::default(),
                 out: FlowOutcome { samples: vec![0; windows], ..Default::default() },
             });
         }
@@ -629,31 +614,22 @@ impl<'a> Sim<'a> {
     fn flow_due(&mut self, now: u64, f: usize) {
         let flow = &mut self.flows[f];
         let vm = &mut self.vms[flow.vm];
-        if !vm.alive || flow.posting || flow.next_due >= flow.spec.stop_ns {
+        let Some(next) = flow.pacer.next_due().filter(|_| vm.alive && !flow.posting) else {
             return;
-        }
+        };
         let free = vm.vcpu_free[flow.vcpu];
         if free > now {
             self.sched.at(free, Event::FlowDue(f));
             return;
         }
-        if now - flow.next_due > MAX_BACKLOG_NS {
-            while now - flow.next_due > MAX_BACKLOG_NS && flow.next_due < flow.spec.stop_ns {
-                flow.out.sender_drops += 1;
-                flow.seq += 1;
-                flow.next_due = flow.after(flow.next_due);
-            }
-        }
-        flow.burst.clear();
-        let mut due = flow.next_due;
-        while due <= now && due < flow.spec.stop_ns && flow.burst.len() < BURST {
-            flow.burst.push(due);
-            due = flow.after(due);
-        }
-        flow.next_due = due;
+        let taken = flow.pacer.take_due(now, &mut flow.burst);
+        flow.out.sender_drops += taken.dropped;
+        flow.first_seq = taken.first_seq;
         let k = flow.burst.len() as u64;
         if k == 0 {
-            self.sched.at(due, Event::FlowDue(f));
+            if let Some(due) = flow.pacer.next_due() {
+                self.sched.at(due.max(next), Event::FlowDue(f));
+            }
             return;
         }
         let len = flow.spec.frame.bytes().len();
@@ -688,7 +664,7 @@ impl<'a> Sim<'a> {
             flow.batch.push(flow.spec.frame.bytes().to_vec());
         }
         for (j, buf) in flow.batch.iter_mut().take(k).enumerate() {
-            stamp(buf, flow.seq + j as u64, flow.burst[j]);
+            stamp(buf, flow.first_seq + j as u64, flow.burst[j]);
         }
         let mut refs: [&[u8]; BURST] = [&[]; BURST];
         for (r, buf) in refs.iter_mut().zip(&flow.batch) {
@@ -703,7 +679,6 @@ impl<'a> Sim<'a> {
             }
         }
         let len = flow.spec.frame.bytes().len() as u64;
-        flow.seq += k as u64;
         flow.out.sent_frames += n as u64;
         flow.out.sent_bytes += n as u64 * len;
         flow.out.sender_drops += (k - n) as u64;
@@ -720,8 +695,8 @@ impl<'a> Sim<'a> {
                     .at(now + self.costs.hypervisor_wake_ns, Event::HypervisorWake(flow.host));
             }
         }
-        if flow.next_due < flow.spec.stop_ns {
-            self.sched.at(flow.next_due.max(now), Event::FlowDue(f));
+        if let Some(due) = flow.pacer.next_due() {
+            self.sched.at(due.max(now), Event::FlowDue(f));
         }
         if n > 0 && !flow.emulated {
             // The doorbell reaches the engine now: no event of its own.
@@ -881,10 +856,9 @@ impl<'a> Sim<'a> {
                             let _ = h.record(one_way);
                         }
                         out.latency_sum_ns += one_way;
-                        if seq != flow.rx_next_seq {
+                        if flow.rx_seq.gap(seq) {
                             out.gaps += 1;
                         }
-                        flow.rx_next_seq = seq + 1;
                     }
                     out.recv_frames += 1;
                     out.recv_bytes += frame.len() as u64;
