@@ -36,6 +36,8 @@ use vnic::ring::SharedRegion;
 
 use super::{BURST, Event, FlowOutcome, Sim};
 use crate::eni::VmId;
+use crate::paced::{Arrivals, Pacer};
+use crate::sim::SplitMix64;
 
 /// Where an EFA node's buffers start in its region (the queue pair's rings come first).
 const BUFFERS_AT: usize = 1 << 20;
@@ -104,8 +106,9 @@ pub(super) struct EfaFlow {
     src: usize,
     dst: usize,
     vcpu: usize,
-    next_due: u64,
-    seq: u64,
+    /// When its requests fall due (the paced flows' one schedule).
+    pacer: Pacer,
+    first_seq: u64,
     burst: Vec<u64>,
     posting: bool,
     seen: BTreeSet<u64>,
@@ -297,8 +300,14 @@ impl EfaWorld {
                 src,
                 dst,
                 vcpu: (1 + before) % vcpus,
-                next_due: f.start_ns,
-                seq: 0,
+                pacer: Pacer::new(
+                    f.interval_ns,
+                    f.start_ns,
+                    f.stop_ns,
+                    Arrivals::Periodic,
+                    SplitMix64::new(sim.seed, 0x4546_4100 + i as u64),
+                ),
+                first_seq: 0,
                 burst: Vec::with_capacity(BURST),
                 posting: false,
                 seen: BTreeSet::new(),
@@ -361,24 +370,22 @@ impl Sim<'_> {
         let Sim { efa, vms, costs, sched, .. } = self;
         let flow = &mut efa.flows[f];
         let vm = &mut vms[efa.nodes[flow.src].vm];
-        if !vm.alive || flow.posting || flow.next_due >= flow.spec.stop_ns {
+        let Some(next) = flow.pacer.next_due().filter(|_| vm.alive && !flow.posting) else {
             return;
-        }
+        };
         let free = vm.vcpu_free[flow.vcpu];
         if free > now {
             sched.at(free, Event::EfaDue(f));
             return;
         }
-        flow.burst.clear();
-        let mut due = flow.next_due;
-        while due <= now && due < flow.spec.stop_ns && flow.burst.len() < BURST {
-            flow.burst.push(due);
-            due += flow.spec.interval_ns.max(1);
-        }
-        flow.next_due = due;
+        let taken = flow.pacer.take_due(now, &mut flow.burst);
+        flow.out.flow.sender_drops += taken.dropped;
+        flow.first_seq = taken.first_seq;
         let k = flow.burst.len() as u64;
         if k == 0 {
-            sched.at(due, Event::EfaDue(f));
+            if let Some(due) = flow.pacer.next_due() {
+                sched.at(due.max(next), Event::EfaDue(f));
+            }
             return;
         }
         let cost = k * costs.efa_post_ns + costs.doorbell_ns;
@@ -400,18 +407,17 @@ impl Sim<'_> {
         let (src, dst, bytes) = (flow.src, flow.dst, flow.spec.bytes);
         let mut posted = 0u64;
         for j in 0..flow.burst.len() {
-            let head = header(f, flow.seq + j as u64, flow.burst[j], flow.burst[j], false);
+            let head = header(f, flow.first_seq + j as u64, flow.burst[j], flow.burst[j], false);
             if self.efa.nodes[src].post(dst, bytes, &head) {
                 posted += 1;
             }
         }
         let k = flow.burst.len() as u64;
-        flow.seq += k;
         flow.out.flow.sent_frames += posted;
         flow.out.flow.sent_bytes += posted * bytes as u64;
         flow.out.flow.sender_drops += k - posted;
-        if flow.next_due < flow.spec.stop_ns {
-            self.sched.at(flow.next_due.max(now), Event::EfaDue(f));
+        if let Some(due) = flow.pacer.next_due() {
+            self.sched.at(due.max(now), Event::EfaDue(f));
         }
         if posted > 0 {
             self.efa_doorbell(now, src, posted, posted * bytes as u64, Some(f));
