@@ -39,6 +39,9 @@ pub struct LinkSpec {
     pub bits_per_second: u64,
 }
 
+/// Spare frame buffers kept for reuse, at most.
+const SPARE_BUFFERS: usize = 4096;
+
 /// A frame on its way.
 #[derive(Debug)]
 struct InFlight {
@@ -69,10 +72,12 @@ pub struct Fabric {
     queues: Vec<ArrayQueue<InFlight>>,
     /// When each (src, dst) link is next free, ns since the epoch (written by src's engine only).
     free_at: Vec<AtomicU64>,
-    routes: RwLock<HashMap<MacAddr, usize>>,
+    routes: RwLock<HashMap<MacAddr, usize, foldhash::fast::RandomState>>,
     stats: FabricStats,
     /// Each endpoint's engine doorbell, kicked when a frame is queued for it.
     doorbells: Vec<OnceLock<Arc<EngineDoorbell>>>,
+    /// Buffers of frames delivered, for the next frames sent (no allocation per frame).
+    spare: ArrayQueue<Vec<u8>>,
 }
 
 impl Fabric {
@@ -97,6 +102,7 @@ impl Fabric {
             routes: RwLock::default(),
             stats: FabricStats::default(),
             doorbells: (0..n).map(|_| OnceLock::new()).collect(),
+            spare: ArrayQueue::new(SPARE_BUFFERS),
         })
     }
 
@@ -162,7 +168,10 @@ impl Fabric {
         let wire = (frame.len() as u64 * 8 * 1_000_000_000).div_ceil(link.bits_per_second.max(1));
         let start = now.max(self.free_at[k].load(Ordering::Relaxed));
         let done = start + wire;
-        let item = InFlight { due_ns: done + link.latency_ns, frame: frame.to_vec() };
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        let item = InFlight { due_ns: done + link.latency_ns, frame: buf };
         if self.queues[dst * self.endpoints + src].push(item).is_ok() {
             if let Some(bell) = self.doorbells[dst].get() {
                 bell.kick();
@@ -240,6 +249,7 @@ impl FabricPort {
                     break;
                 }
                 deliver(&item.frame);
+                let _ = f.spare.push(item.frame);
                 n += 1;
             }
         }

@@ -86,7 +86,10 @@ impl InterruptLine {
     pub fn take(&self) -> bool {
         match &self.kind {
             LineKind::Eventfd(_) => self.wait(Duration::ZERO),
-            LineKind::Flag(flag) => flag.swap(false, Ordering::Acquire),
+            // A load first: most looks find the line low, and a load costs no exclusive line.
+            LineKind::Flag(flag) => {
+                flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::Acquire)
+            }
         }
     }
 
