@@ -345,6 +345,25 @@ impl Cloud {
         })
     }
 
+    /// What moderation has added to ENI `eni`'s receive latency so far, completion-ns (its
+    /// device's [`PhysicalFunction::rx_moderation_waited_ns`]).
+    pub fn rx_moderation_waited_ns(&self, eni: EniId) -> Option<u64> {
+        let a = self.registry.eni(eni).ok()?.attachment?;
+        let record = self.vms.get(&a.vm)?;
+        let host = &self.hosts[record.spec.host];
+        match record.nics.iter().find(|n| n.eni == eni)?.device {
+            NicDevice::Vf(vf) => {
+                host.pfs[vf.pf].call(move |pf| pf.rx_moderation_waited_ns(vf.vf)).ok()?.ok()
+            }
+            NicDevice::SoftPort(port) => host
+                .emulated
+                .as_ref()?
+                .device
+                .call(move |pf| pf.rx_moderation_waited_ns(port))?
+                .ok(),
+        }
+    }
+
     /// The launch spec of a VM.
     pub fn vm_spec(&self, vm: VmId) -> Option<&VmSpec> {
         self.vms.get(&vm).map(|v| &v.spec)

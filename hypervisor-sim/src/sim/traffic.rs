@@ -146,7 +146,7 @@ pub struct NoObserver;
 impl Observer for NoObserver {}
 
 /// Parts of a frame's one-way latency, in report order.
-pub const COMPONENTS: [&str; 10] = [
+pub const COMPONENTS: [&str; 11] = [
     "sender_vcpu_wait",
     "guest_tx_stack",
     "doorbell_or_vm_exit",
@@ -154,6 +154,7 @@ pub const COMPONENTS: [&str; 10] = [
     "device",
     "wire",
     "interrupt",
+    "moderation",
     "receiver_vcpu_wait",
     "guest_rx_stack",
     "queueing",
@@ -166,9 +167,10 @@ const HYPERVISOR: usize = 3;
 const DEVICE: usize = 4;
 const WIRE: usize = 5;
 const INTERRUPT: usize = 6;
-const RECEIVER_WAIT: usize = 7;
-const GUEST_RX: usize = 8;
-const QUEUEING: usize = 9;
+const MODERATION: usize = 7;
+const RECEIVER_WAIT: usize = 8;
+const GUEST_RX: usize = 9;
+const QUEUEING: usize = 10;
 
 /// Sums of latency parts, frame-nanoseconds: the send side's over frames sent, the receive
 /// side's over frames received.
@@ -332,6 +334,10 @@ struct SimNic {
     /// Reflected frames waiting to be sent (ping-pong replies), and whether a post is due.
     replies: Vec<Vec<u8>>,
     reply_posting: bool,
+    /// Its ENI, and the device's moderation wait read so far and not yet attributed.
+    eni: EniId,
+    moderation_seen: u64,
+    moderation_pending: u64,
 }
 
 struct SimVm {
@@ -498,6 +504,9 @@ impl<'a> Sim<'a> {
                     emulated,
                     replies: Vec::new(),
                     reply_posting: false,
+                    eni: nic.eni,
+                    moderation_seen: 0,
+                    moderation_pending: 0,
                 });
             }
             vm_index.insert(id, vms.len());
@@ -785,6 +794,15 @@ impl<'a> Sim<'a> {
 
     /// The RX data and completion land and the guest is told, `notify` after `now`.
     fn schedule_rx(&mut self, vm: usize, nic: usize, at: u64, notify: u64, hypervisor: u64) {
+        if self.vms[vm].nics[nic].interrupts {
+            // What the device's moderation held these completions back, to attribute.
+            let eni = self.vms[vm].nics[nic].eni;
+            if let Some(total) = self.cloud.rx_moderation_waited_ns(eni) {
+                let n = &mut self.vms[vm].nics[nic];
+                n.moderation_pending += total.saturating_sub(n.moderation_seen);
+                n.moderation_seen = total;
+            }
+        }
         let n = &mut self.vms[vm].nics[nic];
         if n.rx_scheduled {
             return;
@@ -810,6 +828,8 @@ impl<'a> Sim<'a> {
             return;
         }
         let (visible, notify, hypervisor) = (n.visible_at, n.notify_ns, n.hypervisor_ns);
+        // The moderation wait read from the device goes to the frames of this poll, as a sum.
+        let mut moderation = std::mem::take(&mut n.moderation_pending);
         let capture = observer.captures(*id);
         let (flows, latency, rtt) = (&mut self.flows, &mut self.latency, &mut self.efa.rtt);
         let replies = &mut n.replies;
@@ -868,6 +888,7 @@ impl<'a> Sim<'a> {
                     let parts = &mut out.rx_parts.sum_ns;
                     parts[RECEIVER_WAIT] += wait;
                     parts[INTERRUPT] += notify;
+                    parts[MODERATION] += std::mem::take(&mut moderation);
                     parts[HYPERVISOR] += hypervisor;
                     parts[GUEST_RX] += t - start;
                     if flow.spec.pattern == Pattern::PingPong {

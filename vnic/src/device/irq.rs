@@ -127,12 +127,24 @@ pub(crate) struct Moderator {
     pending: u32,
     /// When the oldest pending completion was published, ns on the device's clock.
     since: Option<u64>,
+    /// Sum of the publication times of the pending completions, ns.
+    pending_at_sum: u64,
+    /// Completion-ns that completions have waited for their interrupt, in all.
+    pub(crate) waited_ns: u64,
     pub(crate) raised: u64,
 }
 
 impl Moderator {
     pub(crate) fn busy_poll() -> Self {
-        Self { mode: Notification::BusyPoll, line: None, pending: 0, since: None, raised: 0 }
+        Self {
+            mode: Notification::BusyPoll,
+            line: None,
+            pending: 0,
+            since: None,
+            pending_at_sum: 0,
+            waited_ns: 0,
+            raised: 0,
+        }
     }
 
     pub(crate) fn set(&mut self, mode: Notification, line: Option<std::sync::Arc<InterruptLine>>) {
@@ -140,6 +152,7 @@ impl Moderator {
         self.line = line;
         self.pending = 0;
         self.since = None;
+        self.pending_at_sum = 0;
     }
 
     /// Changes the delay of a moderated queue (ENA's SET_FEATURE INTERRUPT_MODERATION).
@@ -155,27 +168,29 @@ impl Moderator {
         self.pending > 0
     }
 
-    /// `n` completions were published; `now_ns` reads the device's clock (only when a
-    /// moderated queue starts waiting).
+    /// `n` completions were published; `now_ns` reads the device's clock (moderated queues
+    /// only).
     #[inline]
     pub(crate) fn completed(&mut self, n: usize, now_ns: impl FnOnce() -> u64) {
         let Notification::Moderated { packets, .. } = self.mode else { return };
         if n == 0 || self.line.is_none() {
             return;
         }
+        let now = now_ns();
         if self.pending == 0 {
-            self.since = Some(now_ns());
+            self.since = Some(now);
         }
         self.pending = self.pending.saturating_add(n as u32);
+        self.pending_at_sum = self.pending_at_sum.saturating_add(n as u64 * now);
         if self.pending >= packets {
-            self.fire();
+            self.fire(now);
         }
     }
 
     /// Raises the interrupt if the oldest pending completion has waited long enough.
     pub(crate) fn tick(&mut self, now_ns: u64) {
         if self.deadline_ns().is_some_and(|due| now_ns >= due) {
-            self.fire();
+            self.fire(now_ns);
         }
     }
 
@@ -185,13 +200,16 @@ impl Moderator {
         self.since.map(|t| t + u64::from(delay_us) * 1_000)
     }
 
-    fn fire(&mut self) {
+    fn fire(&mut self, now_ns: u64) {
         if let Some(line) = &self.line {
             line.raise();
             self.raised += 1;
         }
+        let waited = (u64::from(self.pending) * now_ns).saturating_sub(self.pending_at_sum);
+        self.waited_ns = self.waited_ns.saturating_add(waited);
         self.pending = 0;
         self.since = None;
+        self.pending_at_sum = 0;
     }
 }
 
@@ -226,6 +244,9 @@ mod tests {
         assert_eq!(m.raised, 1, "not yet 50 µs");
         m.tick(60_000);
         assert_eq!(m.raised, 2);
+        // Completions waited: 3 from 1 µs and 5 from 2 µs until the 8th fired at 2 µs, then one
+        // from 10 µs until 60 µs.
+        assert_eq!(m.waited_ns, 3 * 1_000 + 50_000);
         assert!(!m.armed());
         assert_eq!(m.deadline_ns(), None);
         assert!(line.wait(Duration::from_millis(10)));

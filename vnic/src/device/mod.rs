@@ -646,6 +646,13 @@ impl PhysicalFunction {
         Ok(())
     }
 
+    /// Completion-ns that VF `vf`'s receive completions waited for their (moderated)
+    /// interrupt, summed over its queues and its life: what moderation added to latency.
+    pub fn rx_moderation_waited_ns(&self, vf: u16) -> Result<u64, DeviceError> {
+        let v = &self.vfs[self.check(vf)?];
+        Ok(v.queues.iter().map(|q| q.rx_irq.waited_ns).sum())
+    }
+
     /// Interrupts raised so far by queue `q` of VF `vf`: (TX, RX).
     pub fn interrupts(&self, vf: u16, q: u16) -> Result<(u64, u64), DeviceError> {
         let queue = self.vfs[self.check(vf)?]
