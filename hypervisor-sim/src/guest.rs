@@ -163,6 +163,11 @@ impl GuestNic {
         self.doorbell.as_ref()
     }
 
+    /// Its queue pairs' drivers (where their rings are; the guest's own memory).
+    pub fn queues(&self) -> &[QueuePairDriver] {
+        &self.queues
+    }
+
     /// Frames sent and completed, summed over the queues.
     pub fn tx_completed(&self) -> u64 {
         self.queues.iter().map(|q| q.stats().tx_completed).sum()

@@ -162,6 +162,36 @@ impl QueuePairDriver {
         Ok(())
     }
 
+    /// [`Self::init_rings`] as the memory's owner: a hypervisor (re)provisioning a stopped VM
+    /// lays the rings out whatever the guest left in their headers (forged end claims
+    /// included), so a guest can never make its VM unstartable.
+    pub fn reinit_rings(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
+        Self::check_layout(window, layout)?;
+        let r = window.region();
+        let d = layout.depth;
+        SubmissionRing::<TxDesc>::reinit(r, layout.tx_sq, d)?;
+        CompletionRing::<TxCompletion>::reinit(r, layout.tx_cq, d)?;
+        SubmissionRing::<RxDesc>::reinit(r, layout.rx_sq, d)?;
+        CompletionRing::<RxCompletion>::reinit(r, layout.rx_cq, d)?;
+        Ok(())
+    }
+
+    /// [`Self::create`] as the memory's owner (see [`Self::reinit_rings`]).
+    pub fn recreate(window: DmaWindow, layout: QueuePairLayout) -> Result<Self, DriverError> {
+        Self::reinit_rings(&window, &layout)?;
+        Self::attach(window, layout)
+    }
+
+    /// Where its rings and buffers are in the guest's memory.
+    pub fn layout(&self) -> &QueuePairLayout {
+        &self.layout
+    }
+
+    /// The guest memory it drives.
+    pub fn window(&self) -> &DmaWindow {
+        &self.window
+    }
+
     fn check_layout(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
         if layout.end as u64 > window.size() {
             return Err(DriverError::TooSmall { needed: layout.end, have: window.size() });

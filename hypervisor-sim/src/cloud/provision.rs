@@ -44,9 +44,9 @@ impl Cloud {
         let mut drivers = Vec::new();
         for layout in &layouts {
             if spec.shared_file {
-                QueuePairDriver::init_rings(&window, layout)?;
+                QueuePairDriver::reinit_rings(&window, layout)?;
             } else {
-                drivers.push(QueuePairDriver::create(window.clone(), *layout)?);
+                drivers.push(QueuePairDriver::recreate(window.clone(), *layout)?);
             }
         }
         let specs: Vec<QueuePairSpec> = layouts.iter().map(|l| l.spec(&window)).collect();

@@ -176,7 +176,24 @@ macro_rules! ring_constructors {
                     return Err(RingError::BadDepth { depth });
                 }
                 let mem = RingMemory::<T>::new(region.clone(), offset, depth)?;
-                init_control(&mem, $kind, depth)
+                init_control(&mem, $kind, depth, Claims::Respect)
+            }
+
+            /// Lays out an empty ring of `depth` entries at `offset` as the memory's owner: a
+            /// hypervisor provisioning a stopped VM's rings, whatever the header holds — claims
+            /// a guest may have forged included. For memory none of whose ring ends is attached
+            /// (the VM's driver gone, the device's queues destroyed).
+            #[cfg(not(loom))]
+            pub fn reinit(
+                region: &Arc<SharedRegion>,
+                offset: usize,
+                depth: u32,
+            ) -> Result<(), RingError> {
+                if !depth_is_valid(depth) {
+                    return Err(RingError::BadDepth { depth });
+                }
+                let mem = RingMemory::<T>::new(region.clone(), offset, depth)?;
+                init_control(&mem, $kind, depth, Claims::Override)
             }
 
             /// A ring in its own anonymous region, both endpoints in this process (typically one
@@ -194,7 +211,7 @@ macro_rules! ring_constructors {
                 #[cfg(loom)]
                 {
                     let mem = RingMemory::<T>::new_heap(depth);
-                    init_control(&mem, $kind, depth)?;
+                    init_control(&mem, $kind, depth, Claims::Respect)?;
                     let producer = Attachment::from_memory(mem.clone(), $kind, Side::Producer)?;
                     let consumer = Attachment::from_memory(mem, $kind, Side::Consumer)?;
                     Ok(($producer::from_attachment(producer), $consumer::from_attachment(consumer)))
@@ -219,10 +236,25 @@ ring_constructors!(
     CompletionConsumer
 );
 
+/// Whether an init defers to the claims in a ring's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claims {
+    /// Refuse while a live process holds an end.
+    Respect,
+    /// The memory's owner lays the ring out whatever the header says.
+    #[cfg_attr(loom, allow(dead_code))]
+    Override,
+}
+
 /// Writes a fresh control block (and zeroes the slots) for a ring of `depth` entries.
-fn init_control<T: Pod>(mem: &RingMemory<T>, kind: RingKind, depth: u32) -> Result<(), RingError> {
+fn init_control<T: Pod>(
+    mem: &RingMemory<T>,
+    kind: RingKind,
+    depth: u32,
+    claims: Claims,
+) -> Result<(), RingError> {
     let header = &mem.control().header;
-    if header.magic.load(Ordering::Acquire) == RING_MAGIC {
+    if claims == Claims::Respect && header.magic.load(Ordering::Acquire) == RING_MAGIC {
         for side in [Side::Producer, Side::Consumer] {
             let pid = claim_word(mem.control(), side).load(Ordering::Acquire);
             if pid != 0 && process_is_alive(pid) {
@@ -231,7 +263,8 @@ fn init_control<T: Pod>(mem: &RingMemory<T>, kind: RingKind, depth: u32) -> Resu
         }
     }
     header.magic.store(0, Ordering::Relaxed);
-    // SAFETY: nobody holds either end (checked above), so nobody else touches the slots.
+    // SAFETY: nobody holds either end — checked above, or promised by the memory's owner
+    // (`reinit`) — so nobody else touches the slots.
     unsafe { mem.zero_slots() };
     let ctl = mem.control();
     ctl.producer.index.store(0, Ordering::Relaxed);
@@ -527,6 +560,25 @@ mod tests {
         drop(p);
         SubmissionProducer::<TxDesc>::attach(r.clone(), 0).unwrap();
         drop(c);
+    }
+
+    #[test]
+    fn the_memorys_owner_lays_a_ring_out_whatever_claims_its_header_forges() {
+        let r = region(SubmissionRing::<TxDesc>::bytes(64));
+        SubmissionRing::<TxDesc>::init(&r, 0, 64).unwrap();
+        // A guest forges both claims with pid 1, which is alive as long as the machine is.
+        let header = &mem::control_at_checked(&r, 0).unwrap().header;
+        header.producer_pid.store(1, Ordering::Relaxed);
+        header.consumer_pid.store(1, Ordering::Relaxed);
+        assert!(matches!(
+            SubmissionRing::<TxDesc>::init(&r, 0, 64),
+            Err(RingError::PeerAlive { pid: 1, .. })
+        ));
+        SubmissionRing::<TxDesc>::reinit(&r, 0, 64).unwrap();
+        let mut p = SubmissionProducer::<TxDesc>::attach(r.clone(), 0).unwrap();
+        let mut c = SubmissionConsumer::<TxDesc>::attach(r.clone(), 0).unwrap();
+        assert!(p.push(TxDesc::default()));
+        assert!(c.pop().is_some(), "a working ring again");
     }
 
     #[test]
