@@ -98,32 +98,12 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(f, "\nlatency, one way:")?;
         for l in &self.latency {
-            writeln!(
-                f,
-                "  {:<8} {:>9} frames  p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
-                l.path.as_str(),
-                l.frames,
-                l.p50_us,
-                l.p90_us,
-                l.p99_us,
-                l.p999_us,
-                l.max_us
-            )?;
+            percentiles(f, l, "frames ")?;
         }
         if !self.rtt.is_empty() {
             writeln!(f, "\nround trips (ping-pong flows):")?;
             for l in &self.rtt {
-                writeln!(
-                    f,
-                    "  {:<8} {:>9} replies p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
-                    l.path.as_str(),
-                    l.frames,
-                    l.p50_us,
-                    l.p90_us,
-                    l.p99_us,
-                    l.p999_us,
-                    l.max_us
-                )?;
+                percentiles(f, l, "replies")?;
             }
         }
         for b in &self.breakdown {
@@ -210,6 +190,21 @@ impl fmt::Display for RunReport {
         }
         Ok(())
     }
+}
+
+/// One path's percentiles on a line; `what` names what was counted.
+fn percentiles(f: &mut fmt::Formatter<'_>, l: &crate::run::PathLatency, what: &str) -> fmt::Result {
+    writeln!(
+        f,
+        "  {:<8} {:>9} {what} p50 {:>8.1} µs  p90 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
+        l.path.as_str(),
+        l.frames,
+        l.p50_us,
+        l.p90_us,
+        l.p99_us,
+        l.p999_us,
+        l.max_us
+    )
 }
 
 /// HdrHistogram's percentile-distribution text, values (ns recorded) in µs.

@@ -152,13 +152,27 @@ impl QueuePairDriver {
     /// Lays out (initialises) the four rings of `layout` without attaching to them: a
     /// hypervisor does this before the device attaches, when the driver runs in another process.
     pub fn init_rings(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
+        Self::lay_out(window, layout, false)
+    }
+
+    fn lay_out(
+        window: &DmaWindow,
+        layout: &QueuePairLayout,
+        owner: bool,
+    ) -> Result<(), DriverError> {
         Self::check_layout(window, layout)?;
-        let r = window.region();
-        let d = layout.depth;
-        SubmissionRing::<TxDesc>::init(r, layout.tx_sq, d)?;
-        CompletionRing::<TxCompletion>::init(r, layout.tx_cq, d)?;
-        SubmissionRing::<RxDesc>::init(r, layout.rx_sq, d)?;
-        CompletionRing::<RxCompletion>::init(r, layout.rx_cq, d)?;
+        let (r, d) = (window.region(), layout.depth);
+        if owner {
+            SubmissionRing::<TxDesc>::reinit(r, layout.tx_sq, d)?;
+            CompletionRing::<TxCompletion>::reinit(r, layout.tx_cq, d)?;
+            SubmissionRing::<RxDesc>::reinit(r, layout.rx_sq, d)?;
+            CompletionRing::<RxCompletion>::reinit(r, layout.rx_cq, d)?;
+        } else {
+            SubmissionRing::<TxDesc>::init(r, layout.tx_sq, d)?;
+            CompletionRing::<TxCompletion>::init(r, layout.tx_cq, d)?;
+            SubmissionRing::<RxDesc>::init(r, layout.rx_sq, d)?;
+            CompletionRing::<RxCompletion>::init(r, layout.rx_cq, d)?;
+        }
         Ok(())
     }
 
@@ -166,14 +180,7 @@ impl QueuePairDriver {
     /// lays the rings out whatever the guest left in their headers (forged end claims
     /// included), so a guest can never make its VM unstartable.
     pub fn reinit_rings(window: &DmaWindow, layout: &QueuePairLayout) -> Result<(), DriverError> {
-        Self::check_layout(window, layout)?;
-        let r = window.region();
-        let d = layout.depth;
-        SubmissionRing::<TxDesc>::reinit(r, layout.tx_sq, d)?;
-        CompletionRing::<TxCompletion>::reinit(r, layout.tx_cq, d)?;
-        SubmissionRing::<RxDesc>::reinit(r, layout.rx_sq, d)?;
-        CompletionRing::<RxCompletion>::reinit(r, layout.rx_cq, d)?;
-        Ok(())
+        Self::lay_out(window, layout, true)
     }
 
     /// [`Self::create`] as the memory's owner (see [`Self::reinit_rings`]).

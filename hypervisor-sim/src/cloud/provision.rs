@@ -80,13 +80,8 @@ impl Cloud {
         let (device, counters, doorbell, endpoint, engine_bell) = match path {
             IoPath::SrIov | IoPath::Efa => {
                 let host = &mut self.hosts[spec.host];
-                let no_vf = no_free_vf(host);
-                let Some(mut vf) = Reserved::take(&mut host.free_vfs) else { return Err(no_vf) };
+                let (vf, engine) = take_vf(host)?;
                 let taken = vf.item();
-                let engine = &host.pfs[taken.pf];
-                vf.on_undo(move |v| {
-                    let _ = engine.call(move |pf| pf.release(v.vf));
-                });
                 let counters =
                     engine.call(move |pf| setup.apply(pf, taken.vf))?.map_err(device_err)?;
                 (
@@ -155,13 +150,8 @@ impl Cloud {
         let host = &mut self.hosts[h];
         let name = host.spec.name.clone();
         let device_err = |source| CloudError::Device { host: name.clone(), source };
-        let no_vf = no_free_vf(host);
-        let Some(mut vf) = Reserved::take(&mut host.free_vfs) else { return Err(no_vf) };
+        let (vf, engine) = take_vf(host)?;
         let taken = vf.item();
-        let engine = &host.pfs[taken.pf];
-        vf.on_undo(move |v| {
-            let _ = engine.call(move |pf| pf.release(v.vf));
-        });
         let layout = QueuePairLayout::with_buffers(0, 1024, 9216, 2048);
         let memory = Arc::new(SharedRegion::anonymous(layout.end)?);
         let window = DmaWindow::new(memory.clone(), Iova(0x7f_0000_0000));
@@ -366,13 +356,21 @@ pub(super) fn shaper_config(spec: &VmSpec) -> ShaperConfig {
     }
 }
 
-/// The error for a host whose VF pool is empty.
-fn no_free_vf(host: &Host) -> CloudError {
-    CloudError::NoFreeVf {
+/// Takes a VF from the host's pool, with its release on its PF as the undo, and that PF's
+/// engine; an empty pool is EC2's capacity error naming the host.
+fn take_vf(host: &mut Host) -> Result<(Reserved<'_, VfRef>, &PfEngine), CloudError> {
+    let no_vf = CloudError::NoFreeVf {
         host: host.spec.name.clone(),
         total: host.pfs.iter().map(|p| usize::from(p.total_vfs())).sum(),
         pfs: host.pfs.len(),
-    }
+    };
+    let Host { free_vfs, pfs, .. } = host;
+    let mut vf = Reserved::take(free_vfs).ok_or(no_vf)?;
+    let engine = &pfs[vf.item().pf];
+    vf.on_undo(move |v| {
+        let _ = engine.call(move |pf| pf.release(v.vf));
+    });
+    Ok((vf, engine))
 }
 
 /// An item taken from a free list (a VF, an emulated NIC's port) with the undo of what has been

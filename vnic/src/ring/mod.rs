@@ -172,11 +172,7 @@ macro_rules! ring_constructors {
                 offset: usize,
                 depth: u32,
             ) -> Result<(), RingError> {
-                if !depth_is_valid(depth) {
-                    return Err(RingError::BadDepth { depth });
-                }
-                let mem = RingMemory::<T>::new(region.clone(), offset, depth)?;
-                init_control(&mem, $kind, depth, Claims::Respect)
+                Self::lay_out(region, offset, depth, Claims::Respect)
             }
 
             /// Lays out an empty ring of `depth` entries at `offset` as the memory's owner: a
@@ -189,11 +185,21 @@ macro_rules! ring_constructors {
                 offset: usize,
                 depth: u32,
             ) -> Result<(), RingError> {
+                Self::lay_out(region, offset, depth, Claims::Override)
+            }
+
+            #[cfg(not(loom))]
+            fn lay_out(
+                region: &Arc<SharedRegion>,
+                offset: usize,
+                depth: u32,
+                claims: Claims,
+            ) -> Result<(), RingError> {
                 if !depth_is_valid(depth) {
                     return Err(RingError::BadDepth { depth });
                 }
                 let mem = RingMemory::<T>::new(region.clone(), offset, depth)?;
-                init_control(&mem, $kind, depth, Claims::Override)
+                init_control(&mem, $kind, depth, claims)
             }
 
             /// A ring in its own anonymous region, both endpoints in this process (typically one

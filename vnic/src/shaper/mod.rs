@@ -31,6 +31,7 @@
 mod clock;
 mod flow;
 pub mod gcra;
+pub mod live;
 pub mod wheel;
 
 use std::sync::Arc;
