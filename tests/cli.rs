@@ -14,6 +14,36 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A directory removed when the test is done with it (captures of a whole run are large).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        Self(temp_dir(name))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The default scenario cut to 0.1 s of traffic (the database's flow from 0.05 s: every path,
+/// the cap and the "up to" client's credits still in play), written into `dir`: small captures
+/// for byte comparisons.
+fn short_default(dir: &Path) -> String {
+    let text = String::from_utf8(vnic_lab(&["run", "--print-default"]).stdout).unwrap();
+    assert!(text.contains("duration_s = 3.0"), "the default scenario changed: update this test");
+    let file = dir.join("short.toml");
+    assert!(text.contains("start_s = 1.5"), "the default scenario changed: update this test");
+    let short = text
+        .replace("duration_s = 3.0", "duration_s = 0.1")
+        .replace("start_s = 1.5", "start_s = 0.05");
+    std::fs::write(&file, short).unwrap();
+    file.display().to_string()
+}
+
 #[test]
 fn the_default_scenario_runs_and_its_report_respects_the_caps() {
     let dir = temp_dir("default");
@@ -133,10 +163,14 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
+    let scenario = Scratch::new("repro-scenario");
+    let file = short_default(&scenario.0);
     let run = |name: &str| {
-        let dir = temp_dir(name);
+        let scratch = Scratch::new(name);
+        let dir = &scratch.0;
         let out = vnic_lab(&[
             "run",
+            &file,
             "--json",
             "--out",
             dir.to_str().unwrap(),
@@ -146,7 +180,7 @@ fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
             &format!("web-0={}", dir.join("web-0.pcap").display()),
         ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        (out.stdout, outputs(&dir))
+        (out.stdout, outputs(dir))
     };
     let quiet = run("repro-quiet");
     // The second run shares the machine with threads burning every CPU.
@@ -190,10 +224,12 @@ fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
 
 #[test]
 fn capturing_does_not_change_the_result() {
+    let scenario = Scratch::new("capture-scenario");
+    let short = short_default(&scenario.0);
     let report = |pcap: bool| {
-        let dir = temp_dir(if pcap { "observed" } else { "unobserved" });
-        let file = format!("web-0={}", dir.join("web-0.pcap").display());
-        let mut args = vec!["run", "--json"];
+        let scratch = Scratch::new(if pcap { "observed" } else { "unobserved" });
+        let file = format!("web-0={}", scratch.0.join("web-0.pcap").display());
+        let mut args = vec!["run", short.as_str(), "--json"];
         if pcap {
             args.extend(["--pcap", &file]);
         }
