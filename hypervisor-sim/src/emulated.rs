@@ -121,8 +121,10 @@ pub struct Service {
     pub to_backend: usize,
     /// Frames copied from the backend VF to guests.
     pub from_backend: usize,
-    /// Bytes the hypervisor copied (both ways).
-    pub bytes: usize,
+    /// Bytes copied into the backend's TX buffers.
+    pub to_backend_bytes: usize,
+    /// Bytes copied from the backend to guests.
+    pub from_backend_bytes: usize,
 }
 
 impl Service {
@@ -137,18 +139,19 @@ impl SoftDevice {
     /// backend's TX ring (kicking the PF's engine), the backend's RX ring into guests.
     fn serve_once(&mut self) -> Service {
         let from_guests = self.soft.poll();
-        let (to_backend, mut bytes) = self.uplink.flush(&mut self.backend);
+        let (to_backend, to_backend_bytes) = self.uplink.flush(&mut self.backend);
         if to_backend > 0 {
             self.engine.kick();
         }
         self.backend.reap_tx();
         let soft = &mut self.soft;
+        let mut from_backend_bytes = 0;
         let from_backend = self.backend.recv(|frame, _| {
-            bytes += frame.len();
+            from_backend_bytes += frame.len();
             soft.receive_from_uplink(frame)
         });
         self.stats.from_backend.fetch_add(from_backend as u64, Ordering::Relaxed);
-        Service { from_guests, to_backend, from_backend, bytes }
+        Service { from_guests, to_backend, from_backend, to_backend_bytes, from_backend_bytes }
     }
 
     /// Serves until quiet, as a vhost worker does after a kick (bounded, so that commands and
@@ -160,7 +163,8 @@ impl SoftDevice {
             total.from_guests += pass.from_guests;
             total.to_backend += pass.to_backend;
             total.from_backend += pass.from_backend;
-            total.bytes += pass.bytes;
+            total.to_backend_bytes += pass.to_backend_bytes;
+            total.from_backend_bytes += pass.from_backend_bytes;
             if !pass.any() {
                 break;
             }
