@@ -35,7 +35,7 @@ fn simulate<P: FlowPolicy>(
     let windows = until_ns.div_ceil(window_ns) as usize;
     let mut out = vec![vec![0u64; windows]; sources.len()];
     let mut next_arrival: Vec<f64> = sources.iter().map(|s| s.start_ns as f64).collect();
-    let mut queued: HashMap<u64, (usize, u32)> = HashMap::new();
+    let mut queued: HashMap<u64, (usize, u32, u64)> = HashMap::new();
     let mut next_handle = 0u64;
     let mut released = Vec::new();
     let mut now = 0;
@@ -49,8 +49,8 @@ fn simulate<P: FlowPolicy>(
                 match shaper.admit(now, &pkt) {
                     Verdict::Pass => out[i][(now / window_ns) as usize] += u64::from(s.len),
                     Verdict::Queued { depart_ns } => {
-                        assert!(depart_ns > now);
-                        queued.insert(next_handle, (i, s.len));
+                        assert!(depart_ns >= now);
+                        queued.insert(next_handle, (i, s.len, depart_ns));
                     }
                     Verdict::Drop(_) => {}
                 }
@@ -63,7 +63,8 @@ fn simulate<P: FlowPolicy>(
         released.clear();
         shaper.release(now, &mut released);
         for h in &released {
-            let (i, len) = queued.remove(h).expect("released handles were queued");
+            let (i, len, depart_ns) = queued.remove(h).expect("released handles were queued");
+            assert!(now >= depart_ns, "released at {now} ns, promised {depart_ns} ns");
             out[i][(now / window_ns) as usize] += u64::from(len);
         }
         now += step_ns;

@@ -1,11 +1,12 @@
 //! Flows: EC2's 5-tuple (TCP, UDP) or 3-tuple (other protocols) and the table of live ones.
 //!
 //! A flow is kept once for both directions, keyed from the ENI's side (local address and port
-//! first), with one rate-limiter timestamp per direction and a count of its packets waiting in the
-//! shaper. An entry is 55 bytes, packed: a 37-byte key, two 64-bit theoretical arrival times (the
-//! outbound one carrying the flow's rate class in its low 4 bits: picoseconds below 16 do not
-//! matter at any rate modelled) and a 16-bit queue count. At 1,000,000 live flows the table (2²¹
-//! buckets of 55 bytes plus a control byte) costs 117 bytes per flow.
+//! first), with one rate-limiter timestamp per direction and the name of its queue in the shaper
+//! while it has packets waiting. An entry is 57 bytes, packed: a 37-byte key, two 64-bit
+//! theoretical arrival times (the outbound one carrying the flow's rate class in its low 4 bits:
+//! picoseconds below 16 do not matter at any rate modelled) and a 32-bit queue name (the queues
+//! themselves exist only for flows that have packets waiting). At 1,000,000 live flows the table
+//! (2²¹ buckets of 57 bytes plus a control byte) costs 122 bytes per flow.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -143,8 +144,8 @@ pub struct FlowState {
     out: u64,
     /// Inbound theoretical arrival time in ps.
     inbound: u64,
-    /// Packets of this flow waiting in the shaper.
-    queued: u16,
+    /// 1 + the index of the flow's queue in the shaper's fair queue; 0 with nothing waiting.
+    queue: u32,
 }
 
 /// Bits of [`FlowState::out`] that hold the rate class.
@@ -152,16 +153,24 @@ pub(crate) const CLASS_BITS: u64 = 0xF;
 
 impl FlowState {
     pub(crate) fn new(class: u8) -> Self {
-        Self { out: u64::from(class) & CLASS_BITS, inbound: 0, queued: 0 }
+        Self { out: u64::from(class) & CLASS_BITS, inbound: 0, queue: 0 }
     }
 
-    /// Packets of this flow waiting in the shaper.
-    pub fn queued(&self) -> u16 {
-        self.queued
+    /// True while the flow has packets waiting in the shaper.
+    pub fn is_waiting(&self) -> bool {
+        self.queue != 0
     }
 
-    pub(crate) fn set_queued(&mut self, n: u16) {
-        self.queued = n;
+    /// The index of the flow's queue, while it has one.
+    #[inline(always)]
+    pub(crate) fn queue(&self) -> Option<u32> {
+        let q = self.queue;
+        q.checked_sub(1)
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_queue(&mut self, index: Option<u32>) {
+        self.queue = index.map_or(0, |i| i + 1);
     }
 
     /// The flow's rate class.
@@ -239,7 +248,7 @@ impl FlowTable {
     /// many.
     pub fn expire_idle(&mut self, idle_before_ps: u64) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, s| s.last_active() >= idle_before_ps || s.queued() > 0);
+        self.map.retain(|_, s| s.last_active() >= idle_before_ps || s.is_waiting());
         before - self.map.len()
     }
 
@@ -312,7 +321,7 @@ mod tests {
         );
         assert!(!out.is_link_local_service());
         assert_eq!(out.remote_ip(), ip("10.0.0.2"));
-        assert_eq!(size_of::<(FlowKey, FlowState)>(), 55);
+        assert_eq!(size_of::<(FlowKey, FlowState)>(), 37 + 8 + 8 + 4);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! `slots` ticks of `granularity` each make the horizon (by default 65,536 × 1 µs ≈ 65 ms); a
 //! departure beyond it, or a wheel holding its packet limit already, is refused and the caller
-//! drops the packet.
+//! drops the packet. A packet is filed under the first tick that starts at or after its departure
+//! time, so it is never released early and at most one tick late.
 
 /// Packets (any `T` that names one) waiting for their departure tick.
 #[derive(Debug)]
@@ -38,11 +39,18 @@ impl<T> TimingWheel<T> {
         self.granularity_ps * self.mask
     }
 
-    /// Files `item` to depart at `depart_ps`; false if beyond the horizon or full. A departure
-    /// in a tick already released leaves with the next one (at most one tick late).
+    /// The tick a departure at `depart_ps` is filed under: the first that starts at or after it
+    /// (a departure in a tick already released leaves with the next one).
+    #[inline(always)]
+    fn tick_of(&self, depart_ps: u64) -> u64 {
+        depart_ps.div_ceil(self.granularity_ps).max(self.cursor)
+    }
+
+    /// Files `item` to depart at `depart_ps`; false if beyond the horizon or full. It is released
+    /// by the first [`TimingWheel::release`] at or after `depart_ps`, at most one tick late.
     #[inline]
     pub fn insert(&mut self, depart_ps: u64, item: T) -> bool {
-        let tick = (depart_ps / self.granularity_ps).max(self.cursor);
+        let tick = self.tick_of(depart_ps);
         if self.len >= self.limit || tick - self.cursor > self.mask {
             return false;
         }
@@ -54,7 +62,7 @@ impl<T> TimingWheel<T> {
     /// Whether a packet departing at `depart_ps` would be accepted.
     #[inline]
     pub fn has_room_for(&self, depart_ps: u64) -> bool {
-        let tick = (depart_ps / self.granularity_ps).max(self.cursor);
+        let tick = self.tick_of(depart_ps);
         self.len < self.limit && tick - self.cursor <= self.mask
     }
 
@@ -122,10 +130,14 @@ mod tests {
         assert!(w.insert(5_900_000, 3));
         assert!(!w.insert(40_000_000, 9), "beyond the horizon");
         let mut out = Vec::new();
-        w.release(999_999, &mut out);
-        assert!(out.is_empty());
         w.release(1_000_000, &mut out);
-        assert_eq!(out, vec![1]);
+        assert!(out.is_empty(), "1.2 µs is not due at 1 µs");
+        w.release(1_999_999, &mut out);
+        assert!(out.is_empty(), "nor anywhere in the tick that holds it");
+        w.release(2_000_000, &mut out);
+        assert_eq!(out, vec![1], "due at the first tick that starts after its departure");
+        w.release(5_999_999, &mut out);
+        assert_eq!(out, vec![1], "5.5 µs and 5.9 µs leave at 6 µs");
         w.release(6_000_000, &mut out);
         assert_eq!(out, vec![1, 2, 3]);
         assert!(w.is_empty());
@@ -143,12 +155,12 @@ mod tests {
         assert_eq!(w.next_release_ps(), None);
         assert!(w.insert(5_500_000, 2));
         assert!(w.insert(1_200_000, 1));
-        assert_eq!(w.next_release_ps(), Some(1_000_000), "tick 1 starts at 1 µs");
+        assert_eq!(w.next_release_ps(), Some(2_000_000), "1.2 µs is filed under tick 2");
         let mut out = Vec::new();
         w.release(w.next_release_ps().unwrap(), &mut out);
         assert_eq!(out, vec![1], "releasing at that time hands the packet out");
-        assert_eq!(w.next_release_ps(), Some(5_000_000));
-        w.release(5_000_000, &mut out);
+        assert_eq!(w.next_release_ps(), Some(6_000_000));
+        w.release(6_000_000, &mut out);
         assert_eq!(w.next_release_ps(), None);
     }
 
@@ -176,5 +188,41 @@ mod tests {
         w.release(1_000_000_000, &mut out);
         assert_eq!(out, vec![1, 2]);
         assert!(w.insert(1_000_000_000 + 5_000, 3), "the cursor moved with time");
+    }
+
+    proptest::proptest! {
+        /// Whatever the departures and however irregular the releases: nothing leaves before its
+        /// departure time or more than a tick after the first release that could take it, and
+        /// nothing is lost.
+        #[test]
+        fn never_early_at_most_a_tick_late(
+            departures in proptest::collection::vec(0u64..40_000_000, 1..64),
+            steps in proptest::collection::vec(1u64..3_000_000, 1..64),
+        ) {
+            let tick = 1_000_000; // ps
+            let mut w = TimingWheel::new(1_000, 64, 1000);
+            let mut filed = 0;
+            for (i, &d) in departures.iter().enumerate() {
+                if w.insert(d, (i, d)) {
+                    filed += 1;
+                }
+            }
+            let (mut now, mut out, mut got) = (0u64, Vec::new(), 0);
+            for step in steps.iter().cycle().take(200) {
+                let before = now;
+                now += step;
+                w.release(now, &mut out);
+                for &(_, d) in &out {
+                    proptest::prop_assert!(d <= now, "released at {now} ps, due at {d} ps");
+                    // The release before this one did not take it: it was less than a tick
+                    // overdue then.
+                    proptest::prop_assert!(d + tick > before);
+                    got += 1;
+                }
+                out.clear();
+            }
+            w.release(u64::MAX / 2, &mut out);
+            proptest::prop_assert_eq!(got + out.len(), filed);
+        }
     }
 }
