@@ -313,6 +313,7 @@ impl DeviceSetup {
             }
         }
         pf.set_address_check(vf, self.check.as_deref())?;
+        pf.set_engine_weight(vf, vnic::device::engine_weight(&self.shaper.0))?;
         pf.set_shaper(vf, Some(self.shaper))
     }
 }

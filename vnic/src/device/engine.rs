@@ -2,8 +2,21 @@
 //! deliver, complete.
 //!
 //! One engine owns a whole PF (every VF's queues), so delivering into another VF's RX ring needs
-//! no lock. Work per TX queue and poll is one burst of at most [`BURST`] descriptors: one acquire
-//! load of the tail, one release store of the head, one completion publication. On the receive
+//! no lock. Work per TX queue visit is one burst of at most [`BURST`] descriptors: one acquire
+//! load of the tail, one release store of the head, one completion publication.
+//!
+//! **Arbitration between VFs** is weighted round robin in descriptors: each poll, a VF may have
+//! the engine take up to its weight of TX descriptors ([`DEFAULT_ENGINE_WEIGHT`], 64 = two
+//! bursts, unless set from its ENI's allowances by [`engine_weight`]), its queues in turn from
+//! where it left off. Every descriptor taken counts against the VF that posted it, whether it
+//! makes a frame, is a bad descriptor, or is a frame the spoof check drops, so what a VF puts in
+//! its rings costs the engine's time out of its own share: while several VFs have work, the
+//! engine's descriptors split in proportion to their weights, and an idle VF's share goes to the
+//! busy ones (polls get shorter). A VF with descriptors still waiting when its share runs out
+//! counts `engine_share_exhausted`; `engine_descriptors` is what it was charged. How many queues
+//! a VF has does not change its share.
+//!
+//! On the receive
 //! side, RX descriptors are taken from the ring a burst at a time into a per-queue cache (as a
 //! NIC's descriptor cache does), and RX completions are published once per poll, so a frame costs
 //! no shared-index traffic of its own.
@@ -17,8 +30,27 @@ use crate::frame::FrameInfo;
 use crate::shaper::Clock;
 use crate::switch::{Forward, Port, SwitchDrop};
 
-/// Descriptors taken from a TX queue per poll.
+/// Descriptors taken from a TX queue per visit.
 pub const BURST: usize = 32;
+
+/// TX descriptors a VF may have the engine take per poll unless its weight is set: two bursts.
+pub const DEFAULT_ENGINE_WEIGHT: u32 = 64;
+/// The largest weight a VF may have (128 bursts per poll).
+pub const MAX_ENGINE_WEIGHT: u32 = 4096;
+/// The packet rate that earns [`DEFAULT_ENGINE_WEIGHT`]: a large instance's 14 Mpps.
+const DEFAULT_WEIGHT_PPS: u64 = 14_000_000;
+
+/// A VF's engine weight from its ENI's allowances: in proportion to the packet rate it may
+/// reach, the larger of its PPS allowance and its peak outbound bandwidth in standard frames
+/// (1518 B), with 14 Mpps worth [`DEFAULT_ENGINE_WEIGHT`]; at least 1, at most
+/// [`MAX_ENGINE_WEIGHT`].
+pub fn engine_weight(config: &crate::shaper::ShaperConfig) -> u32 {
+    let peak_bps = config.bw_out.burst_bps.max(config.bw_out.baseline_bps);
+    let pps = config.pps.max(peak_bps / (8 * 1518));
+    let weight =
+        u128::from(pps) * u128::from(DEFAULT_ENGINE_WEIGHT) / u128::from(DEFAULT_WEIGHT_PPS);
+    weight.clamp(1, u128::from(MAX_ENGINE_WEIGHT)) as u32
+}
 
 /// TX completion status: the frame was sent.
 pub const TX_STATUS_OK: u8 = 0;
@@ -44,7 +76,6 @@ impl PhysicalFunction {
     /// descriptors processed.
     pub fn poll(&mut self) -> usize {
         let mut work = 0;
-        let mut armed = false;
         self.moderation_pending = false;
         // One clock reading for the whole poll: a frame that falls due is released before any
         // later frame of its flow can pass, so shaping never reorders a flow.
@@ -53,12 +84,15 @@ impl PhysicalFunction {
             self.release_shaped(now_ns);
         }
         for vf in 0..self.vfs.len() {
-            for q in 0..self.vfs[vf].queues.len() {
-                work += self.poll_tx(vf, q, now_ns);
-                let queue = &self.vfs[vf].queues[q];
-                armed |= queue.tx_irq.armed() || queue.rx_irq.armed();
+            if !self.vfs[vf].queues.is_empty() {
+                work += self.serve_vf(vf, now_ns);
             }
         }
+        let armed = self
+            .vfs
+            .iter()
+            .flat_map(|v| v.queues.iter())
+            .any(|queue| queue.tx_irq.armed() || queue.rx_irq.armed());
         if armed {
             // Only moderated queues with completions waiting cost a clock read.
             let now = self.clock.now_ns();
@@ -91,10 +125,38 @@ impl PhysicalFunction {
         }
     }
 
-    /// One burst from TX queue `q` of VF `vf`.
-    fn poll_tx(&mut self, vf: usize, q: usize, now_ns: u64) -> usize {
+    /// VF `vf`'s turn: up to its weight in TX descriptors, a burst at a time from each of its
+    /// queues in turn, starting where its last turn stopped; returns the descriptors taken, all
+    /// of them charged to it.
+    fn serve_vf(&mut self, vf: usize, now_ns: u64) -> usize {
+        let queues = self.vfs[vf].queues.len();
+        let share = self.vfs[vf].engine;
+        let mut left = share.weight as usize;
+        let mut q = share.next_queue % queues;
+        // Queues found empty in a row: a whole round of them means the VF has nothing left.
+        let mut empty = 0;
+        while left > 0 && empty < queues {
+            let n = self.poll_tx(vf, q, left.min(BURST), now_ns);
+            left -= n;
+            empty = if n == 0 { empty + 1 } else { 0 };
+            if left > 0 || n == BURST {
+                q = (q + 1) % queues;
+            }
+        }
+        let taken = share.weight as usize - left;
+        let v = &mut self.vfs[vf];
+        v.engine.next_queue = q;
+        add(&v.stats.engine_descriptors, taken as u64);
+        if left == 0 && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty()) {
+            add(&v.stats.engine_share_exhausted, 1);
+        }
+        taken
+    }
+
+    /// One burst of at most `max` descriptors from TX queue `q` of VF `vf`.
+    fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> usize {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
-        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs);
+        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs[..max]);
         if n == 0 {
             return 0;
         }

@@ -12,8 +12,9 @@
 //!   by the device when it creates the queue: TX submission (16-byte [`TxDesc`]), TX completion
 //!   (8-byte [`TxCompletion`]), RX submission (16-byte [`RxDesc`]) and RX completion (16-byte
 //!   [`RxCompletion`]); ENA numbers them 2q and 2q + 1.
-//! * The engine ([`PhysicalFunction::poll`], in `engine.rs`) polls every TX queue in bursts of 32,
-//!   validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
+//! * The engine ([`PhysicalFunction::poll`], in `engine.rs`) serves the VFs in weighted round
+//!   robin (each up to its weight in TX descriptors per poll, every descriptor charged to the VF
+//!   that posted it, 64 by default), their TX queues in bursts of 32, validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
 //!   MAC and VLAN, picks the receiving queue by RSS, copies into a posted RX buffer, and writes the
 //!   completions. A bad descriptor is counted and dropped (or completed with an error status so the
 //!   driver gets its buffer back); nothing a guest writes can make the engine panic or touch memory
@@ -26,12 +27,16 @@ pub mod admin;
 mod dma;
 mod engine;
 mod irq;
+pub mod neighbours;
 pub mod stats;
 
 use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
-pub use engine::{BURST, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET};
+pub use engine::{
+    BURST, DEFAULT_ENGINE_WEIGHT, MAX_ENGINE_WEIGHT, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC,
+    TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
+};
 pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
 
@@ -103,6 +108,9 @@ pub enum DeviceError {
     /// MTU out of range.
     #[error("MTU {0} is outside 68..=9001")]
     Mtu(u16),
+    /// Engine weight out of range.
+    #[error("engine weight {0} is outside 1..={MAX_ENGINE_WEIGHT} descriptors per poll")]
+    EngineWeight(u32),
     /// Too many queue pairs.
     #[error("VF {vf} already has {MAX_QUEUE_PAIRS} queue pairs")]
     TooManyQueues {
@@ -201,6 +209,16 @@ pub struct VirtualFunction {
     pub(crate) addresses: Option<Arc<[[u8; 4]]>>,
     /// The ENI's shaper on the VF's outbound traffic, and the frames it holds.
     pub(crate) shaper: Option<Box<EgressShaper>>,
+    /// Its share of the engine.
+    pub(crate) engine: EngineShare,
+}
+
+/// A VF's share of the engine (see `engine.rs`): TX descriptors per poll, and the queue its next
+/// turn starts at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineShare {
+    pub(crate) weight: u32,
+    pub(crate) next_queue: usize,
 }
 
 /// A flow-cap policy the device can own: a closure from a flow to its cap in bits/s.
@@ -238,6 +256,7 @@ impl VirtualFunction {
             trusted: false,
             addresses: None,
             shaper: None,
+            engine: EngineShare { weight: engine::DEFAULT_ENGINE_WEIGHT, next_queue: 0 },
         }
     }
 
@@ -515,6 +534,22 @@ impl PhysicalFunction {
         let i = self.check(vf)?;
         self.vfs[i].addresses = addresses.map(|a| a.iter().map(|ip| ip.octets()).collect());
         Ok(())
+    }
+
+    /// Sets VF `vf`'s share of the engine: TX descriptors per poll, 1 to [`MAX_ENGINE_WEIGHT`]
+    /// ([`engine_weight`] derives one from an ENI's allowances).
+    pub fn set_engine_weight(&mut self, vf: u16, weight: u32) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        if !(1..=MAX_ENGINE_WEIGHT).contains(&weight) {
+            return Err(DeviceError::EngineWeight(weight));
+        }
+        self.vfs[i].engine.weight = weight;
+        Ok(())
+    }
+
+    /// VF `vf`'s engine weight.
+    pub fn engine_weight(&self, vf: u16) -> Result<u32, DeviceError> {
+        Ok(self.vfs[self.check(vf)?].engine.weight)
     }
 
     /// Shapes the VF's outbound traffic with an ENI's limits (flow caps from `policy`,

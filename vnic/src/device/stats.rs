@@ -76,6 +76,12 @@ counters!(
         rx_src_dst_check,
         /// Frames the egress shaper dropped (its queue full, or conntrack exhausted).
         tx_shaper_drops,
+        /// TX descriptors the engine took from the VF's rings, valid or not: what its share of
+        /// the engine was charged.
+        engine_descriptors,
+        /// Polls in which the VF still had TX descriptors waiting when its share of the engine
+        /// ran out.
+        engine_share_exhausted,
     }
 );
 

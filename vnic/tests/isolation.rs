@@ -1,0 +1,186 @@
+//! Performance isolation between VFs, counted in descriptors (no clock): the engine's capacity is
+//! what it takes from TX rings, every descriptor it takes is charged to the VF that posted it,
+//! and while several VFs have more waiting than their share, what they are served each poll is
+//! their weight. The known answers follow from that rule: a VF of weight `w` that always has
+//! work is served exactly `w` descriptors per poll, so over `P` polls `w × P`, and its share of
+//! the engine is `w / Σw` over the busy VFs.
+
+use vnic::device::neighbours::{HostileVf, StreamingPair};
+use vnic::device::*;
+use vnic::shaper::ShaperConfig;
+
+const POLLS: u64 = 2_000;
+
+fn pf(vfs: u16) -> PhysicalFunction {
+    let mut pf = PhysicalFunction::new(vfs).unwrap();
+    pf.set_num_vfs(vfs).unwrap();
+    pf
+}
+
+fn charged(pf: &PhysicalFunction, vf: u16) -> u64 {
+    pf.vf(vf).unwrap().totals().1.engine_descriptors
+}
+
+/// The neighbours on one PF, kept saturated: before every poll each refills its rings.
+#[derive(Default)]
+struct Load {
+    pairs: Vec<StreamingPair>,
+    hostile: Vec<HostileVf>,
+}
+
+impl Load {
+    fn poll(&mut self, pf: &mut PhysicalFunction, polls: u64) {
+        for _ in 0..polls {
+            for p in &mut self.pairs {
+                p.top_up();
+            }
+            for h in &mut self.hostile {
+                h.top_up();
+            }
+            pf.poll();
+            for p in &mut self.pairs {
+                p.drain();
+            }
+        }
+    }
+}
+
+#[test]
+fn busy_vfs_are_served_their_weights_whatever_they_post_and_however_many_queues() {
+    // Weights 8, 16, 32, 64 and the default (64): a streaming pair with four queues at weight
+    // 8, hostile VFs at 16 and 32, a streaming pair at 64, one more hostile VF at the default.
+    let mut pf = pf(8);
+    let mut load = Load::default();
+    load.pairs.push(StreamingPair::new(&mut pf, 0, 1, 4, 64).unwrap());
+    load.hostile.push(HostileVf::new(&mut pf, 2, 7).unwrap());
+    load.hostile.push(HostileVf::new(&mut pf, 3, 11).unwrap());
+    load.pairs.push(StreamingPair::new(&mut pf, 4, 5, 1, 1500).unwrap());
+    load.hostile.push(HostileVf::new(&mut pf, 6, 13).unwrap());
+    let weights = [(0u16, 8u32), (2, 16), (3, 32), (4, 64), (6, DEFAULT_ENGINE_WEIGHT)];
+    for &(vf, w) in &weights[..4] {
+        pf.set_engine_weight(vf, w).unwrap();
+    }
+    // The receivers post nothing; they cost nothing.
+    load.poll(&mut pf, POLLS);
+    let total: u64 = weights.iter().map(|&(vf, _)| charged(&pf, vf)).sum();
+    let weight_sum: u32 = weights.iter().map(|&(_, w)| w).sum();
+    for &(vf, w) in &weights {
+        let got = charged(&pf, vf);
+        assert_eq!(got, u64::from(w) * POLLS, "VF {vf} at weight {w}");
+        let share = got as f64 / total as f64;
+        let want = f64::from(w) / f64::from(weight_sum);
+        assert!((share / want - 1.0).abs() <= 0.05, "VF {vf}: share {share:.4}, want {want:.4}");
+        let exhausted = pf.vf(vf).unwrap().totals().1.engine_share_exhausted;
+        assert_eq!(exhausted, POLLS, "VF {vf} had more waiting than its share every poll");
+    }
+    for &vf in &[1u16, 5] {
+        assert_eq!(charged(&pf, vf), 0, "a receiver posts no TX descriptor");
+    }
+    // The streaming pairs' frames all arrived: garbage beside them cost them nothing but time.
+    for p in &mut load.pairs {
+        p.drain();
+        assert!(p.sent > 0);
+    }
+    assert_eq!(load.pairs[1].received, 64 * POLLS, "one frame per descriptor, all delivered");
+}
+
+/// A streaming pair's descriptors per engine capacity, where the capacity is the descriptors
+/// the engine takes over `polls`: solo, beside a neighbour `(neighbour_weight)`, hostile or not.
+fn streamer_share(neighbour: Option<bool>, streamer_weight: u32, neighbour_weight: u32) -> f64 {
+    let mut pf = pf(4);
+    let mut load = Load::default();
+    load.pairs.push(StreamingPair::new(&mut pf, 0, 1, 1, 64).unwrap());
+    pf.set_engine_weight(0, streamer_weight).unwrap();
+    match neighbour {
+        Some(true) => load.hostile.push(HostileVf::new(&mut pf, 2, 99).unwrap()),
+        Some(false) => load.pairs.push(StreamingPair::new(&mut pf, 2, 3, 1, 64).unwrap()),
+        None => {}
+    }
+    if neighbour.is_some() {
+        pf.set_engine_weight(2, neighbour_weight).unwrap();
+    }
+    load.poll(&mut pf, POLLS);
+    let total: u64 = (0..4).map(|vf| charged(&pf, vf)).sum();
+    charged(&pf, 0) as f64 / total as f64
+}
+
+#[test]
+fn a_neighbour_allowed_five_percent_costs_a_streamer_at_most_five_percent() {
+    // The allowances: the streamer's ENI a large instance's 14 Mpps, the neighbour's 5% of the
+    // engine, 14 Mpps × 5 / 95. Their weights come from those allowances.
+    let streamer = engine_weight(&ShaperConfig::default());
+    let small = ShaperConfig {
+        pps: 14_000_000 * 5 / 95,
+        bw_out: vnic::shaper::BandwidthAllowance::fixed(1_000_000_000),
+        ..ShaperConfig::default()
+    };
+    let neighbour = engine_weight(&small);
+    assert_eq!(streamer, DEFAULT_ENGINE_WEIGHT, "14 Mpps earns the default weight");
+    // 64 × 736,842 / 14,000,000 = 3.37: three descriptors a poll.
+    assert_eq!(neighbour, 3);
+    let solo = streamer_share(None, streamer, neighbour);
+    assert_eq!(solo, 1.0, "alone, the streamer has the engine to itself");
+    for hostile in [true, false] {
+        let beside = streamer_share(Some(hostile), streamer, neighbour);
+        // Per poll the streamer is served 64 and the neighbour 3: 64 / 67 = 0.955.
+        assert_eq!(beside, 64.0 / 67.0, "hostile {hostile}");
+        assert!(beside >= 0.95 * solo, "hostile {hostile}: {beside:.4} of the engine");
+    }
+    // At equal weights the neighbour takes half, hostile or benign: the weight is what isolates.
+    assert_eq!(streamer_share(Some(true), 64, 64), 0.5);
+}
+
+#[test]
+fn an_idle_neighbours_share_goes_to_the_busy_one() {
+    let mut pf = pf(4);
+    let mut load = Load::default();
+    load.pairs.push(StreamingPair::new(&mut pf, 0, 1, 1, 64).unwrap());
+    let mut idle = StreamingPair::new(&mut pf, 2, 3, 1, 64).unwrap();
+    pf.set_engine_weight(2, 1024).unwrap();
+    load.poll(&mut pf, POLLS);
+    // The idle VF posted nothing and was charged nothing; the busy one got its full weight.
+    assert_eq!(charged(&pf, 2), 0);
+    assert_eq!(charged(&pf, 0), u64::from(DEFAULT_ENGINE_WEIGHT) * POLLS);
+    assert_eq!(pf.vf(2).unwrap().totals().1.engine_share_exhausted, 0);
+    // A neighbour with less waiting than its share is served all of it and never counted.
+    idle.top_up();
+    pf.poll();
+    idle.drain();
+    assert!(idle.sent > 0 && idle.sent <= 1024);
+    assert_eq!(charged(&pf, 2), idle.sent, "one descriptor per 64-byte frame, all taken");
+    assert_eq!(pf.vf(2).unwrap().totals().1.engine_share_exhausted, 0);
+}
+
+#[test]
+fn garbage_is_charged_to_the_vf_that_posted_it() {
+    let mut pf = pf(4);
+    let mut load = Load::default();
+    load.pairs.push(StreamingPair::new(&mut pf, 0, 1, 1, 64).unwrap());
+    load.hostile.push(HostileVf::new(&mut pf, 2, 5).unwrap());
+    load.poll(&mut pf, POLLS);
+    // Drain what is left so that everything posted has been taken.
+    for _ in 0..16 {
+        pf.poll();
+        load.pairs[0].drain();
+    }
+    let (q0, v0) = pf.vf(0).unwrap().totals();
+    let (q2, v2) = pf.vf(2).unwrap().totals();
+    assert_eq!(v2.engine_descriptors, load.hostile[0].posted, "every garbage descriptor");
+    assert!(q2.tx_bad_desc > 0 && v2.engine_share_exhausted > 0, "{q2:?} {v2:?}");
+    assert_eq!(v0.engine_descriptors, load.pairs[0].sent, "one descriptor per 64-byte frame");
+    assert_eq!((q0.tx_bad_desc, q0.tx_errors), (0, 0), "nothing of the garbage is the streamer's");
+    assert_eq!(load.pairs[0].received, load.pairs[0].sent);
+}
+
+#[test]
+fn weights_out_of_range_are_refused() {
+    let mut pf = pf(2);
+    assert!(matches!(pf.set_engine_weight(0, 0), Err(DeviceError::EngineWeight(0))));
+    assert!(matches!(
+        pf.set_engine_weight(0, MAX_ENGINE_WEIGHT + 1),
+        Err(DeviceError::EngineWeight(_))
+    ));
+    assert!(matches!(pf.set_engine_weight(5, 8), Err(DeviceError::NoSuchVf { .. })));
+    pf.set_engine_weight(1, MAX_ENGINE_WEIGHT).unwrap();
+    assert_eq!(pf.engine_weight(1).unwrap(), MAX_ENGINE_WEIGHT);
+}
