@@ -141,7 +141,8 @@ impl fmt::Display for RunReport {
                 writeln!(
                     f,
                     "  {:<16} {} {:<12} bw_out {} bw_in {} pps {} conntrack {} linklocal {} \
-                     flow_cap {} shaper_drops {} | tx {} rx {} rx_drops {} src_dst {}",
+                     flow_cap {} shaper_drops {} | tx {} rx {} rx_drops {} src_dst {} \
+                     engine_share_exhausted {}",
                     e.name,
                     e.mac,
                     e.ip,
@@ -155,7 +156,8 @@ impl fmt::Display for RunReport {
                     e.tx_packets,
                     e.rx_packets,
                     e.rx_drops,
-                    e.src_dst_check_drops
+                    e.src_dst_check_drops,
+                    e.engine_share_exhausted
                 )?;
             }
         }

@@ -168,6 +168,9 @@ pub struct EniReport {
     pub rx_drops: u64,
     /// Frames dropped by the source/destination check.
     pub src_dst_check_drops: u64,
+    /// Polls in which the ENI's VF had TX descriptors waiting when its share of the device
+    /// engine ran out.
+    pub engine_share_exhausted: u64,
 }
 
 /// A VM in the report.
@@ -745,6 +748,7 @@ fn collect(
                 rx_bytes: c.queues.rx_bytes,
                 rx_drops: c.queues.rx_drops,
                 src_dst_check_drops: c.port.tx_src_dst_check + c.port.rx_src_dst_check,
+                engine_share_exhausted: c.port.engine_share_exhausted,
             });
         }
         let placement = crate::plan::VmPlacement {

@@ -286,6 +286,9 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
     SubmissionRing::<vnic::desc::RxDesc>::init(&r0, layout.rx_sq, 256).unwrap();
     CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 256).unwrap();
     pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
+    // As much of the engine as it can use: this test is about what garbage can do, not how
+    // much of it the engine takes (tests/isolation.rs).
+    pf.set_engine_weight(0, MAX_ENGINE_WEIGHT).unwrap();
     let mut evil = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
     let mut evil_cq = CompletionConsumer::<TxCompletion>::attach(r0.clone(), layout.tx_cq).unwrap();
     let mut rng = Hostile(0x9E37_79B9_7F4A_7C15);

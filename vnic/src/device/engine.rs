@@ -5,16 +5,19 @@
 //! no lock. Work per TX queue visit is one burst of at most [`BURST`] descriptors: one acquire
 //! load of the tail, one release store of the head, one completion publication.
 //!
-//! **Arbitration between VFs** is weighted round robin in descriptors: each poll, a VF may have
-//! the engine take up to its weight of TX descriptors ([`DEFAULT_ENGINE_WEIGHT`], 64 = two
-//! bursts, unless set from its ENI's allowances by [`engine_weight`]), its queues in turn from
-//! where it left off. Every descriptor taken counts against the VF that posted it, whether it
-//! makes a frame, is a bad descriptor, or is a frame the spoof check drops, so what a VF puts in
-//! its rings costs the engine's time out of its own share: while several VFs have work, the
-//! engine's descriptors split in proportion to their weights, and an idle VF's share goes to the
-//! busy ones (polls get shorter). A VF with descriptors still waiting when its share runs out
-//! counts `engine_share_exhausted`; `engine_descriptors` is what it was charged. How many queues
-//! a VF has does not change its share.
+//! **Arbitration between VFs** is deficit round robin in engine work: each poll a VF earns its
+//! weight ([`DEFAULT_ENGINE_WEIGHT`], 64, unless set from its ENI's allowances by
+//! [`engine_weight`]) and the engine takes TX descriptors from its queues, in turn from where it
+//! left off, while its balance is positive. Every descriptor taken is charged to the VF that
+//! posted it, whether it makes a frame, is a bad descriptor, or is a frame the spoof check drops:
+//! one unit, plus one per [`BYTES_PER_UNIT`] bytes the engine copied for it (the cost model's
+//! 50 ns per packet against 80 ps per byte: a 64-byte frame costs 1, a 1500-byte one 3, a
+//! 9000-byte one 18). A burst may overdraw the balance; the debt is paid from the next polls and
+//! survives the VF going idle, while unused credit does not. So while several VFs have work the
+//! engine's time splits in proportion to their weights, an idle VF's share goes to the busy ones
+//! (polls get shorter), and how many queues a VF has does not change its share. Counters:
+//! `engine_descriptors`, `engine_units` (what it was charged) and `engine_share_exhausted`
+//! (polls that ended its turn with descriptors still waiting).
 //!
 //! On the receive
 //! side, RX descriptors are taken from the ring a burst at a time into a per-queue cache (as a
@@ -33,10 +36,13 @@ use crate::switch::{Forward, Port, SwitchDrop};
 /// Descriptors taken from a TX queue per visit.
 pub const BURST: usize = 32;
 
-/// TX descriptors a VF may have the engine take per poll unless its weight is set: two bursts.
+/// Engine units a VF earns per poll unless its weight is set: 64 small frames (two bursts), or
+/// 21 of 1500 bytes.
 pub const DEFAULT_ENGINE_WEIGHT: u32 = 64;
-/// The largest weight a VF may have (128 bursts per poll).
+/// The largest weight a VF may have.
 pub const MAX_ENGINE_WEIGHT: u32 = 4096;
+/// Bytes copied that cost as much engine time as one descriptor.
+pub const BYTES_PER_UNIT: u64 = 512;
 /// The packet rate that earns [`DEFAULT_ENGINE_WEIGHT`]: a large instance's 14 Mpps.
 const DEFAULT_WEIGHT_PPS: u64 = 14_000_000;
 
@@ -125,56 +131,67 @@ impl PhysicalFunction {
         }
     }
 
-    /// VF `vf`'s turn: up to its weight in TX descriptors, a burst at a time from each of its
-    /// queues in turn, starting where its last turn stopped; returns the descriptors taken, all
-    /// of them charged to it.
+    /// VF `vf`'s turn: it earns its weight, and the engine takes its TX descriptors a burst at a
+    /// time from each of its queues in turn, starting where its last turn stopped, while its
+    /// balance is positive; returns the descriptors taken, all of them charged to it.
     fn serve_vf(&mut self, vf: usize, now_ns: u64) -> usize {
         let queues = self.vfs[vf].queues.len();
         let share = self.vfs[vf].engine;
-        let mut left = share.weight as usize;
+        let mut balance = share.balance + i64::from(share.weight);
         let mut q = share.next_queue % queues;
+        let (mut taken, mut charged) = (0usize, 0u64);
         // Queues found empty in a row: a whole round of them means the VF has nothing left.
         let mut empty = 0;
-        while left > 0 && empty < queues {
-            let n = self.poll_tx(vf, q, left.min(BURST), now_ns);
-            left -= n;
+        while balance > 0 && empty < queues {
+            let want = (balance as usize).min(BURST);
+            let (n, cost) = self.poll_tx(vf, q, want, now_ns);
+            balance -= cost as i64;
+            taken += n;
+            charged += cost;
             empty = if n == 0 { empty + 1 } else { 0 };
-            if left > 0 || n == BURST {
+            if balance > 0 || n == BURST {
                 q = (q + 1) % queues;
             }
         }
-        let taken = share.weight as usize - left;
         let v = &mut self.vfs[vf];
+        // Idle with credit left: the credit is not kept. Debt is.
+        let idle = empty == queues;
+        v.engine.balance = if idle { balance.min(0) } else { balance };
         v.engine.next_queue = q;
         add(&v.stats.engine_descriptors, taken as u64);
-        if left == 0 && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty()) {
+        add(&v.stats.engine_units, charged);
+        if !idle && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty()) {
             add(&v.stats.engine_share_exhausted, 1);
         }
         taken
     }
 
-    /// One burst of at most `max` descriptors from TX queue `q` of VF `vf`.
-    fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> usize {
+    /// One burst of at most `max` descriptors from TX queue `q` of VF `vf`; returns the
+    /// descriptors taken and the engine units they cost.
+    fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> (usize, u64) {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
         let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs[..max]);
         if n == 0 {
-            return 0;
+            return (0, 0);
         }
         if let Some(window) = self.vfs[vf].window.as_ref() {
             for d in &self.tx_descs[..n] {
                 window.prefetch(d.addr(), u64::from(d.len()));
             }
         }
-        // A chain the last burst cut in two resumes with its bytes back in the gather buffer.
+        // A chain the last burst cut in two resumes with its bytes back in the gather buffer (a
+        // copy, charged like any other).
+        let mut cost = n as u64;
         let queue = &self.vfs[vf].queues[q];
         if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
             self.scratch[..p.len].copy_from_slice(&queue.partial_bytes[..p.len]);
+            cost += p.len as u64 / BYTES_PER_UNIT;
         }
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
             let d = self.tx_descs[i];
-            let gathered = gather(&mut self.vfs[vf], q, &d, &mut self.scratch);
+            let gathered = gather(&mut self.vfs[vf], q, &d, &mut self.scratch, &mut cost);
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_head = queue.tx_head.wrapping_add(1);
             if let Some(req_id) = queue.abandoned.take() {
@@ -216,6 +233,7 @@ impl PhysicalFunction {
             // Other queues will use the gather buffer before this chain resumes.
             queue.partial_bytes.clear();
             queue.partial_bytes.extend_from_slice(&self.scratch[..p.len]);
+            cost += p.len as u64 / BYTES_PER_UNIT;
         }
         // The TX completion ring is as deep as the TX ring and completions never outnumber
         // frames in flight, so there is room unless the driver stopped reaping; then the
@@ -227,7 +245,7 @@ impl PhysicalFunction {
         add(&queue.stats.tx_errors, (k - pushed) as u64);
         add(&queue.stats.tx_packets, packets);
         add(&queue.stats.tx_bytes, bytes);
-        n
+        (n, cost)
     }
 
     /// Forwards the frame in the scratch buffer, sent by `vf`: parse, MTU, source/destination
@@ -412,8 +430,15 @@ fn shape(
     }
 }
 
-/// Validates one TX descriptor and copies its buffer into `scratch`.
-fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) -> Gathered {
+/// Validates one TX descriptor and copies its buffer into `scratch`, adding the engine units
+/// the copy costs (one per [`BYTES_PER_UNIT`] bytes of this descriptor) to `cost`.
+fn gather(
+    vf: &mut VirtualFunction,
+    q: usize,
+    d: &TxDesc,
+    scratch: &mut [u8],
+    cost: &mut u64,
+) -> Gathered {
     let window = vf.window.as_ref();
     let queue: &mut DeviceQueue = &mut vf.queues[q];
     let req_id = d.req_id();
@@ -442,11 +467,12 @@ fn gather(vf: &mut VirtualFunction, q: usize, d: &TxDesc, scratch: &mut [u8]) ->
     };
     let len = usize::from(d.len());
     let end = p.len + len;
-    let copied = !p.bad
+    let read = !p.bad
         && len > 0
         && end <= scratch.len()
         && window.is_some_and(|w| w.read(d.addr(), &mut scratch[p.len..end]).is_ok());
-    if copied {
+    if read {
+        *cost += len as u64 / BYTES_PER_UNIT;
         p.len = end;
     } else {
         if !p.bad {

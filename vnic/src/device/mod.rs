@@ -13,8 +13,8 @@
 //!   (8-byte [`TxCompletion`]), RX submission (16-byte [`RxDesc`]) and RX completion (16-byte
 //!   [`RxCompletion`]); ENA numbers them 2q and 2q + 1.
 //! * The engine ([`PhysicalFunction::poll`], in `engine.rs`) serves the VFs in weighted round
-//!   robin (each up to its weight in TX descriptors per poll, every descriptor charged to the VF
-//!   that posted it, 64 by default), their TX queues in bursts of 32, validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
+//!   robin (each its weight of work per poll, 64 small descriptors by default, every descriptor
+//!   and byte charged to the VF that posted it), their TX queues in bursts of 32, validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
 //!   MAC and VLAN, picks the receiving queue by RSS, copies into a posted RX buffer, and writes the
 //!   completions. A bad descriptor is counted and dropped (or completed with an error status so the
 //!   driver gets its buffer back); nothing a guest writes can make the engine panic or touch memory
@@ -34,8 +34,8 @@ use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
 pub use engine::{
-    BURST, DEFAULT_ENGINE_WEIGHT, MAX_ENGINE_WEIGHT, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC,
-    TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
+    BURST, BYTES_PER_UNIT, DEFAULT_ENGINE_WEIGHT, MAX_ENGINE_WEIGHT, RX_STATUS_DROPPED,
+    TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
 };
 pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
@@ -213,11 +213,12 @@ pub struct VirtualFunction {
     pub(crate) engine: EngineShare,
 }
 
-/// A VF's share of the engine (see `engine.rs`): TX descriptors per poll, and the queue its next
-/// turn starts at.
+/// A VF's share of the engine (see `engine.rs`): the units it earns per poll, its balance (debt
+/// when negative), and the queue its next turn starts at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EngineShare {
     pub(crate) weight: u32,
+    pub(crate) balance: i64,
     pub(crate) next_queue: usize,
 }
 
@@ -256,7 +257,11 @@ impl VirtualFunction {
             trusted: false,
             addresses: None,
             shaper: None,
-            engine: EngineShare { weight: engine::DEFAULT_ENGINE_WEIGHT, next_queue: 0 },
+            engine: EngineShare {
+                weight: engine::DEFAULT_ENGINE_WEIGHT,
+                balance: 0,
+                next_queue: 0,
+            },
         }
     }
 
@@ -536,7 +541,8 @@ impl PhysicalFunction {
         Ok(())
     }
 
-    /// Sets VF `vf`'s share of the engine: TX descriptors per poll, 1 to [`MAX_ENGINE_WEIGHT`]
+    /// Sets VF `vf`'s share of the engine: units per poll (a unit is one descriptor, or
+    /// [`BYTES_PER_UNIT`] bytes copied), 1 to [`MAX_ENGINE_WEIGHT`]
     /// ([`engine_weight`] derives one from an ENI's allowances).
     pub fn set_engine_weight(&mut self, vf: u16, weight: u32) -> Result<(), DeviceError> {
         let i = self.check(vf)?;

@@ -76,9 +76,11 @@ counters!(
         rx_src_dst_check,
         /// Frames the egress shaper dropped (its queue full, or conntrack exhausted).
         tx_shaper_drops,
-        /// TX descriptors the engine took from the VF's rings, valid or not: what its share of
-        /// the engine was charged.
+        /// TX descriptors the engine took from the VF's rings, valid or not.
         engine_descriptors,
+        /// Engine work charged to the VF for them: one unit per descriptor plus one per
+        /// `BYTES_PER_UNIT` bytes copied.
+        engine_units,
         /// Polls in which the VF still had TX descriptors waiting when its share of the engine
         /// ran out.
         engine_share_exhausted,
