@@ -206,3 +206,28 @@ fn weights_out_of_range_are_refused() {
     pf.set_engine_weight(1, MAX_ENGINE_WEIGHT).unwrap();
     assert_eq!(pf.engine_weight(1).unwrap(), MAX_ENGINE_WEIGHT);
 }
+
+#[test]
+fn a_poll_that_leaves_work_behind_asks_for_the_next_poll_now() {
+    // A discrete-event scheduler polls when `next_timer_ns` says: work left behind by a share
+    // that ran out must not wait for the next doorbell.
+    let mut pf = pf(2);
+    let clock = vnic::shaper::VirtualClock::new();
+    clock.set(5_000);
+    pf.set_clock(vnic::shaper::DeviceClock::Virtual(clock.clone()));
+    let mut pair = StreamingPair::new(&mut pf, 0, 1, 1, 64).unwrap();
+    pf.set_engine_weight(0, 8).unwrap();
+    assert_eq!(pf.next_timer_ns(), None, "nothing posted");
+    let posted = pair.top_up() as u64;
+    let mut polls = 0;
+    while pf.poll() > 0 {
+        polls += 1;
+        if charged(&pf, 0) < posted {
+            assert_eq!(pf.next_timer_ns(), Some(5_000), "after poll {polls}");
+        }
+    }
+    assert_eq!(polls, posted.div_ceil(8));
+    assert_eq!(pf.next_timer_ns(), None, "all taken");
+    pair.drain();
+    assert_eq!(pair.received, posted);
+}

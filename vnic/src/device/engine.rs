@@ -89,6 +89,7 @@ impl PhysicalFunction {
         if !self.shaped.is_empty() {
             self.release_shaped(now_ns);
         }
+        self.tx_backlog = false;
         for vf in 0..self.vfs.len() {
             if !self.vfs[vf].queues.is_empty() {
                 work += self.serve_vf(vf, now_ns);
@@ -162,6 +163,7 @@ impl PhysicalFunction {
         add(&v.stats.engine_units, charged);
         if !idle && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty()) {
             add(&v.stats.engine_share_exhausted, 1);
+            self.tx_backlog = true;
         }
         taken
     }

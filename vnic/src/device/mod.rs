@@ -46,7 +46,7 @@ use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
 };
 use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
-use crate::shaper::{AllowanceCounters, DeviceClock, FlowKey, Shaper, ShaperConfig};
+use crate::shaper::{AllowanceCounters, Clock, DeviceClock, FlowKey, Shaper, ShaperConfig};
 use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
 
 /// Most VFs a PF can expose.
@@ -335,6 +335,9 @@ pub struct PhysicalFunction {
     /// by a poll that finds none), so that [`PhysicalFunction::next_timer_ns`] skips the queues
     /// otherwise.
     pub(crate) moderation_pending: bool,
+    /// Set by a poll that left TX descriptors waiting because a VF's share ran out: the next
+    /// poll has work now.
+    pub(crate) tx_backlog: bool,
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -365,6 +368,7 @@ impl PhysicalFunction {
             due: Vec::new(),
             shaped: Vec::new(),
             moderation_pending: false,
+            tx_backlog: false,
         })
     }
 
@@ -420,10 +424,14 @@ impl PhysicalFunction {
         self.clock = clock;
     }
 
-    /// The earliest time, ns on the device's clock, at which a poll has timed work: a frame a
-    /// shaper holds falls due, or a moderated interrupt's delay runs out (`None` if neither).
-    /// A discrete-event scheduler polls the device then; a live engine needs no such call.
+    /// The earliest time, ns on the device's clock, at which a poll has work: now if the last
+    /// poll left TX descriptors waiting (a VF's share ran out), else when a frame a shaper holds
+    /// falls due or a moderated interrupt's delay runs out (`None` if none of these). A
+    /// discrete-event scheduler polls the device then; a live engine needs no such call.
     pub fn next_timer_ns(&self) -> Option<u64> {
+        if self.tx_backlog {
+            return Some(self.clock.now_ns());
+        }
         let shaped = self.shaped.iter().filter_map(|&vf| {
             self.vfs.get(usize::from(vf))?.shaper.as_ref()?.shaper.next_release_ns()
         });
