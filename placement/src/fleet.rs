@@ -190,11 +190,12 @@ impl Fleet {
     }
 
     /// Takes capacity for other tenants: each host loses a uniformly random share of its vCPUs
-    /// and memory between 0 and `2 × mean_fraction` (capped at all of it), drawn from `seed`.
+    /// and memory whose mean is `mean_fraction` (0 to 1), drawn from `seed`: between 0 and
+    /// twice the mean up to a mean of one half, between `2 × mean − 1` and all of it above.
     pub fn fragment(&mut self, seed: u64, mean_fraction: f64) {
         let mut rng = SplitMix64::new(seed);
         for (i, host) in self.topology.hosts.iter().enumerate() {
-            let share = (rng.next_f64() * 2.0 * mean_fraction).clamp(0.0, 1.0);
+            let share = fragment_share(rng.next_f64(), mean_fraction);
             let free = &mut self.host_free[i];
             let take_cpu = ((f64::from(host.capacity.vcpus) * share) as u32).min(free.vcpus);
             let take_mem =
@@ -804,5 +805,31 @@ impl Fleet {
             placed.push((host, Some(p as u8 + 1)));
         }
         Ok(())
+    }
+}
+
+/// A host's share taken by other tenants, from a uniform draw `u` in [0, 1): uniform on the
+/// widest interval inside [0, 1] centred on `mean` (so that its mean is `mean`, not clamped).
+fn fragment_share(u: f64, mean: f64) -> f64 {
+    let mean = mean.clamp(0.0, 1.0);
+    let half_width = mean.min(1.0 - mean);
+    mean - half_width + u * 2.0 * half_width
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fragment_share;
+
+    #[test]
+    fn fragmentation_has_the_mean_it_was_asked_for_and_stays_within_a_host() {
+        for mean in [0.0, 0.1, 0.5, 0.75, 0.9, 1.0] {
+            // A uniform grid of draws: the mean of the shares is the centre of their interval.
+            let n = 10_000;
+            let shares: Vec<f64> =
+                (0..n).map(|k| fragment_share((k as f64 + 0.5) / n as f64, mean)).collect();
+            let got = shares.iter().sum::<f64>() / n as f64;
+            assert!((got - mean).abs() < 1e-9, "mean {mean}: got {got}");
+            assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "mean {mean}");
+        }
     }
 }

@@ -27,6 +27,31 @@ impl InstanceType {
         Self { name: name.into(), vcpus, memory_gib, baseline_gbps, burst_gbps }
     }
 
+    /// Whether the shape is possible: at least one vCPU and 1 GiB, a positive finite baseline
+    /// and a burst rate no lower than it; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let n = &self.name;
+        if self.vcpus == 0 {
+            return Err(format!("instance type {n}: vcpus 0 (it needs at least one)"));
+        }
+        if self.memory_gib == 0 {
+            return Err(format!("instance type {n}: memory_gib 0 (it needs at least 1 GiB)"));
+        }
+        if !(self.baseline_gbps.is_finite() && self.baseline_gbps > 0.0) {
+            return Err(format!(
+                "instance type {n}: baseline_gbps {} is not a positive rate",
+                self.baseline_gbps
+            ));
+        }
+        if !(self.burst_gbps.is_finite() && self.burst_gbps >= self.baseline_gbps) {
+            return Err(format!(
+                "instance type {n}: burst_gbps {} is below its baseline_gbps {}",
+                self.burst_gbps, self.baseline_gbps
+            ));
+        }
+        Ok(())
+    }
+
     /// A handful of real shapes (vCPUs, memory, and network performance as EC2 documents them;
     /// baselines of "up to" types as measured and published by EC2 users).
     pub fn catalog() -> Vec<InstanceType> {

@@ -78,7 +78,55 @@ impl Default for NetworkModel {
     }
 }
 
+/// The largest round-trip latency a class may have, µs (ten seconds).
+pub const MAX_LATENCY_US: f64 = 10_000_000.0;
+/// The largest single-flow cap, Gbps.
+pub const MAX_FLOW_CAP_GBPS: f64 = 10_000.0;
+
 impl NetworkModel {
+    /// Whether every value is possible: latencies finite, not negative and at most
+    /// [`MAX_LATENCY_US`], never lower for a farther class; caps positive, finite and at most
+    /// [`MAX_FLOW_CAP_GBPS`]; the large-instance share 0 to 1; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        const CLASSES: [&str; 5] = ["same host", "same rack", "same AZ", "other AZ", "other region"];
+        for (i, &us) in self.latency_us.iter().enumerate() {
+            if !(us.is_finite() && (0.0..=MAX_LATENCY_US).contains(&us)) {
+                return Err(format!(
+                    "network.latency_us[{i}] ({}) = {us} is not 0 to {MAX_LATENCY_US} µs",
+                    CLASSES[i]
+                ));
+            }
+            if i > 0 && us < self.latency_us[i - 1] {
+                return Err(format!(
+                    "network.latency_us[{i}] ({}) = {us} µs is below latency_us[{}] ({}) = {} µs: \
+                     a farther class cannot be nearer",
+                    CLASSES[i],
+                    i - 1,
+                    CLASSES[i - 1],
+                    self.latency_us[i - 1]
+                ));
+            }
+        }
+        for (name, gbps) in [
+            ("flow_cap_gbps", self.flow_cap_gbps),
+            ("cluster_flow_cap_gbps", self.cluster_flow_cap_gbps),
+            ("srd_flow_cap_gbps", self.srd_flow_cap_gbps),
+            ("region_egress_gbps", self.region_egress_gbps),
+        ] {
+            if !(gbps.is_finite() && gbps > 0.0 && gbps <= MAX_FLOW_CAP_GBPS) {
+                return Err(format!(
+                    "network.{name} = {gbps} is not a rate (more than 0, at most \
+                     {MAX_FLOW_CAP_GBPS} Gbps)"
+                ));
+            }
+        }
+        let share = self.region_egress_large_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!("network.region_egress_large_share = {share} is not 0 to 1"));
+        }
+        Ok(())
+    }
+
     /// Round-trip latency of a class, µs.
     pub fn latency_us(&self, class: NetworkClass) -> f64 {
         self.latency_us[class as usize]
