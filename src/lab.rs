@@ -65,7 +65,10 @@ pub fn run(args: &LabArgs) -> Result<String, String> {
     let roots = LabRoots { sysfs: args.sysfs_root.clone(), dev: args.dev_root.clone() };
     let err = |e: vnic::vfio::LabError| e.to_string();
     match &args.command {
-        LabCommand::List { all } => Ok(list(&roots.inventory().map_err(err)?, *all)),
+        LabCommand::List { all } => {
+            let devices = roots.sysfs.join("bus/pci/devices");
+            Ok(list(&roots.inventory().map_err(err)?, *all, &devices))
+        }
         LabCommand::Enable { pf, n } => {
             roots.enable_vfs(pf, *n).map_err(err)?;
             Ok(format!("{pf}: {n} VFs enabled (sriov_drivers_autoprobe 0)\n"))
@@ -121,13 +124,13 @@ pub fn run(args: &LabArgs) -> Result<String, String> {
     }
 }
 
-fn list(inv: &Inventory, all: bool) -> String {
+fn list(inv: &Inventory, all: bool, devices: &std::path::Path) -> String {
     let mut out = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(
         out,
         "IOMMU: {}   vfio-pci loaded: {}   /dev/vfio/vfio: {}",
-        if inv.iommu { "on" } else { "off (boot with intel_iommu=on iommu=pt)" },
+        if inv.iommu { "on".to_string() } else { format!("off (boot with {})", boot_hint()) },
         yes(inv.vfio_pci),
         yes(inv.dev_vfio)
     );
@@ -136,11 +139,13 @@ fn list(inv: &Inventory, all: bool) -> String {
         "{:<14} {:<11} {:<12} {:>9} {:>6}  {:<22} model",
         "address", "id", "driver", "VFs", "group", "group viable"
     );
+    let mut rows = 0;
     for d in &inv.devices {
         let sriov = d.total_vfs.is_some() || d.physfn.is_some();
         if !all && !sriov {
             continue;
         }
+        rows += 1;
         let vfs = match (d.num_vfs, d.total_vfs, &d.physfn) {
             (Some(n), Some(t), _) => format!("{n}/{t}"),
             (_, _, Some(pf)) => format!("VF of {}", pf.get(5..).unwrap_or(pf)),
@@ -177,5 +182,38 @@ fn list(inv: &Inventory, all: bool) -> String {
             d.model()
         );
     }
+    if rows == 0 {
+        let what = if all { "no PCI devices" } else { "no SR-IOV capable devices (PFs or VFs)" };
+        let more = if all { "" } else { "; `lab list --all` shows every PCI device" };
+        let _ = writeln!(out, "{what} under {}{more}", devices.display());
+    }
     out
+}
+
+/// The kernel parameters that turn this machine's IOMMU on.
+fn boot_hint() -> &'static str {
+    vnic::vfio::iommu_boot_hint(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_list_says_so_and_how_to_see_more() {
+        let inv = Inventory {
+            iommu: true,
+            vfio_pci: true,
+            dev_vfio: true,
+            devices: vec![],
+            groups: vec![],
+        };
+        let dir = std::path::Path::new("/sys/bus/pci/devices");
+        let text = list(&inv, false, dir);
+        assert!(text.contains("no SR-IOV capable devices (PFs or VFs) under /sys/bus/pci/devices"));
+        assert!(text.contains("`lab list --all`"), "{text}");
+        assert!(list(&inv, true, dir).contains("no PCI devices under"));
+        let off = Inventory { iommu: false, ..inv };
+        assert!(list(&off, false, dir).contains("iommu=pt"), "the boot hint");
+    }
 }

@@ -26,10 +26,21 @@ const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
 /// A software SR-IOV / ENA-style virtual NIC, the VMs that drive it, and the benchmarks that
 /// measure it.
 #[derive(Debug, Parser)]
-#[command(name = "vnic-lab", version, about)]
+#[command(
+    name = "vnic-lab",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = "With no command, vnic-lab runs the embedded default scenario in virtual time \
+                  (or FILE, if given) and takes run's options: `vnic-lab --json`, \
+                  `vnic-lab --out DIR`, `vnic-lab --live`, `vnic-lab --print-default`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// With no command: `run`'s options.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Options of `run`.
@@ -124,14 +135,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(&args),
-        None => run_command(&RunArgs {
-            file: None,
-            json: false,
-            out: None,
-            pcap: Vec::new(),
-            print_default: false,
-            live: false,
-        }),
+        None => run_command(&cli.run),
         Some(Command::Plan { file, json }) => {
             plan::run_file(&file).map_err(|e| e.to_string()).and_then(|r| {
                 if json {

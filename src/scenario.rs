@@ -428,13 +428,30 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The largest scenario file read, bytes: a scenario is a short text (the largest shipped is a
+/// few KiB), and reading stops here rather than filling memory (`/dev/zero` is not a scenario).
+pub const MAX_SCENARIO_BYTES: u64 = 4 << 20;
+
 /// Reads, checks and places the scenario at `path`.
 pub fn load_file(path: &std::path::Path) -> Result<Placed, ScenarioError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-        file: file.clone(),
-        at: None,
-        message: format!("cannot read it: {e}"),
+    let fail = |message: String| ScenarioError { file: file.clone(), at: None, message };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(fail(format!(
+            "is larger than {} MiB: a scenario is a short TOML file",
+            MAX_SCENARIO_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "is not UTF-8 text (byte {}): a scenario is a TOML file",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     load(&file, &text)
 }
@@ -469,6 +486,21 @@ impl Err<'_> {
             file: self.file.to_string(),
             at: Some(line_col(self.text, span.start)),
             message: message.into(),
+        }
+    }
+
+    /// An error at the `index`-th table headed `header` (`[network]`, `[[instance_types]]`), for
+    /// tables deserialised without positions; the whole file if it has no such header.
+    fn at_table(&self, header: &str, index: usize, message: impl Into<String>) -> ScenarioError {
+        let mut offset = 0;
+        let found = self.text.lines().filter_map(|line| {
+            let at = offset;
+            offset += line.len() + 1;
+            (line.trim() == header).then_some(at)
+        });
+        match found.into_iter().nth(index) {
+            Some(at) => self.at(at..at, message),
+            None => self.whole(message),
         }
     }
 
@@ -539,21 +571,17 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     if !(0.0..=0.5).contains(&r.efa_loss) {
         return Err(err.whole(format!("run.efa_loss {} is not 0 to 0.5", r.efa_loss)));
     }
+    s.network.check().map_err(|e| err.at_table("[network]", 0, e))?;
     let topology = s.topology.build().map_err(|e| err.whole(format!("topology: {e}")))?;
     let mut types = InstanceType::catalog();
-    for t in &s.instance_types {
-        if !(t.baseline_gbps.is_finite()
-            && t.baseline_gbps > 0.0
-            && t.burst_gbps >= t.baseline_gbps)
-        {
-            return Err(err.whole(format!(
-                "instance type {}: baseline_gbps must be positive and burst_gbps at least the \
-                 baseline",
-                t.name
-            )));
-        }
+    for (i, t) in s.instance_types.iter().enumerate() {
+        t.check().map_err(|e| err.at_table("[[instance_types]]", i, e))?;
         if types.iter().any(|c| c.name == t.name) {
-            return Err(err.whole(format!("instance type {} is defined twice", t.name)));
+            return Err(err.at_table(
+                "[[instance_types]]",
+                i,
+                format!("instance type {} is defined twice", t.name),
+            ));
         }
         types.push(t.clone());
     }
@@ -882,9 +910,23 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
             return Err(err
                 .at(sp.span(), format!("stop_s {} is not after start_s {start_s}", sp.get_ref())));
         }
+        if let Some(sp) = &f.stop_s
+            && *sp.get_ref() > duration_s
+        {
+            return Err(err.at(
+                sp.span(),
+                format!(
+                    "stop_s {} is after the run ends ({duration_s} s): lower it or raise \
+                     duration_s",
+                    sp.get_ref()
+                ),
+            ));
+        }
+        let before = flows.len();
         for from in matching(&f.from)? {
             for to in matching(&f.to)? {
                 if from == to {
+                    // `web-*` to `web-*` means every pair of two different VMs.
                     continue;
                 }
                 let efa = path.unwrap_or(vms[from].path) == PathName::Efa;
@@ -949,7 +991,19 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
                 }
             }
         }
+        if flows.len() == before {
+            return Err(err.at(
+                f.from.span(),
+                format!(
+                    "flow from `{}` to `{}` has no pair of two different VMs: a VM does not \
+                     send to itself",
+                    f.from.get_ref(),
+                    f.to.get_ref()
+                ),
+            ));
+        }
     }
+    check_subnet_room(&err, s, &subnets, &vms, &enis)?;
 
     let mut failures = Vec::new();
     for d in &s.failures {
@@ -998,6 +1052,41 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
 const EFA_MTU: usize = hypervisor_sim::vnic::efa::EFA_MTU;
 
 /// EC2's EFA rules for a flow between two VMs: both ends have an EFA interface, in one subnet.
+/// Every subnet has an address for each ENI and secondary address placed in it, counted as
+/// the cloud gives them (AWS reserves five of every subnet): one checker for `plan` and `run`.
+fn check_subnet_room(
+    err: &Err<'_>,
+    s: &Scenario,
+    subnets: &[SubnetPlan],
+    vms: &[VmPlan],
+    enis: &[EniPlan],
+) -> Result<(), ScenarioError> {
+    for subnet in subnets {
+        let primaries = vms.iter().filter(|v| v.subnet == subnet.name).count() as u64;
+        let secondary: u64 =
+            enis.iter().filter(|e| e.subnet == subnet.name).map(|e| 1 + e.ips.len() as u64).sum();
+        let needed = primaries + secondary;
+        let usable = hypervisor_sim::eni::Subnet::usable_addresses(subnet.prefix);
+        if needed > usable {
+            let message = format!(
+                "subnet {} ({}/{}) has {usable} usable addresses (AWS reserves {}) for {needed} \
+                 ({primaries} VMs' primary ENIs, {secondary} for secondary ENIs and their \
+                 addresses): use a shorter prefix",
+                subnet.name,
+                subnet.network,
+                subnet.prefix,
+                hypervisor_sim::eni::AWS_RESERVED_ADDRESSES,
+            );
+            let declared = s.subnets.iter().find(|d| *d.name.get_ref() == subnet.name);
+            return Err(match declared {
+                Some(d) => err.at(d.cidr.span(), message),
+                None => err.whole(message),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_efa_pair(
     err: &Err<'_>,
     f: &FlowDecl,
@@ -1268,6 +1357,66 @@ mod tests {
             ),
             (replaced("frame = 1514", "frame = 1514\nsrd = \"yes\""), "invalid type"),
             (replaced("frame = 1514", "frame = 1514\nparallel = 0"), "parallel 0 is not 1 to 1024"),
+            // The network model, instance types, flows and subnets (issue 19).
+            (
+                format!("{DEFAULT}\n[network]\nflow_cap_gbps = -5.0\n"),
+                "network.flow_cap_gbps = -5 is not a rate",
+            ),
+            (format!("{DEFAULT}\n[network]\nflow_cap_gbps = nan\n"), "network.flow_cap_gbps = NaN"),
+            (
+                format!("{DEFAULT}\n[network]\ncluster_flow_cap_gbps = inf\n"),
+                "network.cluster_flow_cap_gbps = inf is not a rate",
+            ),
+            (
+                format!("{DEFAULT}\n[network]\nlatency_us = [-1.0, 25.0, 60.0, 500.0, 30000.0]\n"),
+                "network.latency_us[0] (same host) = -1 is not 0 to",
+            ),
+            (
+                format!("{DEFAULT}\n[network]\nlatency_us = [10.0, 25.0, 60.0, 500.0, 1e12]\n"),
+                "network.latency_us[4] (other region) = 1000000000000 is not 0 to",
+            ),
+            (
+                format!("{DEFAULT}\n[network]\nlatency_us = [10.0, 25.0, 6.0, 500.0, 30000.0]\n"),
+                "a farther class cannot be nearer",
+            ),
+            (
+                format!("{DEFAULT}\n[network]\nregion_egress_large_share = 2.0\n"),
+                "network.region_egress_large_share = 2 is not 0 to 1",
+            ),
+            (
+                format!(
+                    "{DEFAULT}\n[[instance_types]]\nname = \"z1\"\nvcpus = 0\nmemory_gib = 4\n\
+                     baseline_gbps = 1.0\nburst_gbps = 1.0\n"
+                ),
+                "instance type z1: vcpus 0",
+            ),
+            (
+                format!(
+                    "{DEFAULT}\n[[instance_types]]\nname = \"z1\"\nvcpus = 2\nmemory_gib = 4\n\
+                     baseline_gbps = 2.0\nburst_gbps = 1.0\n"
+                ),
+                "burst_gbps 1 is below its baseline_gbps 2",
+            ),
+            (
+                format!(
+                    "{DEFAULT}\n[[instance_types]]\nname = \"m5.large\"\nvcpus = 2\n\
+                     memory_gib = 8\nbaseline_gbps = 1.0\nburst_gbps = 1.0\n"
+                ),
+                "instance type m5.large is defined twice",
+            ),
+            (replaced("to = \"hpc-1\"", "to = \"hpc-0\""), "a VM does not send to itself"),
+            (
+                replaced("start_s = 1.5", "start_s = 1.5\nstop_s = 99.0"),
+                "stop_s 99 is after the run ends (3 s)",
+            ),
+            (
+                format!(
+                    "{DEFAULT}\n[[subnets]]\nname = \"tiny\"\naz = \"us-east-1a\"\n\
+                     cidr = \"10.9.0.0/28\"\n\n[[vms]]\nname = \"t\"\ntype = \"m5.large\"\n\
+                     count = 20\n"
+                ),
+                "subnet tiny (10.9.0.0/28) has 11 usable addresses (AWS reserves 5) for 26 (26 VMs'",
+            ),
         ];
         assert!(cases.len() >= 30, "{} cases", cases.len());
         for (text, want) in &cases {
@@ -1285,6 +1434,22 @@ mod tests {
         let e = error(&replaced("from = \"hpc-0\"", "from = \"hpc-7\""));
         let line = DEFAULT.lines().position(|l| l == "from = \"hpc-0\"").unwrap() + 1;
         assert_eq!(e, format!("s.toml:{line}:8: no VM named `hpc-7`"));
+        // Tables read without positions are named by their header's line.
+        let e = error(&format!("{DEFAULT}\n[network]\nflow_cap_gbps = 0.0\n"));
+        let line = DEFAULT.lines().count() + 2;
+        assert!(e.starts_with(&format!("s.toml:{line}:1: network.flow_cap_gbps")), "{e}");
+        let tiny = format!(
+            "{DEFAULT}\n[[subnets]]\nname = \"tiny\"\naz = \"us-east-1a\"\ncidr = \"10.9.0.0/28\"\n\n\
+             [[vms]]\nname = \"t\"\ntype = \"m5.large\"\ncount = 20\n"
+        );
+        let e = error(&tiny);
+        let line = DEFAULT.lines().count() + 5;
+        assert!(e.starts_with(&format!("s.toml:{line}:8: subnet tiny")), "{e}");
+        // Five fewer VMs fit exactly: 11 addresses for 6 + 5.
+        assert!(load("s.toml", &tiny.replace("count = 20", "count = 5")).is_ok());
+        // A fragmented fleet keeps the mean it was given, 1.0 included (every host full).
+        let full = replaced("seed = 1", "seed = 1\nfragmentation = 1.0");
+        assert!(error(&full).contains("InsufficientInstanceCapacity"), "no room left at all");
     }
 
     #[test]

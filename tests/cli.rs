@@ -135,6 +135,16 @@ fn bad_input_is_one_message_and_exit_status_two() {
     let out = vnic_lab(&["run", Path::new("/nonexistent/s.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
+    // An endless file is refused after 4 MiB, not read until memory runs out.
+    let out = vnic_lab(&["run", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/dev/zero: is larger than 4 MiB"), "{stderr}");
+    // A PCI address is checked before anything else is asked of the machine.
+    let out = vnic_lab(&["lab", "bind", "notabdf"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`notabdf` is not a PCI address"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -290,4 +300,24 @@ fn the_live_mode_runs_the_same_scenario_on_threads_and_respects_the_caps() {
         assert!(achieved <= cap * 1.02 + 0.05, "over its cap: {f}");
     }
     assert!(report["breakdown"].as_array().unwrap().is_empty(), "no cost model live");
+}
+
+#[test]
+fn with_no_command_it_runs_a_scenario_and_takes_runs_options() {
+    let help = String::from_utf8(vnic_lab(&["--help"]).stdout).unwrap();
+    assert!(
+        help.contains("With no command, vnic-lab runs the embedded default scenario"),
+        "{help}"
+    );
+    let printed = vnic_lab(&["--print-default"]);
+    assert!(printed.status.success());
+    assert_eq!(printed.stdout, vnic_lab(&["run", "--print-default"]).stdout);
+    let scratch = Scratch::new("toplevel");
+    let file = short_default(&scratch.0);
+    let out_dir = scratch.0.join("out");
+    let top = vnic_lab(&[&file, "--json", "--out", out_dir.to_str().unwrap()]);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let run = vnic_lab(&["run", &file, "--json"]);
+    assert_eq!(top.stdout, run.stdout, "the same report as `run FILE --json`");
+    assert!(out_dir.join("report.json").exists());
 }

@@ -36,7 +36,17 @@ pub struct Subnet {
     pub prefix: u8,
 }
 
+/// Addresses AWS keeps in every subnet: the network address, the VPC router, DNS, one reserved
+/// for future use, and the broadcast address.
+pub const AWS_RESERVED_ADDRESSES: u64 = 5;
+
 impl Subnet {
+    /// Addresses a subnet of `prefix` can give to ENIs: its size less
+    /// [`AWS_RESERVED_ADDRESSES`] (a /28 has 11, a /24 251).
+    pub fn usable_addresses(prefix: u8) -> u64 {
+        (1u64 << (32 - u32::from(prefix.min(32)))).saturating_sub(AWS_RESERVED_ADDRESSES)
+    }
+
     /// Whether `ip` lies in the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix.min(32))).unwrap_or(0);
@@ -275,8 +285,7 @@ impl EniRegistry {
     fn free_ip(&self, subnet: &Subnet) -> Option<Ipv4Addr> {
         // AWS reserves the first four addresses and the last of every subnet.
         let base = u32::from(subnet.network);
-        let size = 1u64 << (32 - u32::from(subnet.prefix.min(32)));
-        (4..size.saturating_sub(1))
+        (4..4 + Subnet::usable_addresses(subnet.prefix))
             .map(|k| Ipv4Addr::from(base.wrapping_add(k as u32)))
             .find(|&ip| !self.enis.values().any(|e| e.owns(ip)))
     }

@@ -683,9 +683,12 @@ impl Fleet {
                     || "every AZ of the region".to_string(),
                     |a| self.topology.azs[a.index()].name.clone(),
                 );
+                let here: u32 = azs.iter().map(|a| per_az.get(a).copied().unwrap_or(0)).sum();
                 return Err(PlacementError::SpreadLimit {
                     group: self.group(g).name.clone(),
                     az: az_name,
+                    running: here.saturating_sub(placed.len() as u32),
+                    requested: count,
                 });
             }
             let host = under_limit.iter().find_map(|&a| {
@@ -824,10 +827,10 @@ mod tests {
     fn fragmentation_has_the_mean_it_was_asked_for_and_stays_within_a_host() {
         for mean in [0.0, 0.1, 0.5, 0.75, 0.9, 1.0] {
             // A uniform grid of draws: the mean of the shares is the centre of their interval.
-            let n = 10_000;
+            let n = 10_000u32;
             let shares: Vec<f64> =
-                (0..n).map(|k| fragment_share((k as f64 + 0.5) / n as f64, mean)).collect();
-            let got = shares.iter().sum::<f64>() / n as f64;
+                (0..n).map(|k| fragment_share((f64::from(k) + 0.5) / f64::from(n), mean)).collect();
+            let got = shares.iter().sum::<f64>() / f64::from(n);
             assert!((got - mean).abs() < 1e-9, "mean {mean}: got {got}");
             assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "mean {mean}");
         }

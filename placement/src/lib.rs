@@ -100,14 +100,19 @@ pub enum PlacementError {
     },
     /// The 8th running instance of a rack-level spread group in an AZ.
     #[error(
-        "spread placement group `{group}` already has 7 running instances in {az}: a spread \
-         group can have at most 7 running instances per availability zone"
+        "InsufficientInstanceCapacity: cannot place {requested} instance(s) in spread placement \
+         group `{group}`: it had {running} running in {az}, and a rack spread group can have at \
+         most 7 running instances per Availability Zone; use another AZ or a second group"
     )]
     SpreadLimit {
         /// The group.
         group: String,
         /// The AZ (or "every AZ of the region").
         az: String,
+        /// Instances of the group running there before this launch.
+        running: u32,
+        /// Instances this launch asked for.
+        requested: u32,
     },
     /// A partition group with no or more than 7 partitions.
     #[error(

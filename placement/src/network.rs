@@ -88,7 +88,8 @@ impl NetworkModel {
     /// [`MAX_LATENCY_US`], never lower for a farther class; caps positive, finite and at most
     /// [`MAX_FLOW_CAP_GBPS`]; the large-instance share 0 to 1; the error names the field.
     pub fn check(&self) -> Result<(), String> {
-        const CLASSES: [&str; 5] = ["same host", "same rack", "same AZ", "other AZ", "other region"];
+        const CLASSES: [&str; 5] =
+            ["same host", "same rack", "same AZ", "other AZ", "other region"];
         for (i, &us) in self.latency_us.iter().enumerate() {
             if !(us.is_finite() && (0.0..=MAX_LATENCY_US).contains(&us)) {
                 return Err(format!(

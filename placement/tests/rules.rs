@@ -115,8 +115,19 @@ fn spread_puts_each_instance_on_its_own_rack_and_at_most_seven_per_az() {
     assert_eq!(racks.len(), 7);
     // The 8th in the same AZ fails, naming the rule.
     let err = f.launch(&LaunchRequest { count: 1, ..in_a.clone() }).unwrap_err();
-    assert!(matches!(err, PlacementError::SpreadLimit { .. }));
-    assert!(err.to_string().contains("at most 7 running instances per availability zone"), "{err}");
+    assert!(matches!(err, PlacementError::SpreadLimit { running: 7, requested: 1, .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("InsufficientInstanceCapacity:"), "{text}");
+    assert!(text.contains("at most 7 running instances per Availability Zone"), "{text}");
+    assert!(text.contains("it had 7 running in us-east-1a"), "{text}");
+    // Eight at once into an empty group: it had none running, eight were asked for.
+    let mut g = fleet(3, 10, 2);
+    g.create_group("db", None, PlacementStrategy::Spread { level: SpreadLevel::Rack }).unwrap();
+    let err = g.launch(&LaunchRequest { count: 8, group: Some("db".into()), ..in_a.clone() });
+    assert!(
+        matches!(err, Err(PlacementError::SpreadLimit { running: 0, requested: 8, .. })),
+        "{err:?}"
+    );
     // Without an AZ, the group spans the others: 14 more fit, the 22nd does not.
     let rest = launch(&mut f, "m5.large", 14, Some("web")).unwrap();
     let per_az: BTreeMap<AzId, usize> = rest.iter().fold(BTreeMap::new(), |mut m, &i| {

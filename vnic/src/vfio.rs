@@ -36,6 +36,12 @@ impl Default for LabRoots {
 /// What the lab refuses, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// Not a PCI address.
+    #[error(
+        "`{0}` is not a PCI address: expected domain:bus:device.function in hex, e.g. \
+         0000:01:00.0 (see `vnic-lab lab list`)"
+    )]
+    BadAddress(String),
     /// No such PCI device.
     #[error("no PCI device {0} (see `vnic-lab lab list`)")]
     NoSuchDevice(String),
@@ -113,6 +119,36 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Checks that `bdf` is a PCI address as sysfs names devices, `DDDD:BB:DD.F` (hex domain, bus
+/// and device up to 1f, function 0 to 7), before it becomes part of a sysfs path.
+pub fn check_bdf(bdf: &str) -> Result<(), LabError> {
+    let bad = || LabError::BadAddress(bdf.to_string());
+    let hex = |s: &str, digits: usize| {
+        (s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    let (domain, rest) = bdf.split_once(':').ok_or_else(bad)?;
+    let (bus, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let (device, function) = rest.split_once('.').ok_or_else(bad)?;
+    match (hex(domain, 4), hex(bus, 2), hex(device, 2), hex(function, 1)) {
+        (Some(_), Some(_), Some(d), Some(f)) if d <= 0x1f && f <= 7 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// The kernel parameters that turn the IOMMU on for the CPU `cpuinfo` (the text of
+/// `/proc/cpuinfo`) describes.
+pub fn iommu_boot_hint(cpuinfo: &str) -> &'static str {
+    if cpuinfo.contains("AuthenticAMD") {
+        "amd_iommu=on iommu=pt"
+    } else if cpuinfo.contains("GenuineIntel") {
+        "intel_iommu=on iommu=pt"
+    } else {
+        "intel_iommu=on or amd_iommu=on, and iommu=pt"
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LabError + '_ {
@@ -247,6 +283,7 @@ impl LabRoots {
 
     /// Reads one device.
     pub fn device(&self, bdf: &str) -> Result<PciDevice, LabError> {
+        check_bdf(bdf)?;
         let dir = self.device_dir(bdf);
         if !dir.exists() {
             return Err(LabError::NoSuchDevice(bdf.to_string()));
@@ -331,6 +368,7 @@ impl LabRoots {
 
     /// Enables `n` VFs on PF `bdf` (autoprobe off first, so no host driver takes them).
     pub fn enable_vfs(&self, bdf: &str, n: u16) -> Result<(), LabError> {
+        check_bdf(bdf)?;
         let dev = self.device(bdf)?;
         let Some(total) = dev.total_vfs else { return Err(LabError::NotSriov(bdf.into())) };
         if n > total {
@@ -350,6 +388,7 @@ impl LabRoots {
 
     /// Disables PF `bdf`'s VFs.
     pub fn disable_vfs(&self, bdf: &str) -> Result<(), LabError> {
+        check_bdf(bdf)?;
         let dev = self.device(bdf)?;
         if dev.total_vfs.is_none() {
             return Err(LabError::NotSriov(bdf.into()));
@@ -359,6 +398,7 @@ impl LabRoots {
 
     /// Hands `bdf` to vfio-pci; returns the driver it had. Undone if it does not take.
     pub fn bind_vfio(&self, bdf: &str) -> Result<Option<String>, LabError> {
+        check_bdf(bdf)?;
         let inventory = self.inventory()?;
         if !inventory.iommu {
             let at = self.sysfs.join("kernel/iommu_groups");
@@ -402,6 +442,7 @@ impl LabRoots {
 
     /// Takes `bdf` back from vfio-pci and lets the kernel probe its own driver again.
     pub fn unbind_vfio(&self, bdf: &str) -> Result<(), LabError> {
+        check_bdf(bdf)?;
         let dev = self.device(bdf)?;
         let dir = self.device_dir(bdf);
         self.write(&dir.join("driver_override"), "\n")?;
@@ -414,6 +455,7 @@ impl LabRoots {
 
     /// Why `bdf` cannot be opened through VFIO now, if it cannot.
     pub fn check_usable(&self, bdf: &str) -> Result<u32, LabError> {
+        check_bdf(bdf)?;
         let inventory = self.inventory()?;
         if !inventory.iommu {
             let at = self.sysfs.join("kernel/iommu_groups");
@@ -503,6 +545,7 @@ impl LabRoots {
     /// reads its first registers (decoding ENA's for an Amazon device), then DMA-maps a ring
     /// region laid out by `vnic::ring` at [`PROBE_IOVA`] and unmaps it.
     pub fn probe(&self, bdf: &str) -> Result<ProbeReport, LabError> {
+        check_bdf(bdf)?;
         use std::os::fd::AsRawFd;
         use std::sync::Arc;
         use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
@@ -758,6 +801,45 @@ mod tests {
         // Already on vfio-pci: nothing to do.
         f.add("0000:02:10.4", (0x8086, 0x10ed), Some("vfio-pci"), None, Some(22));
         assert_eq!(f.roots.bind_vfio("0000:02:10.4").unwrap().as_deref(), Some("vfio-pci"));
+    }
+
+    #[test]
+    fn addresses_are_checked_before_they_become_paths_or_anything_else_is_asked() {
+        for good in ["0000:01:00.0", "0000:af:1f.7", "ffff:FF:00.1"] {
+            assert!(check_bdf(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "notabdf",
+            "0000:01:00",
+            "01:00.0",
+            "0000:01:20.0",
+            "0000:01:00.8",
+            "000:01:00.0",
+            "0000:01:00.0/../../x",
+            "../../../kernel",
+            "",
+        ] {
+            assert!(matches!(check_bdf(bad), Err(LabError::BadAddress(_))), "{bad}");
+        }
+        // With the IOMMU off, a bad address is still reported as the address, not the IOMMU.
+        let f = Fixture::new("badbdf", false);
+        for op in [
+            f.roots.bind_vfio("notabdf").map(drop),
+            f.roots.unbind_vfio("notabdf"),
+            f.roots.enable_vfs("../x", 1),
+            f.roots.disable_vfs("notabdf"),
+            f.roots.device("notabdf").map(drop),
+            f.roots.check_usable("notabdf").map(drop),
+            f.roots.probe("notabdf").map(drop),
+        ] {
+            let e = op.unwrap_err();
+            assert!(matches!(e, LabError::BadAddress(_)), "{e}");
+            assert!(e.to_string().contains("e.g. 0000:01:00.0"), "{e}");
+        }
+        assert_eq!(iommu_boot_hint("vendor_id\t: AuthenticAMD\n"), "amd_iommu=on iommu=pt");
+        assert_eq!(iommu_boot_hint("vendor_id\t: GenuineIntel\n"), "intel_iommu=on iommu=pt");
+        assert!(iommu_boot_hint("").contains("amd_iommu=on"));
+        let _ = fs::remove_dir_all(&f.root);
     }
 
     #[test]
