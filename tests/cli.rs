@@ -100,6 +100,8 @@ fn the_default_scenario_runs_and_its_report_respects_the_caps() {
     let (mut sent, mut received) = (0, 0);
     while let Some(packet) = reader.next_packet() {
         let p = packet.unwrap();
+        let ip = &p.data[14..34];
+        assert_eq!(vnic::frame::ipv4_header_checksum(ip), 0, "every IPv4 header checksum holds");
         if p.data[6..12] == mac[..] {
             sent += 1;
         } else if p.data[..6] == mac[..] {
@@ -112,6 +114,14 @@ fn the_default_scenario_runs_and_its_report_respects_the_caps() {
     if Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success()) {
         let out = Command::new("tshark").args(["-r", pcap.to_str().unwrap(), "-c", "3"]).output();
         assert!(out.unwrap().status.success(), "tshark reads the capture");
+        // And finds no bad IPv4 checksum when it checks them.
+        let out = Command::new("tshark")
+            .args(["-r", pcap.to_str().unwrap(), "-o", "ip.check_checksum:TRUE"])
+            .args(["-Y", "ip.checksum.status == 0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
