@@ -256,7 +256,7 @@ impl fmt::Display for PlanReport {
         for fl in self.flows.iter().take(12) {
             writeln!(
                 f,
-                "  {:>10} -> {:<10} {:>7.2} Gbps  cap {:>4.1}  {:?}, limited by {}",
+                "  {:>10} -> {:<10} {:>7.2} Gbps  cap {:>4.1}  {}, limited by {}",
                 fl.from, fl.to, fl.gbps, fl.cap_gbps, fl.class, fl.limited_by
             )?;
         }
@@ -270,15 +270,16 @@ impl fmt::Display for PlanReport {
         writeln!(f, "blast radius:")?;
         for x in &self.failures {
             let groups: Vec<String> =
-                x.groups.iter().map(|(g, (l, t))| format!("{g} {l}/{t}")).collect();
-            writeln!(
-                f,
-                "  {:<16} loses {:>2} VMs [{}], {:.2} Gbps left",
-                x.domain,
-                x.vms_lost.len(),
-                groups.join(", "),
-                x.gbps_after
-            )?;
+                x.groups.iter().map(|(g, (l, t))| format!("{l} of {t} in {g}")).collect();
+            let lost = match x.vms_lost.len() {
+                0 => "no VM".to_string(),
+                1 => format!("1 VM ({})", x.vms_lost[0]),
+                n if n <= 6 => format!("{n} VMs ({})", x.vms_lost.join(", ")),
+                n => format!("{n} VMs ({}, ...)", x.vms_lost[..6].join(", ")),
+            };
+            let groups =
+                if groups.is_empty() { String::new() } else { format!("; {}", groups.join(", ")) };
+            writeln!(f, "  {:<16} loses {lost}{groups}; {:.2} Gbps left", x.domain, x.gbps_after)?;
         }
         Ok(())
     }
@@ -312,6 +313,35 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("blast radius") && text.contains("limited by"), "{text}");
         assert!(serde_json::to_string(&r).unwrap().contains("\"bottleneck\""));
+        // A rack that holds one VM: "loses 1 VM (name)", its groups as "k of n in group".
+        let one = r.failures.iter().find(|x| x.vms_lost.len() == 1).expect("a rack with one VM");
+        let line = format!("loses 1 VM ({})", one.vms_lost[0]);
+        assert!(text.contains(&line), "{text}");
+        assert!(!text.contains("VMs []") && !text.contains("1 VMs"), "{text}");
+        assert!(text.contains(" of 6 in web"), "{text}");
+    }
+
+    #[test]
+    fn network_classes_read_the_same_in_text_and_json() {
+        use placement::NetworkClass::*;
+        for class in [SameHost, SameRack, SameAz, OtherAz, OtherRegion] {
+            assert_eq!(serde_json::to_string(&class).unwrap(), format!("\"{class}\""));
+        }
+        let r = run_text("plan-hpc.toml", EXAMPLE).unwrap();
+        let text = r.to_string();
+        let class = r.flows[0].class.to_string();
+        assert!(text.contains(&format!("  {class}, limited by")), "{text}");
+    }
+
+    #[test]
+    fn no_flows_is_zero_not_minus_zero() {
+        let no_flows = EXAMPLE.split("[[flows]]").next().unwrap();
+        let r = run_text("plan.toml", no_flows).unwrap();
+        assert!(r.total_gbps.is_sign_positive() && r.unmet_demand_gbps.is_sign_positive());
+        let text = r.to_string();
+        assert!(text.contains("0.00 Gbps in all") && !text.contains("-0.00"), "{text}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("-0.0"), "{json}");
     }
 
     #[test]

@@ -88,7 +88,8 @@ impl fmt::Display for RunReport {
         if self.flows.len() > SHOWN {
             writeln!(f, "  ... {} more (--json for all)", self.flows.len() - SHOWN)?;
         }
-        let sum = |g: fn(&crate::run::FlowReport) -> f64| self.flows.iter().map(g).sum::<f64>();
+        let sum =
+            |g: fn(&crate::run::FlowReport) -> f64| placement::total(self.flows.iter().map(g));
         writeln!(
             f,
             "  in all: offered {:.3} Gbps, achieved {:.3} Gbps, {:.4} Mpps",

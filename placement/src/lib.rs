@@ -36,7 +36,7 @@ pub use fleet::{
 };
 pub use instance::InstanceType;
 pub use network::{NetworkClass, NetworkModel};
-pub use planner::{Bottleneck, FlowDemand, FlowPlan, Link, LinkUse, Plan, plan};
+pub use planner::{Bottleneck, FlowDemand, FlowPlan, Link, LinkUse, Plan, plan, total};
 pub use rng::SplitMix64;
 pub use topology::{
     Az, AzId, AzSpec, GeneratedTopology, Host, HostCapacity, HostId, Rack, RackId, RackSpec,

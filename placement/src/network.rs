@@ -27,6 +27,17 @@ pub enum NetworkClass {
 }
 
 impl NetworkClass {
+    /// Its name in reports, text and JSON alike (serde's `snake_case` of the variant).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkClass::SameHost => "same_host",
+            NetworkClass::SameRack => "same_rack",
+            NetworkClass::SameAz => "same_az",
+            NetworkClass::OtherAz => "other_az",
+            NetworkClass::OtherRegion => "other_region",
+        }
+    }
+
     /// The class of two places, from what they share (each level implies the ones above it:
     /// one host is one rack, one rack one AZ, one AZ one region). The one rule for the class.
     pub fn between(same_host: bool, same_rack: bool, same_az: bool, same_region: bool) -> Self {
@@ -75,6 +86,12 @@ impl Default for NetworkModel {
             region_egress_large_share: 0.5,
             large_instance_vcpus: 32,
         }
+    }
+}
+
+impl std::fmt::Display for NetworkClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

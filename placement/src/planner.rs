@@ -412,12 +412,18 @@ pub fn plan(
             class: classes[f],
         })
         .collect();
-    let total_gbps = rate.iter().sum();
-    let unmet_demand_gbps = flows
-        .iter()
-        .zip(&rate)
-        .filter(|(f, _)| f.demand_gbps.is_finite())
-        .map(|(f, r)| (f.demand_gbps - r).max(0.0))
-        .sum();
+    let total_gbps = total(rate.iter().copied());
+    let unmet_demand_gbps = total(
+        flows
+            .iter()
+            .zip(&rate)
+            .filter(|(f, _)| f.demand_gbps.is_finite())
+            .map(|(f, r)| (f.demand_gbps - r).max(0.0)),
+    );
     Ok(Plan { flows: flows_out, links, total_gbps, unmet_demand_gbps })
+}
+
+/// The sum of rates, 0.0 (not −0.0, which `Sum` gives an empty iterator) when there are none.
+pub fn total(rates: impl Iterator<Item = f64>) -> f64 {
+    rates.fold(0.0, |sum, r| sum + r)
 }
