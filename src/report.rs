@@ -248,9 +248,15 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         out,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_bucket_count(h.sigfig())
     );
     out
+}
+
+/// HdrHistogram's sub-buckets per bucket for `sigfig` significant digits: the power of two at
+/// or above 2 × 10^sigfig (2,048 for 3 digits), what its own percentile output prints.
+fn sub_bucket_count(sigfig: u8) -> u32 {
+    (2 * 10u32.pow(u32::from(sigfig))).next_power_of_two()
 }
 
 /// Writes `report.json`, the `.hgrm` files and the plots into `dir` (created if missing).
@@ -372,4 +378,25 @@ fn latency_svg(report: &RunReport) -> Result<String, String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hgrm_footer_is_hdrhistograms() {
+        // 3 significant digits: unit resolution up to 2 × 10³ needs 2¹¹ = 2,048 sub-buckets.
+        assert_eq!(sub_bucket_count(3), 2048);
+        assert_eq!(sub_bucket_count(2), 256);
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in [1_000u64, 2_000, 3_000, 1_000_000] {
+            h.record(v).unwrap();
+        }
+        let text = hgrm(&h);
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        assert!(text.contains("Total count    =            4]"), "{text}");
+        let max = text.lines().find(|l| l.starts_with("#[Max")).unwrap();
+        assert!(max.contains("1000.") || max.contains("1000.959"), "{max}");
+    }
 }
