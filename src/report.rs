@@ -177,6 +177,18 @@ impl fmt::Display for RunReport {
             "\nfabric: {} frames between hosts, {} dropped; emulated NIC traps: {}",
             self.fabric_frames, self.fabric_drops, self.emulated_traps
         )?;
+        for c in &self.captures {
+            write!(f, "capture of {} into {}: {} frames", c.vm, c.file, c.frames)?;
+            if c.not_captured > 0 {
+                write!(
+                    f,
+                    "; warning: {} frames not captured (the writer fell behind; the run was not \
+                     slowed for it)",
+                    c.not_captured
+                )?;
+            }
+            writeln!(f)?;
+        }
         if sim.mode == "virtual" {
             writeln!(
                 f,

@@ -111,6 +111,11 @@ fn the_default_scenario_runs_and_its_report_respects_the_caps() {
         }
     }
     assert!(sent > 1000 && received > 1000, "sent {sent}, received {received}");
+    // The report says what the capture holds: every frame, none missed (virtual time).
+    let capture = &report["captures"][0];
+    assert_eq!(capture["vm"], "hpc-0");
+    assert_eq!(capture["frames"].as_u64(), Some(sent + received), "{capture}");
+    assert_eq!(capture["not_captured"].as_u64(), Some(0), "{capture}");
     if Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success()) {
         let out = Command::new("tshark").args(["-r", pcap.to_str().unwrap(), "-c", "3"]).output();
         assert!(out.unwrap().status.success(), "tshark reads the capture");

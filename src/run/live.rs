@@ -75,12 +75,15 @@ pub(super) fn drive(
     let clock = TrafficClock::new();
     let (results_tx, results_rx) = mpsc::channel::<Vec<Histogram<u64>>>();
     let mut started_vms = 0;
+    let mut writers = Vec::new();
     for (i, &vm) in launched.vm_ids.iter().enumerate() {
         let sends = std::mem::take(&mut senders[i]);
         let recvs = std::mem::take(&mut receivers[i]);
-        let capture = captures
-            .remove(&i)
-            .map(|mut c| Box::new(move |t: u64, frame: &[u8]| c.write(t, frame)) as CaptureFn);
+        let capture = captures.remove(&i).map(|c| {
+            let (feed, writer) = c.spawn_writer();
+            writers.push(writer);
+            Box::new(move |t: u64, frame: &[u8]| feed.offer(t, frame)) as CaptureFn
+        });
         let results = results_tx.clone();
         let plan = PacedPlan {
             clock,
@@ -118,6 +121,8 @@ pub(super) fn drive(
     for &vm in &launched.vm_ids {
         let _ = cloud.stop(vm);
     }
+    // The VMs' threads are gone, and their ends of the capture queues with them.
+    let captures = writers.into_iter().filter_map(|w| w.join().ok()).collect();
     Measured {
         flows: counters.iter().map(|c| measure(c)).collect(),
         latency,
@@ -126,6 +131,7 @@ pub(super) fn drive(
         breakdown: Vec::new(),
         cpu: Vec::new(),
         hypervisor_cpu: Vec::new(),
+        captures,
         simulation: Simulation {
             mode: "live",
             seed: placed.seed,

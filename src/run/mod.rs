@@ -251,6 +251,22 @@ pub struct RunReport {
     pub cpu: Vec<VmCpuReport>,
     /// Hypervisor CPU per host with an emulated NIC model (virtual mode).
     pub hypervisor_cpu: Vec<HostCpuReport>,
+    /// The `--pcap` captures: what each wrote, and what it could not keep up with.
+    pub captures: Vec<CaptureReport>,
+}
+
+/// One `--pcap` capture in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureReport {
+    /// The VM whose primary ENI was captured.
+    pub vm: String,
+    /// The pcap file.
+    pub file: String,
+    /// Frames written.
+    pub frames: u64,
+    /// Frames the writer could not keep up with (live runs: the capture never slows the VM,
+    /// it drops instead; virtual runs write every frame).
+    pub not_captured: u64,
 }
 
 /// A path's mean one-way latency, split by where the time went (virtual mode).
@@ -378,6 +394,7 @@ pub(crate) struct Measured {
     pub cpu: Vec<VmCpuReport>,
     pub hypervisor_cpu: Vec<HostCpuReport>,
     pub simulation: Simulation,
+    pub captures: Vec<CaptureReport>,
 }
 
 /// The VMs as launched.
@@ -612,12 +629,17 @@ fn wire_flows(
 pub(crate) struct Capture {
     writer: pcap_file::pcap::PcapWriter<BufWriter<File>>,
     epoch: Duration,
+    report: CaptureReport,
 }
 
+/// Frames a live capture's writer thread may have waiting before the VM's frames are dropped
+/// from the capture (not from the run): 16,384, about 150 MB of jumbo frames.
+const CAPTURE_QUEUE: usize = 16_384;
+
 impl Capture {
-    /// A capture file; `virtual_time` counts timestamps from the Unix epoch (so that the same
-    /// run writes the same bytes), else from now.
-    fn create(path: &std::path::Path, virtual_time: bool) -> Result<Self, String> {
+    /// A capture of `vm` into `path`; `virtual_time` counts timestamps from the Unix epoch (so
+    /// that the same run writes the same bytes), else from now.
+    fn create(vm: &str, path: &std::path::Path, virtual_time: bool) -> Result<Self, String> {
         let file = File::create(path).map_err(|e| e.to_string())?;
         let header = pcap_file::pcap::PcapHeader {
             ts_resolution: pcap_file::TsResolution::NanoSecond,
@@ -630,19 +652,66 @@ impl Capture {
         } else {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
         };
-        Ok(Self { writer, epoch })
+        let report = CaptureReport {
+            vm: vm.to_string(),
+            file: path.display().to_string(),
+            frames: 0,
+            not_captured: 0,
+        };
+        Ok(Self { writer, epoch, report })
     }
 
     /// Records `frame` at `t_ns` after the capture's epoch.
     pub(crate) fn write(&mut self, t_ns: u64, frame: &[u8]) {
         let at = self.epoch + Duration::from_nanos(t_ns);
         let packet = pcap_file::pcap::PcapPacket::new(at, frame.len() as u32, frame);
-        let _ = self.writer.write_packet(&packet);
+        if self.writer.write_packet(&packet).is_ok() {
+            self.report.frames += 1;
+        } else {
+            self.report.not_captured += 1;
+        }
     }
 
-    /// Flushes the file.
-    pub(crate) fn finish(self) {
-        let _ = std::io::Write::flush(&mut self.writer.into_writer());
+    /// Flushes the file; returns what it holds.
+    pub(crate) fn finish(self) -> CaptureReport {
+        let mut report = self.report;
+        if std::io::Write::flush(&mut self.writer.into_writer()).is_err() {
+            report.not_captured += report.frames;
+            report.frames = 0;
+        }
+        report
+    }
+
+    /// Moves the writing to a thread of its own (live runs): the VM's thread only copies each
+    /// frame into a bounded queue, and what does not fit is counted, never waited for.
+    pub(crate) fn spawn_writer(mut self) -> (CaptureFeed, std::thread::JoinHandle<CaptureReport>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(CAPTURE_QUEUE);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let feed = CaptureFeed { tx, dropped: dropped.clone() };
+        let writer = std::thread::spawn(move || {
+            for (t, frame) in rx {
+                self.write(t, &frame);
+            }
+            let mut report = self.finish();
+            report.not_captured += dropped.load(std::sync::atomic::Ordering::Relaxed);
+            report
+        });
+        (feed, writer)
+    }
+}
+
+/// The VM thread's end of a live capture.
+pub(crate) struct CaptureFeed {
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CaptureFeed {
+    /// Hands `frame` to the writer, or counts it if the writer is behind.
+    pub(crate) fn offer(&self, t_ns: u64, frame: &[u8]) {
+        if self.tx.try_send((t_ns, frame.to_vec())).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -661,7 +730,7 @@ fn open_captures(
         let i = placed
             .vm_index(vm)
             .ok_or_else(|| pcap_err("no VM of that name in the scenario".into()))?;
-        captures.insert(i, Capture::create(path, !options.live).map_err(pcap_err)?);
+        captures.insert(i, Capture::create(vm, path, !options.live).map_err(pcap_err)?);
     }
     Ok(captures)
 }
@@ -784,6 +853,7 @@ fn collect(
         breakdown: measured.breakdown,
         cpu: measured.cpu,
         hypervisor_cpu: measured.hypervisor_cpu,
+        captures: measured.captures,
     })
 }
 

@@ -11,8 +11,8 @@ use hypervisor_sim::sim::traffic::{
 };
 
 use super::{
-    Capture, DRAIN, FailureReport, FlowMeasure, HostCpuReport, Measured, PATHS, PathBreakdown,
-    RunError, Simulation, VmCpuReport, Wired, path_index, progress_bar,
+    Capture, CaptureReport, DRAIN, FailureReport, FlowMeasure, HostCpuReport, Measured, PATHS,
+    PathBreakdown, RunError, Simulation, VmCpuReport, Wired, path_index, progress_bar,
 };
 
 /// Captures by VM, and the progress bar.
@@ -104,9 +104,8 @@ pub(super) fn drive(
     if let Some(bar) = watch.bar.take() {
         bar.finish_and_clear();
     }
-    for (_, c) in std::mem::take(&mut watch.captures) {
-        c.finish();
-    }
+    let captures: Vec<CaptureReport> =
+        std::mem::take(&mut watch.captures).into_values().map(Capture::finish).collect();
     let name_of = |id: VmId| {
         launched.vm_ids.iter().position(|&v| v == id).map(|i| placed.vms[i].name.clone())
     };
@@ -192,6 +191,7 @@ pub(super) fn drive(
         breakdown,
         cpu,
         hypervisor_cpu,
+        captures,
         simulation: Simulation {
             mode: "virtual",
             seed: placed.seed,
