@@ -295,7 +295,14 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> String {
     format!("plot: {e:?}")
 }
 
-/// Received Gbps of every flow over time.
+/// A flow's line: its colour, and a width that shrinks with its index so that a flow drawn over
+/// an identical one leaves the earlier visible around it.
+fn series_style(i: usize, n: usize) -> ShapeStyle {
+    Palette99::pick(i).to_rgba().stroke_width(2 + 2 * (n.saturating_sub(i + 1) as u32).min(4))
+}
+
+/// Received Gbps of every flow over time, each flow's offer (dashed) and single-flow cap
+/// (dotted) in its colour.
 fn throughput_svg(report: &RunReport) -> Result<String, String> {
     let mut svg = String::new();
     {
@@ -305,7 +312,8 @@ fn throughput_svg(report: &RunReport) -> Result<String, String> {
         let max_g = report
             .flows
             .iter()
-            .flat_map(|f| f.throughput_gbps.iter().copied())
+            .flat_map(|f| f.throughput_gbps.iter().copied().chain([f.offered_gbps, f.cap_gbps]))
+            .filter(|g| g.is_finite())
             .fold(0.1f64, f64::max)
             * 1.1;
         let mut chart = ChartBuilder::on(&root)
@@ -316,8 +324,10 @@ fn throughput_svg(report: &RunReport) -> Result<String, String> {
             .build_cartesian_2d(0f64..max_t, 0f64..max_g)
             .map_err(plot_err)?;
         chart.configure_mesh().x_desc("seconds").y_desc("Gbps").draw().map_err(plot_err)?;
+        let n = report.flows.len();
         for (i, f) in report.flows.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
+            let style = series_style(i, n);
             let points: Vec<(f64, f64)> = f
                 .throughput_gbps
                 .iter()
@@ -325,10 +335,18 @@ fn throughput_svg(report: &RunReport) -> Result<String, String> {
                 .map(|(k, &g)| ((k as f64 + 0.5) * report.sample_s, g))
                 .collect();
             chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .draw_series(LineSeries::new(points, style))
                 .map_err(plot_err)?
                 .label(format!("{} -> {} ({})", f.from, f.to, f.path.as_str()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+            for (gbps, dash, gap) in [(f.offered_gbps, 10, 6), (f.cap_gbps, 2, 4)] {
+                if gbps.is_finite() && gbps > 0.0 {
+                    let line = [(0.0, gbps), (max_t, gbps)];
+                    chart
+                        .draw_series(DashedLineSeries::new(line, dash, gap, color.stroke_width(1)))
+                        .map_err(plot_err)?;
+                }
+            }
         }
         chart
             .configure_series_labels()
@@ -339,6 +357,14 @@ fn throughput_svg(report: &RunReport) -> Result<String, String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// The percentile at `nines` on the latency plot's axis (log10 of 1/(1 − p)): 0 → "0%",
+/// 1 → "90%", 2 → "99%", 3 → "99.9%"; between whole nines, the percentile it stands for.
+fn percentile_label(nines: f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-nines));
+    let decimals = if nines <= 2.0 { 0 } else { (nines.ceil() as usize).saturating_sub(2) };
+    format!("{p:.decimals$}%")
 }
 
 /// Latency percentile curves per path: x is the percentile as "nines" (log10 of 1/(1-p)).
@@ -360,12 +386,15 @@ fn latency_svg(report: &RunReport) -> Result<String, String> {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc("percentile (1 = 90%, 2 = 99%, 3 = 99.9%, ...)")
+            .x_labels(6)
+            .x_label_formatter(&|nines| percentile_label(*nines))
+            .x_desc("percentile")
             .y_desc("µs")
             .draw()
             .map_err(plot_err)?;
+        let n = report.latency.len();
         for (i, l) in report.latency.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = series_style(i, n);
             let points: Vec<(f64, f64)> = l
                 .histogram
                 .iter_quantiles(5)
@@ -395,6 +424,12 @@ fn latency_svg(report: &RunReport) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latency_axis_reads_as_percentiles() {
+        let labels: Vec<String> = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0].map(percentile_label).to_vec();
+        assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]);
+    }
 
     #[test]
     fn the_hgrm_footer_is_hdrhistograms() {
