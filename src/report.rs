@@ -271,7 +271,28 @@ fn sub_bucket_count(sigfig: u8) -> u32 {
     (2 * 10u32.pow(u32::from(sigfig))).next_power_of_two()
 }
 
-/// Writes `report.json`, the `.hgrm` files and the plots into `dir` (created if missing).
+/// HdrHistogram's interval log (`.hlog`: what its log tools and the `hdrhistogram` package on
+/// PyPI read): one interval covering the run's `run_s` seconds from a start time of 0, values
+/// in ns (the max column in µs), histogram compressed (V2 + deflate) and base64-encoded.
+pub fn hlog(h: &Histogram<u64>, path: &str, run_s: f64) -> Result<Vec<u8>, String> {
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(&format!("vnic-lab: one-way latency of the {path} path, values in ns"))
+        .with_start_time(std::time::UNIX_EPOCH)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| format!("hlog: {e}"))?;
+    let duration = std::time::Duration::from_secs_f64(run_s.max(0.0));
+    log.write_histogram(h, std::time::Duration::ZERO, duration, None)
+        .map_err(|e| format!("hlog: {e:?}"))?;
+    Ok(out)
+}
+
+/// Writes `report.json`, the `.hgrm` and `.hlog` files and the plots into `dir` (created if
+/// missing).
 pub fn write_out(dir: &Path, report: &RunReport) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut written = Vec::new();
@@ -285,6 +306,11 @@ pub fn write_out(dir: &Path, report: &RunReport) -> Result<Vec<String>, String> 
     put("report.json", json.as_bytes())?;
     for l in &report.latency {
         put(&format!("latency-{}.hgrm", l.path.as_str()), hgrm(&l.histogram).as_bytes())?;
+        let run_s = report.simulation.simulated_s;
+        put(
+            &format!("latency-{}.hlog", l.path.as_str()),
+            &hlog(&l.histogram, l.path.as_str(), run_s)?,
+        )?;
     }
     put("throughput.svg", throughput_svg(report)?.as_bytes())?;
     put("latency.svg", latency_svg(report)?.as_bytes())?;
@@ -424,6 +450,36 @@ fn latency_svg(report: &RunReport) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hlog_reads_back_with_the_same_counts() {
+        use hdrhistogram::serialization::Deserializer;
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in 1..=10_000u64 {
+            h.record(v * 1_000).unwrap();
+        }
+        let log = hlog(&h, "sriov", 3.2).unwrap();
+        let text = String::from_utf8(log.clone()).unwrap();
+        assert!(text.contains("#[StartTime: 0.000"), "{text}");
+        let mut intervals = IntervalLogIterator::new(&log).filter_map(|e| match e {
+            Ok(LogEntry::Interval(i)) => Some(i),
+            _ => None,
+        });
+        let interval = intervals.next().expect("one interval");
+        assert!(intervals.next().is_none());
+        assert_eq!(interval.duration(), std::time::Duration::from_secs_f64(3.2));
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            interval.encoded_histogram(),
+        )
+        .unwrap();
+        let back: Histogram<u64> =
+            Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(back.len(), 10_000);
+        assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
+        assert_eq!(back.max(), h.max());
+    }
 
     #[test]
     fn the_latency_axis_reads_as_percentiles() {

@@ -336,3 +336,56 @@ fn with_no_command_it_runs_a_scenario_and_takes_runs_options() {
     assert_eq!(top.stdout, run.stdout, "the same report as `run FILE --json`");
     assert!(out_dir.join("report.json").exists());
 }
+
+/// The `.hlog` files are HdrHistogram interval logs: the `hdrhistogram` package from PyPI reads
+/// them back with the report's counts and percentiles. `scripts/test.sh` installs the package
+/// and sets `VNIC_LAB_REQUIRE_HDRH=1`, so there a missing package fails the test; elsewhere the
+/// test says it was skipped.
+#[test]
+fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
+    let have = Command::new("python3")
+        .args(["-c", "import hdrh.log"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("VNIC_LAB_REQUIRE_HDRH").is_none(),
+            "python3 with the hdrhistogram package is required (pip install hdrhistogram)"
+        );
+        eprintln!("skipped: python3 cannot import hdrh (pip install hdrhistogram)");
+        return;
+    }
+    let scratch = Scratch::new("hlog");
+    let file = short_default(&scratch.0);
+    let out_dir = scratch.0.join("out");
+    let out = vnic_lab(&["run", &file, "--json", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for lat in report["latency"].as_array().unwrap() {
+        let path = lat["path"].as_str().unwrap();
+        let hlog = out_dir.join(format!("latency-{path}.hlog"));
+        let script = format!(
+            "from hdrh.log import HistogramLogReader\n\
+             from hdrh.histogram import HdrHistogram\n\
+             reader = HistogramLogReader({hlog:?}, HdrHistogram(1, 60_000_000_000, 3))\n\
+             total = HdrHistogram(1, 60_000_000_000, 3)\n\
+             while True:\n\
+             \x20   h = reader.get_next_interval_histogram()\n\
+             \x20   if h is None:\n\
+             \x20       break\n\
+             \x20   total.add(h)\n\
+             print(total.get_total_count(), total.get_value_at_percentile(50), \
+             total.get_value_at_percentile(99))\n",
+            hlog = hlog.display().to_string()
+        );
+        let py = Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+        let got = String::from_utf8(py.stdout).unwrap();
+        let fields: Vec<f64> = got.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(fields[0], lat["frames"].as_f64().unwrap(), "{path}: frames");
+        for (i, key) in [(1, "p50_us"), (2, "p99_us")] {
+            let want = lat[key].as_f64().unwrap();
+            assert!((fields[i] / 1000.0 - want).abs() <= want * 1e-3 + 1e-3, "{path} {key}: {got}");
+        }
+    }
+}
