@@ -4,9 +4,10 @@
 # builds keep std's atomics and their cache), then the VFIO lab in a QEMU guest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Python HdrHistogram package reads the run's .hlog files back in a test (tests/cli.rs).
-python3 -m pip install -q --disable-pip-version-check hdrhistogram
-VNIC_LAB_REQUIRE_HDRH=1 cargo test --workspace --locked
+# Python's HdrHistogram reads the run's .hlog files back, and Python's jsonschema checks every
+# report the tests produce against `vnic-lab schema` (tests/cli.rs).
+python3 -m pip install -q --disable-pip-version-check hdrhistogram jsonschema
+VNIC_LAB_REQUIRE_HDRH=1 VNIC_LAB_REQUIRE_JSONSCHEMA=1 cargo test --workspace --locked
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p vnic --test loom --release --locked
 # The VFIO lab against a real kernel: a QEMU guest with an emulated IOMMU and an SR-IOV NVMe

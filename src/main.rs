@@ -3,7 +3,8 @@
 //! With no arguments it runs the embedded default scenario (`scenarios/default.toml`: two hosts,
 //! six VMs in a cluster and a spread group, flows over the SR-IOV and emulated paths) for a few
 //! seconds and prints the report. `run FILE` simulates any scenario, `plan FILE` plans one
-//! analytically; `demo` and `vf-demo` drive one queue pair and one VF pair directly.
+//! analytically; `demo` and `vf-demo` drive one queue pair and one VF pair directly; `schema`
+//! prints the JSON Schema of the reports.
 //! Bad input (a scenario, an option) exits with status 2 and one message naming the file, line
 //! and column, or the entity.
 
@@ -97,6 +98,30 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send frames from one VF to another through the device engine.
     VfDemo(vf_demo::VfDemoArgs),
+    /// The JSON Schema of a report: `run --json` (and `report.json`) or `plan --json`.
+    Schema {
+        /// Which report.
+        #[arg(value_enum)]
+        report: SchemaOf,
+    },
+}
+
+/// The reports that have a schema.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaOf {
+    /// `run --json` and `report.json`.
+    Run,
+    /// `plan --json`.
+    Plan,
+}
+
+/// The JSON Schema (draft 2020-12) of a report, pretty-printed.
+fn schema(of: SchemaOf) -> Result<String, String> {
+    let schema = match of {
+        SchemaOf::Run => schemars::schema_for!(run::RunReport),
+        SchemaOf::Plan => schemars::schema_for!(plan::PlanReport),
+    };
+    serde_json::to_string_pretty(&schema).map(|s| s + "\n").map_err(|e| e.to_string())
 }
 
 fn run_command(args: &RunArgs) -> Result<String, String> {
@@ -152,6 +177,7 @@ fn main() -> ExitCode {
         Some(Command::VfDemo(args)) => {
             vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
         }
+        Some(Command::Schema { report }) => schema(report),
     };
     match result {
         Ok(report) => {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::scenario::{self, Placed, ScenarioError};
 
 /// One VM's placement in the report (`plan`'s and `run`'s).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VmPlacement {
     /// Name.
     pub name: String,
@@ -38,7 +38,7 @@ pub struct VmPlacement {
 }
 
 /// One flow in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FlowResult {
     /// Sender.
     pub from: String,
@@ -59,7 +59,7 @@ pub struct FlowResult {
 }
 
 /// One failure in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FailureResult {
     /// The failed domain (`rack 3`, `AZ us-east-1a`).
     pub domain: String,
@@ -72,7 +72,7 @@ pub struct FailureResult {
 }
 
 /// The plan.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PlanReport {
     /// Where each VM landed.
     pub vms: Vec<VmPlacement>,

@@ -241,7 +241,9 @@ pub struct ScenarioError {
 }
 
 /// An I/O path as a scenario names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PathName {
     /// Emulated NIC.

@@ -32,6 +32,44 @@ impl Drop for Scratch {
 /// The default scenario cut to 0.1 s of traffic (the database's flow from 0.05 s: every path,
 /// the cap and the "up to" client's credits still in play), written into `dir`: small captures
 /// for byte comparisons.
+/// Checks `json` against `vnic-lab schema <report>` with Python's `jsonschema` (draft 2020-12).
+/// `scripts/test.sh` installs the package and sets `VNIC_LAB_REQUIRE_JSONSCHEMA=1`, so there a
+/// missing package fails; elsewhere the check says it was skipped.
+fn assert_matches_schema(report: &str, json: &[u8]) {
+    let have = Command::new("python3")
+        .args(["-c", "import jsonschema"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("VNIC_LAB_REQUIRE_JSONSCHEMA").is_none(),
+            "python3 with the jsonschema package is required (pip install jsonschema)"
+        );
+        eprintln!("schema check skipped: python3 cannot import jsonschema");
+        return;
+    }
+    let schema = vnic_lab(&["schema", report]);
+    assert!(schema.status.success());
+    let scratch = Scratch::new(&format!("schema-{report}-{}", json.len()));
+    let (schema_file, json_file) = (scratch.0.join("schema.json"), scratch.0.join("report.json"));
+    std::fs::write(&schema_file, &schema.stdout).unwrap();
+    std::fs::write(&json_file, json).unwrap();
+    let script = "import json, sys, jsonschema\n\
+                  schema = json.load(open(sys.argv[1]))\n\
+                  jsonschema.Draft202012Validator.check_schema(schema)\n\
+                  jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args([schema_file.as_os_str(), json_file.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the {report} report does not match its schema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn short_default(dir: &Path) -> String {
     let text = String::from_utf8(vnic_lab(&["run", "--print-default"]).stdout).unwrap();
     assert!(text.contains("duration_s = 3.0"), "the default scenario changed: update this test");
@@ -59,6 +97,7 @@ fn the_default_scenario_runs_and_its_report_respects_the_caps() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_matches_schema("run", &out.stdout);
     let flows = report["flows"].as_array().unwrap();
     assert_eq!(flows.len(), 5);
     for f in flows {
@@ -171,6 +210,13 @@ fn plan_reports_the_documented_bottlenecks() {
     assert!(text.contains("limited by the single-flow cap"), "{text}");
     assert!(text.contains("receiving bandwidth"), "{text}");
     assert!(text.contains("blast radius"), "{text}");
+    let json = vnic_lab(&[
+        "plan",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/plan-hpc.toml"),
+        "--json",
+    ]);
+    assert!(json.status.success());
+    assert_matches_schema("plan", &json.stdout);
 }
 
 /// Every byte of every output, by file name.
@@ -232,9 +278,18 @@ fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     assert!(quiet.1.iter().all(|(_, bytes)| bytes.len() > 24), "every file has content");
-    assert_eq!(quiet.0, loaded.0, "--json output differs");
+    // The same report, byte for byte, but for where each run wrote its captures.
+    assert!(
+        without_capture_files(&quiet.0) == without_capture_files(&loaded.0),
+        "--json output differs"
+    );
+    assert_matches_schema("run", &quiet.0);
     for ((name, a), (_, b)) in quiet.1.iter().zip(&loaded.1) {
-        assert!(a == b, "{name} differs between the two runs");
+        if name == "report.json" {
+            assert!(without_capture_files(a) == without_capture_files(b), "{name} differs");
+        } else {
+            assert!(a == b, "{name} differs between the two runs");
+        }
     }
     // The capture is pcap with nanosecond timestamps (magic a1b23c4d, either byte order) in
     // virtual time.
@@ -262,12 +317,29 @@ fn capturing_does_not_change_the_result() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
-    assert_eq!(report(false), report(true));
+    let (plain, observed) = (report(false), report(true));
+    let mut observed: serde_json::Value = serde_json::from_slice(&observed).unwrap();
+    let captures = observed.as_object_mut().unwrap().remove("captures").unwrap();
+    assert_eq!(captures[0]["vm"], "web-0");
+    assert!(captures[0]["frames"].as_u64().unwrap() > 0);
+    let mut plain: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(plain.as_object_mut().unwrap().remove("captures"), Some(serde_json::json!([])));
+    assert!(plain == observed, "capturing changed the report beyond its captures[]");
+}
+
+/// A `--json` report with each capture's file name taken out (the rest is compared).
+fn without_capture_files(json: &[u8]) -> serde_json::Value {
+    let mut report: serde_json::Value = serde_json::from_slice(json).unwrap();
+    for c in report["captures"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("file");
+    }
+    report
 }
 
 #[test]
 fn the_three_paths_come_out_of_the_model_in_the_order_their_designs_promise() {
     let out = vnic_lab(&["run", "scenarios/three-paths.toml", "--json"]);
+    assert_matches_schema("run", &out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["simulation"]["mode"], "virtual");
@@ -305,6 +377,7 @@ fn the_three_paths_come_out_of_the_model_in_the_order_their_designs_promise() {
 #[test]
 fn the_live_mode_runs_the_same_scenario_on_threads_and_respects_the_caps() {
     let out = vnic_lab(&["run", "--live", "--json"]);
+    assert_matches_schema("run", &out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["simulation"]["mode"], "live");
@@ -334,6 +407,9 @@ fn with_no_command_it_runs_a_scenario_and_takes_runs_options() {
     assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
     let run = vnic_lab(&["run", &file, "--json"]);
     assert_eq!(top.stdout, run.stdout, "the same report as `run FILE --json`");
+    assert_matches_schema("run", &top.stdout);
+    let written = std::fs::read(out_dir.join("report.json")).unwrap();
+    assert_matches_schema("run", &written);
     assert!(out_dir.join("report.json").exists());
 }
 

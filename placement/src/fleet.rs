@@ -35,7 +35,19 @@ pub const SPREAD_MAX_PER_AZ: u32 = 7;
 pub const MAX_PARTITIONS: u8 = 7;
 
 /// An instance's index in the fleet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct InstanceId(pub u32);
 
 impl InstanceId {

@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::{Fleet, InstanceId, PlacementError, PlacementStrategy};
 
 /// Where two instances stand relative to each other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkClass {
     /// Same host.

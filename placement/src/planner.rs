@@ -41,7 +41,7 @@ pub struct FlowDemand {
 }
 
 /// A shared resource of the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Link {
     /// An instance's sending bandwidth.
@@ -61,7 +61,7 @@ pub enum Link {
 }
 
 /// What stopped a flow from going faster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "link")]
 pub enum Bottleneck {
     /// Its single-flow cap.

@@ -92,7 +92,7 @@ pub enum RunError {
 }
 
 /// A flow in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FlowReport {
     /// Sender.
     pub from: String,
@@ -132,7 +132,7 @@ pub struct FlowReport {
 }
 
 /// An ENI in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct EniReport {
     /// `eni-N`, or its scenario name.
     pub name: String,
@@ -174,7 +174,7 @@ pub struct EniReport {
 }
 
 /// A VM in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VmReport {
     /// Where it runs (name, type, AZ, rack, host, group, partition).
     #[serde(flatten)]
@@ -184,7 +184,7 @@ pub struct VmReport {
 }
 
 /// Latency of one path.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PathLatency {
     /// The path.
     pub path: PathName,
@@ -206,7 +206,7 @@ pub struct PathLatency {
 }
 
 /// A failure in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FailureReport {
     /// When, s.
     pub at_s: f64,
@@ -217,7 +217,7 @@ pub struct FailureReport {
 }
 
 /// The run's report (the `--json` fields are these names).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RunReport {
     /// Scenario name.
     pub scenario: String,
@@ -256,7 +256,7 @@ pub struct RunReport {
 }
 
 /// One `--pcap` capture in the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CaptureReport {
     /// The VM whose primary ENI was captured.
     pub vm: String,
@@ -270,7 +270,7 @@ pub struct CaptureReport {
 }
 
 /// A path's mean one-way latency, split by where the time went (virtual mode).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PathBreakdown {
     /// The path.
     pub path: PathName,
@@ -284,7 +284,7 @@ pub struct PathBreakdown {
 }
 
 /// CPU a VM's modelled work took (virtual mode).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VmCpuReport {
     /// The VM.
     pub vm: String,
@@ -297,7 +297,7 @@ pub struct VmCpuReport {
 }
 
 /// Host CPU of one host's hypervisor worker on the emulated path (virtual mode).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct HostCpuReport {
     /// The host.
     pub host: String,
@@ -308,7 +308,7 @@ pub struct HostCpuReport {
 }
 
 /// How the run was simulated.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Simulation {
     /// `virtual` (deterministic, the cost model's time) or `live` (threads, this machine).
     pub mode: &'static str,
