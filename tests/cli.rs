@@ -465,3 +465,55 @@ fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
         }
     }
 }
+
+/// Malformed scenarios through the binary, as a newcomer meets them: exit status 2, one line on
+/// stderr naming the file and (where it has one) the line and column, and the words that say
+/// what to do. The full table of schema checks is `scenario.rs`'s unit test; these are the ones
+/// whose position comes from somewhere other than a key's span.
+#[test]
+fn malformed_scenarios_exit_2_naming_file_position_and_fix() {
+    let scratch = Scratch::new("malformed");
+    let default = String::from_utf8(vnic_lab(&["run", "--print-default"]).stdout).unwrap();
+    let lines = default.lines().count();
+    let cases: Vec<(String, Option<String>, &str)> = vec![
+        (
+            format!("{default}\n[network]\nflow_cap_gbps = -5.0\n"),
+            Some(format!(":{}:1:", lines + 2)),
+            "network.flow_cap_gbps = -5 is not a rate",
+        ),
+        (
+            format!(
+                "{default}\n[[subnets]]\nname = \"tiny\"\naz = \"us-east-1a\"\ncidr = \"10.9.0.0/28\"\n\n\
+                 [[vms]]\nname = \"t\"\ntype = \"m5.large\"\ncount = 20\n"
+            ),
+            Some(format!(":{}:8:", lines + 5)),
+            "use a shorter prefix",
+        ),
+        (
+            default.replacen("to = \"hpc-1\"", "to = \"hpc-0\"", 1),
+            None,
+            "a VM does not send to itself",
+        ),
+        (
+            default.replacen("start_s = 1.5", "start_s = 1.5\nstop_s = 99.0", 1),
+            None,
+            "lower it or raise duration_s",
+        ),
+    ];
+    for (i, (text, at, words)) in cases.iter().enumerate() {
+        let file = scratch.0.join(format!("bad-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = vnic_lab(&["run", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "case {i}: {stderr}");
+        assert!(stderr.contains(&format!("bad-{i}.toml")), "case {i} names the file: {stderr}");
+        if let Some(at) = at {
+            assert!(stderr.contains(at.as_str()), "case {i} at {at}: {stderr}");
+        }
+        assert!(stderr.contains(words), "case {i}: {stderr}");
+        // `plan` decides the same way.
+        let plan = vnic_lab(&["plan", file.to_str().unwrap()]);
+        assert_eq!(plan.status.code(), Some(2), "plan, case {i}");
+    }
+}
