@@ -45,6 +45,9 @@ fn measure(
 ) -> Result<f64, NeighbourError> {
     let mut pf = PhysicalFunction::new(4)?;
     pf.set_num_vfs(4)?;
+    // One round of turns per poll: the rings (refilled between polls) then always hold more
+    // than a round's share, which is what a saturated engine sees.
+    pf.set_poll_budget(1);
     let mut streamer = StreamingPair::new(&mut pf, 0, 1, 1, frame)?;
     let mut hostile = None;
     let mut greedy = None;

@@ -13,9 +13,12 @@ use vnic::shaper::ShaperConfig;
 
 const POLLS: u64 = 2_000;
 
+/// A PF whose polls run one round of turns each: a ring (256 descriptors) holds more than a
+/// round's share, so every VF that refills before each poll is saturated.
 fn pf(vfs: u16) -> PhysicalFunction {
     let mut pf = PhysicalFunction::new(vfs).unwrap();
     pf.set_num_vfs(vfs).unwrap();
+    pf.set_poll_budget(1);
     pf
 }
 
@@ -230,4 +233,32 @@ fn a_poll_that_leaves_work_behind_asks_for_the_next_poll_now() {
     assert_eq!(pf.next_timer_ns(), None, "all taken");
     pair.drain();
     assert_eq!(pair.received, posted);
+}
+
+#[test]
+fn a_poll_runs_rounds_of_turns_until_its_budget() {
+    // Alone, a VF is served round after round until its ring is empty: with the default budget
+    // one poll takes all it posted (256 frames of 64 B: four rounds of 64 units).
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(4).unwrap();
+    let mut a = StreamingPair::new(&mut pf, 0, 1, 1, 64).unwrap();
+    let posted = a.top_up() as u64;
+    pf.poll();
+    assert_eq!(charged(&pf, 0), posted);
+    assert_eq!(pf.vf(0).unwrap().totals().1.engine_share_exhausted, 0, "nobody waited");
+    a.drain();
+    // Two saturated VFs of 64-byte frames (one unit each, no overdraft) at weights 64 and 32,
+    // and a budget two rounds fill: 96 units after the first, 192 after the second.
+    let mut b = StreamingPair::new(&mut pf, 2, 3, 1, 64).unwrap();
+    pf.set_engine_weight(2, 32).unwrap();
+    pf.set_poll_budget(2 * (64 + 32) - 1);
+    a.top_up();
+    b.top_up();
+    let (before_a, before_b) = (charged(&pf, 0), charged(&pf, 2));
+    pf.poll();
+    assert_eq!(charged(&pf, 0) - before_a, 2 * 64, "two rounds of the streamer's weight");
+    assert_eq!(charged(&pf, 2) - before_b, 2 * 32, "and of the neighbour's");
+    let exhausted = |vf| pf.vf(vf).unwrap().totals().1.engine_share_exhausted;
+    assert_eq!((exhausted(0), exhausted(2)), (1, 1), "the budget ran out on both");
+    assert_eq!(DEFAULT_POLL_BUDGET, 4096);
 }

@@ -15,9 +15,11 @@
 //! 9000-byte one 18). A burst may overdraw the balance; the debt is paid from the next polls and
 //! survives the VF going idle, while unused credit does not. So while several VFs have work the
 //! engine's time splits in proportion to their weights, an idle VF's share goes to the busy ones
-//! (polls get shorter), and how many queues a VF has does not change its share. Counters:
+//! (polls get shorter), and how many queues a VF has does not change its share. A poll runs
+//! rounds of turns until no VF has work or it has spent its budget ([`DEFAULT_POLL_BUDGET`],
+//! 4096 units), so an engine with little contention does not poll once per weight. Counters:
 //! `engine_descriptors`, `engine_units` (what it was charged) and `engine_share_exhausted`
-//! (polls that ended its turn with descriptors still waiting).
+//! (polls whose budget ran out with its descriptors still waiting).
 //!
 //! On the receive
 //! side, RX descriptors are taken from the ring a burst at a time into a per-queue cache (as a
@@ -41,6 +43,9 @@ pub const BURST: usize = 32;
 pub const DEFAULT_ENGINE_WEIGHT: u32 = 64;
 /// The largest weight a VF may have.
 pub const MAX_ENGINE_WEIGHT: u32 = 4096;
+/// Engine units a poll may spend in rounds of turns before it ends (unless set with
+/// [`PhysicalFunction::set_poll_budget`]): 64 default weights, 227 jumbo frames.
+pub const DEFAULT_POLL_BUDGET: u64 = 4096;
 /// Bytes copied that cost as much engine time as one descriptor.
 pub const BYTES_PER_UNIT: u64 = 512;
 /// The packet rate that earns [`DEFAULT_ENGINE_WEIGHT`]: a large instance's 14 Mpps.
@@ -89,12 +94,7 @@ impl PhysicalFunction {
         if !self.shaped.is_empty() {
             self.release_shaped(now_ns);
         }
-        self.tx_backlog = false;
-        for vf in 0..self.vfs.len() {
-            if !self.vfs[vf].queues.is_empty() {
-                work += self.serve_vf(vf, now_ns);
-            }
-        }
+        work += self.serve_rounds(now_ns);
         let armed = self
             .vfs
             .iter()
@@ -132,10 +132,44 @@ impl PhysicalFunction {
         }
     }
 
+    /// Rounds of turns: in each, every VF that still has TX descriptors waiting earns its weight
+    /// and is served, until none has any left or the poll has done its budget of units (the
+    /// first round always runs). VFs still waiting when the budget ran out count
+    /// `engine_share_exhausted`. Returns the descriptors taken.
+    fn serve_rounds(&mut self, now_ns: u64) -> usize {
+        let (mut taken, mut units) = (0usize, 0u64);
+        let mut first = true;
+        loop {
+            let mut waiting = false;
+            for vf in 0..self.vfs.len() {
+                let v = &self.vfs[vf];
+                if v.queues.is_empty() || (!first && !v.engine.waiting) {
+                    continue;
+                }
+                let (n, cost) = self.serve_vf(vf, now_ns);
+                taken += n;
+                units += cost;
+                waiting |= self.vfs[vf].engine.waiting;
+            }
+            first = false;
+            if !waiting || units >= self.poll_budget {
+                self.tx_backlog = waiting;
+                break;
+            }
+        }
+        if self.tx_backlog {
+            for v in self.vfs.iter().filter(|v| v.engine.waiting) {
+                add(&v.stats.engine_share_exhausted, 1);
+            }
+        }
+        taken
+    }
+
     /// VF `vf`'s turn: it earns its weight, and the engine takes its TX descriptors a burst at a
     /// time from each of its queues in turn, starting where its last turn stopped, while its
-    /// balance is positive; returns the descriptors taken, all of them charged to it.
-    fn serve_vf(&mut self, vf: usize, now_ns: u64) -> usize {
+    /// balance is positive; returns the descriptors taken, all of them charged to it, and their
+    /// units.
+    fn serve_vf(&mut self, vf: usize, now_ns: u64) -> (usize, u64) {
         let queues = self.vfs[vf].queues.len();
         let share = self.vfs[vf].engine;
         let mut balance = share.balance + i64::from(share.weight);
@@ -161,11 +195,8 @@ impl PhysicalFunction {
         v.engine.next_queue = q;
         add(&v.stats.engine_descriptors, taken as u64);
         add(&v.stats.engine_units, charged);
-        if !idle && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty()) {
-            add(&v.stats.engine_share_exhausted, 1);
-            self.tx_backlog = true;
-        }
-        taken
+        v.engine.waiting = !idle && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty());
+        (taken, charged)
     }
 
     /// One burst of at most `max` descriptors from TX queue `q` of VF `vf`; returns the

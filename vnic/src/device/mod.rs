@@ -34,8 +34,8 @@ use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
 pub use engine::{
-    BURST, BYTES_PER_UNIT, DEFAULT_ENGINE_WEIGHT, MAX_ENGINE_WEIGHT, RX_STATUS_DROPPED,
-    TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
+    BURST, BYTES_PER_UNIT, DEFAULT_ENGINE_WEIGHT, DEFAULT_POLL_BUDGET, MAX_ENGINE_WEIGHT,
+    RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
 };
 pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
@@ -220,6 +220,8 @@ pub(crate) struct EngineShare {
     pub(crate) weight: u32,
     pub(crate) balance: i64,
     pub(crate) next_queue: usize,
+    /// Its last turn ended with TX descriptors still waiting.
+    pub(crate) waiting: bool,
 }
 
 /// A flow-cap policy the device can own: a closure from a flow to its cap in bits/s.
@@ -261,6 +263,7 @@ impl VirtualFunction {
                 weight: engine::DEFAULT_ENGINE_WEIGHT,
                 balance: 0,
                 next_queue: 0,
+                waiting: false,
             },
         }
     }
@@ -338,6 +341,8 @@ pub struct PhysicalFunction {
     /// Set by a poll that left TX descriptors waiting because a VF's share ran out: the next
     /// poll has work now.
     pub(crate) tx_backlog: bool,
+    /// Engine units a poll may spend in rounds of turns.
+    pub(crate) poll_budget: u64,
 }
 
 impl std::fmt::Debug for PhysicalFunction {
@@ -369,6 +374,7 @@ impl PhysicalFunction {
             shaped: Vec::new(),
             moderation_pending: false,
             tx_backlog: false,
+            poll_budget: engine::DEFAULT_POLL_BUDGET,
         })
     }
 
@@ -559,6 +565,12 @@ impl PhysicalFunction {
         }
         self.vfs[i].engine.weight = weight;
         Ok(())
+    }
+
+    /// How many engine units a poll may spend in rounds of turns before it ends (at least one
+    /// round always runs: 1 means one round per poll).
+    pub fn set_poll_budget(&mut self, units: u64) {
+        self.poll_budget = units;
     }
 
     /// VF `vf`'s engine weight.

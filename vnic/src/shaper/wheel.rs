@@ -11,6 +11,8 @@
 #[derive(Debug)]
 pub struct TimingWheel<T> {
     granularity_ps: u64,
+    /// Allocated at the first insertion (a wheel that never holds anything costs nothing: an
+    /// ENI has three, most of them idle).
     slots: Vec<Vec<T>>,
     mask: u64,
     /// The next tick to release.
@@ -26,7 +28,7 @@ impl<T> TimingWheel<T> {
         let n = slots.max(2).next_power_of_two();
         Self {
             granularity_ps: granularity_ns.max(1) * 1000,
-            slots: (0..n).map(|_| Vec::new()).collect(),
+            slots: Vec::new(),
             mask: n as u64 - 1,
             cursor: 0,
             len: 0,
@@ -53,6 +55,9 @@ impl<T> TimingWheel<T> {
         let tick = self.tick_of(depart_ps);
         if self.len >= self.limit || tick - self.cursor > self.mask {
             return false;
+        }
+        if self.slots.is_empty() {
+            self.slots = (0..=self.mask).map(|_| Vec::new()).collect();
         }
         self.slots[(tick & self.mask) as usize].push(item);
         self.len += 1;
