@@ -32,20 +32,29 @@ impl Drop for Scratch {
 /// The default scenario cut to 0.1 s of traffic (the database's flow from 0.05 s: every path,
 /// the cap and the "up to" client's credits still in play), written into `dir`: small captures
 /// for byte comparisons.
-/// Checks `json` against `vnic-lab schema <report>` with Python's `jsonschema` (draft 2020-12).
-/// `scripts/test.sh` installs the package and sets `VNIC_LAB_REQUIRE_JSONSCHEMA=1`, so there a
-/// missing package fails; elsewhere the check says it was skipped.
-fn assert_matches_schema(report: &str, json: &[u8]) {
+/// Whether python3 can import `module` (PyPI's `package`). Without it a check is skipped, and
+/// says so, unless `require` is set in the environment (as `scripts/test.sh` sets it, having
+/// installed the package): then its absence fails the test.
+fn python_has(module: &str, package: &str, require: &str) -> bool {
     let have = Command::new("python3")
-        .args(["-c", "import jsonschema"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !have {
         assert!(
-            std::env::var_os("VNIC_LAB_REQUIRE_JSONSCHEMA").is_none(),
-            "python3 with the jsonschema package is required (pip install jsonschema)"
+            std::env::var_os(require).is_none(),
+            "python3 with the {package} package is required (pip install {package})"
         );
-        eprintln!("schema check skipped: python3 cannot import jsonschema");
+        eprintln!("skipped: python3 cannot import {module} (pip install {package})");
+    }
+    have
+}
+
+/// Checks `json` against `vnic-lab schema <report>` with Python's `jsonschema` (draft 2020-12).
+/// `scripts/test.sh` installs the package and sets `VNIC_LAB_REQUIRE_JSONSCHEMA=1`, so there a
+/// missing package fails; elsewhere the check says it was skipped.
+fn assert_matches_schema(report: &str, json: &[u8]) {
+    if !python_has("jsonschema", "jsonschema", "VNIC_LAB_REQUIRE_JSONSCHEMA") {
         return;
     }
     let schema = vnic_lab(&["schema", report]);
@@ -419,16 +428,7 @@ fn with_no_command_it_runs_a_scenario_and_takes_runs_options() {
 /// test says it was skipped.
 #[test]
 fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
-    let have = Command::new("python3")
-        .args(["-c", "import hdrh.log"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        assert!(
-            std::env::var_os("VNIC_LAB_REQUIRE_HDRH").is_none(),
-            "python3 with the hdrhistogram package is required (pip install hdrhistogram)"
-        );
-        eprintln!("skipped: python3 cannot import hdrh (pip install hdrhistogram)");
+    if !python_has("hdrh.log", "hdrhistogram", "VNIC_LAB_REQUIRE_HDRH") {
         return;
     }
     let scratch = Scratch::new("hlog");
