@@ -111,11 +111,11 @@ pub struct ShaperConfig {
     pub wheel_tick_ns: u64,
     /// Timing-wheel ticks (the horizon is ticks × tick).
     pub wheel_slots: usize,
-    /// Packets the wheel may hold.
+    /// Packets the shaper may hold, all flows together.
     pub queue_limit: usize,
     /// Packets one flow may have waiting: a flow with this many queued has further packets
-    /// dropped (the backpressure Carousel applies), which keeps flows that share an allowance
-    /// fair.
+    /// dropped (the backpressure Carousel applies). Fairness between flows comes from the fair
+    /// queue and the per-flow share of the horizon; this bounds one flow's backlog.
     pub per_flow_queue: u16,
 }
 
