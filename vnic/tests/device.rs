@@ -525,7 +525,7 @@ fn source_destination_check_drops_spoofed_addresses_only_while_on() {
 
 #[test]
 fn an_eni_shaper_in_the_device_holds_frames_to_the_flow_cap() {
-    use vnic::shaper::{FlowKey, ShaperConfig};
+    use vnic::shaper::{Clock, FlowKey, ShaperConfig};
     let mut pf = PhysicalFunction::new(4).unwrap();
     pf.set_num_vfs(2).unwrap();
     let w0 = guest(&mut pf, 0, 0x10_0000_0000, 8 * MB);
@@ -539,12 +539,20 @@ fn an_eni_shaper_in_the_device_holds_frames_to_the_flow_cap() {
     let frame = udp(1500, 0, 1, 7, 0);
     let drops = pf.vf(0).unwrap().vf_stats();
     let dropped = || drops.tx_shaper_drops.load(std::sync::atomic::Ordering::Relaxed);
-    // Sends `n` frames as fast as the ring takes them; returns when each has arrived or been
-    // dropped, and how long that took.
+    // The device's time is a virtual clock moved 10 µs per round, so what the shaper does
+    // depends on the frames alone, never on how busy the machine is.
+    let clock = vnic::shaper::VirtualClock::new();
+    pf.set_clock(vnic::shaper::DeviceClock::Virtual(clock.clone()));
+    const STEP_NS: u64 = 10_000;
+    // Sends `n` frames as fast as the ring takes them (8 per round); returns when each has
+    // arrived or been dropped, and how much device time that took, ns.
     let mut burst = |pf: &mut PhysicalFunction, n: u64, got: &mut u64| {
-        let start = std::time::Instant::now();
+        let start = clock.now_ns();
         let (mut posted, before) = (0, *got + dropped());
-        while *got + dropped() < before + n && start.elapsed().as_secs() < 20 {
+        let mut rounds = 0;
+        while *got + dropped() < before + n {
+            assert!(rounds < 1_000_000, "frames stuck in the shaper");
+            rounds += 1;
             if posted < n {
                 let k = (n - posted).min(8) as usize;
                 posted += tx.send_burst(&[frame.as_slice(); 8][..k]) as u64;
@@ -552,18 +560,25 @@ fn an_eni_shaper_in_the_device_holds_frames_to_the_flow_cap() {
             pf.poll();
             tx.reap_tx();
             *got += rx.recv(|f, _| assert_eq!(f.len(), 1500)) as u64;
+            clock.advance(STEP_NS);
         }
-        start.elapsed().as_secs_f64()
+        clock.now_ns() - start
     };
     let mut got = 0;
-    // 100 frames fit the flow's queue (128): all arrive, at the cap. 100 × 1500 B at
-    // 100 Mbit/s is 12 ms, less the limiter's burst tolerance (two jumbo frames: 12 of these),
-    // so at least 88 × 120 µs = 10.6 ms.
-    let elapsed = burst(&mut pf, 100, &mut got);
+    // 100 frames fit the flow's queue (128): all arrive, at the cap. At 100 Mbit/s a 1500-byte
+    // frame takes 120 µs; the limiter tolerates a burst of two jumbo frames, 2 × 9,019 B =
+    // 1,443.04 µs. So frame k (from 0) may leave at k × 120 µs − 1,443.04 µs, and the last,
+    // k = 99, at 10,436.96 µs: it arrives in the round after (rounds are 10 µs).
+    let elapsed_ns = burst(&mut pf, 100, &mut got);
     assert_eq!((got, dropped()), (100, 0), "held frames all leave");
-    assert!(elapsed >= 0.0100, "frames left at the flow cap, not at once ({elapsed} s)");
+    let last_ns = 99 * 120_000 - 2 * 9_019 * 80;
+    assert!(
+        (last_ns..=last_ns + 2 * STEP_NS).contains(&elapsed_ns),
+        "the last frame left at its time under the cap: {elapsed_ns} ns, due {last_ns} ns"
+    );
+    // Frames 0 to 12 fit the burst (12 × 120 µs ≤ 1,443.04 µs) and pass; the other 87 wait.
     let stats = counters.snapshot();
-    assert!(stats.flow_cap_exceeded >= 80, "{stats:?}");
+    assert_eq!(stats.flow_cap_exceeded, 87, "{stats:?}");
     // 400 at once overflow it: the excess is dropped and counted in both places.
     burst(&mut pf, 400, &mut got);
     let stats = counters.snapshot();
