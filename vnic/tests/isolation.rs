@@ -262,3 +262,19 @@ fn a_poll_runs_rounds_of_turns_until_its_budget() {
     assert_eq!((exhausted(0), exhausted(2)), (1, 1), "the budget ran out on both");
     assert_eq!(DEFAULT_POLL_BUDGET, 4096);
 }
+
+#[test]
+fn an_overdrawn_vf_alone_is_served_again_in_the_same_poll() {
+    // A burst of 32 frames of 1500 B costs 96 units against a weight of 64: the VF owes 32 and
+    // sits out turns until its balance is positive again. With nobody else waiting those turns
+    // are skipped at once, and one poll takes everything it posted.
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let mut pair = StreamingPair::new(&mut pf, 0, 1, 1, 1500).unwrap();
+    let posted = pair.top_up() as u64;
+    pf.poll();
+    assert_eq!(charged(&pf, 0), posted);
+    assert_eq!(units(&pf, 0), 3 * posted, "1 + 1500 / 512 = 3 units a frame");
+    pair.drain();
+    assert_eq!(pair.received, posted);
+}

@@ -5,15 +5,16 @@
 //! no lock. Work per TX queue visit is one burst of at most [`BURST`] descriptors: one acquire
 //! load of the tail, one release store of the head, one completion publication.
 //!
-//! **Arbitration between VFs** is deficit round robin in engine work: each poll a VF earns its
+//! **Arbitration between VFs** is deficit round robin in engine work: each round a VF earns its
 //! weight ([`DEFAULT_ENGINE_WEIGHT`], 64, unless set from its ENI's allowances by
 //! [`engine_weight`]) and the engine takes TX descriptors from its queues, in turn from where it
 //! left off, while its balance is positive. Every descriptor taken is charged to the VF that
 //! posted it, whether it makes a frame, is a bad descriptor, or is a frame the spoof check drops:
 //! one unit, plus one per [`BYTES_PER_UNIT`] bytes the engine copied for it (the cost model's
 //! 50 ns per packet against 80 ps per byte: a 64-byte frame costs 1, a 1500-byte one 3, a
-//! 9000-byte one 18). A burst may overdraw the balance; the debt is paid from the next polls and
-//! survives the VF going idle, while unused credit does not. So while several VFs have work the
+//! 9000-byte one 18). A burst may overdraw the balance; the debt is paid from the next rounds
+//! (skipped in one step when nobody else is served meanwhile) and survives the VF going idle,
+//! while unused credit does not. So while several VFs have work the
 //! engine's time splits in proportion to their weights, an idle VF's share goes to the busy ones
 //! (polls get shorter), and how many queues a VF has does not change its share. A poll runs
 //! rounds of turns until no VF has work or it has spent its budget ([`DEFAULT_POLL_BUDGET`],
@@ -140,7 +141,7 @@ impl PhysicalFunction {
         let (mut taken, mut units) = (0usize, 0u64);
         let mut first = true;
         loop {
-            let mut waiting = false;
+            let (mut waiting, mut round_units) = (false, 0);
             for vf in 0..self.vfs.len() {
                 let v = &self.vfs[vf];
                 if v.queues.is_empty() || (!first && !v.engine.waiting) {
@@ -148,13 +149,17 @@ impl PhysicalFunction {
                 }
                 let (n, cost) = self.serve_vf(vf, now_ns);
                 taken += n;
-                units += cost;
+                round_units += cost;
                 waiting |= self.vfs[vf].engine.waiting;
             }
             first = false;
+            units += round_units;
             if !waiting || units >= self.poll_budget {
                 self.tx_backlog = waiting;
                 break;
+            }
+            if round_units == 0 {
+                self.skip_rounds_of_debt();
             }
         }
         if self.tx_backlog {
@@ -163,6 +168,21 @@ impl PhysicalFunction {
             }
         }
         taken
+    }
+
+    /// A round served nothing: every VF still waiting is paying off an overdraft. Credits them
+    /// the rounds until the first of them can be served again, at once rather than by turns
+    /// that take nothing (a burst of jumbo frames overdraws a default weight for eight rounds).
+    fn skip_rounds_of_debt(&mut self) {
+        let waiting = || self.vfs.iter().filter(|v| v.engine.waiting).map(|v| v.engine);
+        // A VF with balance b ≤ 0 and weight w is served in its k-th turn from now, the first
+        // with b + k·w > 0: k = ⌊−b / w⌋ + 1. The rounds before the soonest one are skipped.
+        let Some(k) = waiting().map(|e| (-e.balance).max(0) / i64::from(e.weight) + 1).min() else {
+            return;
+        };
+        for v in self.vfs.iter_mut().filter(|v| v.engine.waiting) {
+            v.engine.balance += (k - 1) * i64::from(v.engine.weight);
+        }
     }
 
     /// VF `vf`'s turn: it earns its weight, and the engine takes its TX descriptors a burst at a
