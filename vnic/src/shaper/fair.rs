@@ -65,14 +65,6 @@ pub(crate) struct FairQueue {
     len: usize,
 }
 
-/// What one look at the head of the round found.
-pub(crate) enum Turn {
-    /// Nobody is waiting for a turn.
-    Empty,
-    /// This flow's head packet is next, if its own limiter lets it go.
-    Next { key: FlowKey, len: u32 },
-}
-
 impl FairQueue {
     /// Queues for flows whose cap-waits are filed in ticks of `tick_ns` over `slots` ticks.
     pub fn new(tick_ns: u64, slots: usize) -> Self {
@@ -149,12 +141,13 @@ impl FairQueue {
         round.active.extend(scratch.drain(..));
     }
 
-    /// The flow at the head of the round in `dir`, after handing out turns: a flow whose turn
-    /// has not enough left for its head packet gets its next quantum and goes to the back.
-    pub fn next(&mut self, dir: Direction) -> Turn {
+    /// The flow whose head packet is next in `dir` (if its own limiter lets it go), after
+    /// handing out turns: a flow whose turn has not enough left for its head packet gets its
+    /// next quantum and goes to the back. `None` when nobody is waiting for a turn.
+    pub fn next(&mut self, dir: Direction) -> Option<FlowKey> {
         let round = &mut self.rounds[dir as usize];
         loop {
-            let Some(&q) = round.active.front() else { return Turn::Empty };
+            let &q = round.active.front()?;
             let queue = &mut self.queues[q as usize];
             let backlog = &mut queue.dirs[dir as usize];
             let Some(head) = backlog.packets.front() else {
@@ -166,7 +159,7 @@ impl FairQueue {
             // shapes one; the bound keeps a caller's oversized length from spinning here).
             let cost = head.len.min(6 * QUANTUM_BYTES);
             if backlog.deficit >= cost {
-                return Turn::Next { key: queue.key, len: head.len };
+                return Some(queue.key);
             }
             backlog.deficit += QUANTUM_BYTES;
             round.active.rotate_left(1);

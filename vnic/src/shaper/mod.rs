@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use clock::{Clock, DeviceClock, MonotonicClock, VirtualClock};
-use fair::{FairQueue, Held, Turn};
+use fair::{FairQueue, Held};
 pub use flow::{Direction, FlowKey, FlowState, FlowTable, PROTO_TCP, PROTO_UDP};
 use gcra::{Gcra, PS_PER_NS, RateLimit};
 use wheel::TimingWheel;
@@ -569,20 +569,20 @@ impl<P: FlowPolicy> Shaper<P> {
         let d = dir as usize;
         self.fair.wake(dir, now, &mut self.woken);
         while self.eni_ready_ps(dir, now) <= now {
-            let Turn::Next { key, len } = self.fair.next(dir) else { return };
-            let flow = self.flows.get_mut(&key);
-            if let Some(flow) = flow.as_deref() {
-                let limit = &self.classes[usize::from(flow.class())];
-                let flow_at = flow.tat(dir).saturating_sub(limit.tau_ps);
+            let Some(key) = self.fair.next(dir) else { return };
+            // One lookup of the flow: its cap decides whether it goes, and is charged if it does.
+            let mut flow = self.flows.get_mut(&key);
+            let limit = flow.as_deref().map(|f| self.classes[usize::from(f.class())]);
+            if let (Some(f), Some(limit)) = (flow.as_deref(), limit) {
+                let flow_at = f.tat(dir).saturating_sub(limit.tau_ps);
                 if flow_at > now {
                     self.fair.throttle(dir, now, flow_at);
                     continue;
                 }
             }
-            let Some(held) = self.fair.dequeue(dir, flow) else { return };
-            if let Some(flow) = self.flows.get_mut(&key) {
-                let limit = &self.classes[usize::from(flow.class())];
-                flow.set_tat(dir, flow.tat(dir).max(now) + limit.cost_ps(u64::from(len)));
+            let Some(held) = self.fair.dequeue(dir, flow.as_deref_mut()) else { return };
+            if let (Some(f), Some(limit)) = (flow, limit) {
+                f.set_tat(dir, f.tat(dir).max(now) + limit.cost_ps(u64::from(held.len)));
             }
             self.bw[d].charge(now, u64::from(held.len));
             self.pps.state.charge(&self.pps.limit, now, 1);
