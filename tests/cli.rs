@@ -468,13 +468,14 @@ fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
 
 /// Malformed scenarios through the binary, as a newcomer meets them: exit status 2, one line on
 /// stderr naming the file and (where it has one) the line and column, and the words that say
-/// what to do. The full table of schema checks is `scenario.rs`'s unit test; these are the ones
+/// what to do. The full table of schema checks is `src/scenario/tests.rs`; these are the ones
 /// whose position comes from somewhere other than a key's span.
 #[test]
 fn malformed_scenarios_exit_2_naming_file_position_and_fix() {
     let scratch = Scratch::new("malformed");
     let default = String::from_utf8(vnic_lab(&["run", "--print-default"]).stdout).unwrap();
     let lines = default.lines().count();
+    let run_table = default.lines().position(|l| l == "[run]").expect("[run] in the default") + 1;
     let cases: Vec<(String, Option<String>, &str)> = vec![
         (
             format!("{default}\n[network]\nflow_cap_gbps = -5.0\n"),
@@ -488,6 +489,11 @@ fn malformed_scenarios_exit_2_naming_file_position_and_fix() {
             ),
             Some(format!(":{}:8:", lines + 5)),
             "use a shorter prefix",
+        ),
+        (
+            default.replacen("sample_ms = 100", "sample_ms = 1", 1),
+            Some(format!(":{run_table}:1:")),
+            "run.sample_ms 1 is not 10 to 10000",
         ),
         (
             default.replacen("to = \"hpc-1\"", "to = \"hpc-0\"", 1),

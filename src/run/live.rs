@@ -155,7 +155,7 @@ fn supervise(
     let total = Duration::from_nanos(duration_ns) + DRAIN;
     let bar = progress.then(|| progress_bar(total.as_secs_f64(), "running live"));
     let mut failures: Vec<FailureReport> = Vec::new();
-    let mut pending: Vec<&scenario::FailurePlan> = placed.failures.iter().collect();
+    let mut pending: Vec<&scenario::RackFailure> = placed.failures.iter().collect();
     pending.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let started = Instant::now();
     while started.elapsed() < total {

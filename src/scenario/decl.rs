@@ -1,0 +1,216 @@
+//! The scenario file as written: one struct per TOML table, deserialised with positions
+//! (`Spanned`) wherever a later check has to point at a value. Nothing here is checked beyond
+//! TOML types and unknown keys; the sibling modules give the declarations their meaning.
+
+use std::collections::BTreeMap;
+
+use placement::{GeneratedTopology, InstanceType, NetworkModel, SpreadLevel};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ScenarioError, Source};
+
+/// Parses `src` as a scenario: a TOML error is reported at its line and column.
+pub(super) fn parse(src: &Source<'_>) -> Result<Scenario, ScenarioError> {
+    toml::from_str(src.text).map_err(|e| match e.span() {
+        Some(span) => src.at(span, e.message()),
+        None => src.whole(e.message()),
+    })
+}
+
+/// A scenario.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Seed for capacity taken by other tenants (and anything else random).
+    #[serde(default)]
+    pub seed: u64,
+    /// Mean share of every host already taken by other tenants (0 to 1).
+    #[serde(default)]
+    pub fragmentation: f64,
+    /// Seconds of traffic (`run`).
+    #[serde(default)]
+    pub duration_s: Option<Spanned<f64>>,
+    /// The region(s), AZs, racks and hosts.
+    pub topology: GeneratedTopology,
+    /// Instance types beyond the built-in catalogue.
+    #[serde(default)]
+    pub instance_types: Vec<InstanceType>,
+    /// Latency and flow-cap settings.
+    #[serde(default)]
+    pub network: NetworkModel,
+    /// How `run` builds its hosts.
+    #[serde(default)]
+    pub run: RunSettings,
+    /// Placement groups.
+    #[serde(default)]
+    pub groups: Vec<GroupDecl>,
+    /// Subnets (default: one per AZ, `10.<n>.0.0/16`, named after the AZ).
+    #[serde(default)]
+    pub subnets: Vec<SubnetDecl>,
+    /// VMs.
+    #[serde(default)]
+    pub vms: Vec<VmDecl>,
+    /// Secondary ENIs.
+    #[serde(default)]
+    pub enis: Vec<EniDecl>,
+    /// Flows between VMs.
+    #[serde(default)]
+    pub flows: Vec<FlowDecl>,
+    /// Failures injected during `run`.
+    #[serde(default)]
+    pub failures: Vec<FailureDecl>,
+    /// Virtual-time costs overriding the defaults (`hypervisor_sim::sim::costs`), by name.
+    #[serde(default)]
+    pub costs: BTreeMap<Spanned<String>, Spanned<i64>>,
+}
+
+/// How `run` builds hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    /// PFs per host.
+    pub pfs_per_host: u16,
+    /// VFs each PF enables.
+    pub vfs_per_pf: u16,
+    /// Fabric link rate between two hosts, Gbps.
+    pub link_gbps: f64,
+    /// Width of one throughput sample, ms.
+    pub sample_ms: u64,
+    /// Share of SRD (EFA) packets the fabric loses, 0 to 0.5; SRD retransmits them.
+    pub efa_loss: f64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self { pfs_per_host: 1, vfs_per_pf: 16, link_gbps: 100.0, sample_ms: 100, efa_loss: 0.0 }
+    }
+}
+
+/// A placement group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDecl {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// `cluster`, `spread` or `partition`.
+    pub strategy: Spanned<String>,
+    /// Partitions per AZ (partition groups).
+    pub partitions: Option<u8>,
+    /// `rack` (default) or `host` (spread groups).
+    pub level: Option<SpreadLevel>,
+}
+
+/// A subnet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetDecl {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// Its AZ.
+    pub az: Spanned<String>,
+    /// Its prefix, `a.b.c.d/n` (n from 16 to 28, as in a VPC).
+    pub cidr: Spanned<String>,
+}
+
+/// One or more VMs of a type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDecl {
+    /// The name (with `-0`, `-1`, ... appended when `count` is given).
+    pub name: Spanned<String>,
+    /// Instance type.
+    #[serde(rename = "type")]
+    pub instance_type: Spanned<String>,
+    /// How many, launched in one request.
+    pub count: Option<u32>,
+    /// Placement group.
+    pub group: Option<Spanned<String>>,
+    /// AZ.
+    pub az: Option<Spanned<String>>,
+    /// Partition number (partition groups).
+    pub partition: Option<u8>,
+    /// The primary ENI's subnet (its AZ is the VM's).
+    pub subnet: Option<Spanned<String>>,
+    /// The primary ENI's I/O path: `sriov` (default), `emulated` or `efa`.
+    pub path: Option<Spanned<String>>,
+    /// MTU of its interfaces (default 9001, as inside a VPC).
+    pub mtu: Option<Spanned<u16>>,
+    /// Queue pairs per ENI (default 1).
+    pub queues: Option<Spanned<u16>>,
+    /// How its driver learns of received frames: `interrupt` (moderated, ENA's default) or
+    /// `poll`.
+    pub rx: Option<Spanned<String>>,
+    /// Seconds full burst credits last ("up to" instance types; default 300).
+    pub burst_s: Option<Spanned<f64>>,
+    /// The primary ENI's source/destination check (default on).
+    pub src_dst_check: Option<bool>,
+}
+
+/// A secondary ENI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EniDecl {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// Its subnet (default: the subnet of the VM it attaches to).
+    pub subnet: Option<Spanned<String>>,
+    /// The VM it attaches to at launch.
+    pub vm: Spanned<String>,
+    /// Its I/O path (default `sriov`).
+    pub path: Option<Spanned<String>>,
+    /// Secondary private addresses.
+    #[serde(default)]
+    pub ips: Vec<Spanned<String>>,
+    /// Source/destination check (default on).
+    pub src_dst_check: Option<bool>,
+}
+
+/// Flows from every VM `from` matches to every VM `to` matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDecl {
+    /// A VM name, or a prefix ending in `*`.
+    pub from: Spanned<String>,
+    /// A VM name, or a prefix ending in `*`.
+    pub to: Spanned<String>,
+    /// Offered rate per flow, Gbps (`plan`: the demand; absent: elastic; `run` offers the
+    /// flow's cap when absent).
+    pub gbps: Option<Spanned<f64>>,
+    /// ENA Express (SRD).
+    #[serde(default)]
+    pub srd: bool,
+    /// `udp` (the only protocol the traffic generator speaks).
+    pub protocol: Option<Spanned<String>>,
+    /// Frame length in bytes, 60 up to the MTU plus 14 (default 1514, or 9015 with jumbo
+    /// frames).
+    pub frame: Option<Spanned<usize>>,
+    /// UDP destination port (default 9000).
+    pub dst_port: Option<u16>,
+    /// The path to use: the sender's and receiver's first ENI on it (default: primary ENIs).
+    pub path: Option<Spanned<String>>,
+    /// When it starts, seconds into the run.
+    pub start_s: Option<Spanned<f64>>,
+    /// When it stops.
+    pub stop_s: Option<Spanned<f64>>,
+    /// Parallel flows per pair of VMs (distinct UDP source ports), each at `gbps`.
+    pub parallel: Option<Spanned<u16>>,
+    /// `periodic` (default) or `poisson` frame arrivals (virtual-time runs; seeded per flow).
+    pub arrivals: Option<Spanned<String>>,
+    /// `stream` (default) or `ping-pong` (each frame or message answered by the receiver,
+    /// round trips reported; virtual-time runs).
+    pub pattern: Option<Spanned<String>>,
+}
+
+/// A failure during `run`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureDecl {
+    /// When, seconds into the run.
+    pub at_s: Spanned<f64>,
+    /// Every VM in the rack of this VM crashes.
+    pub rack_of: Spanned<String>,
+}

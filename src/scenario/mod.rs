@@ -1,0 +1,342 @@
+//! Scenarios: one TOML schema for `vnic-lab plan` (placement and max-min rates, no packets) and
+//! `vnic-lab run` (a simulation of the same fleet, packets through the simulated NICs).
+//!
+//! Loading a scenario parses it (unknown keys and wrong types are errors at their line and
+//! column), checks every value and reference (a flow to an unknown VM, a subnet in no AZ, an
+//! ENI on a VM that does not exist, a frame larger than the VM's MTU, ...) and places the fleet
+//! with `placement`'s rules, so that an impossible placement is an error naming the VM. As
+//! smoltcp splits a wire format into its parsing and its meaning, the file as written
+//! (`decl`) is kept apart from what it means ([`Placed`]), built part by part: `settings`
+//! (ranges), `subnets`, `place` (groups, VMs, ENIs), `flows` and `failures`. The schema is
+//! documented in the README, with a worked example in `scenarios/default.toml`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use hypervisor_sim::sim::CostModel;
+use hypervisor_sim::sim::traffic::{Arrivals, Pattern};
+use placement::{Fleet, FlowDemand, InstanceId, InstanceType, NetworkModel};
+
+mod decl;
+mod failures;
+mod flows;
+mod place;
+mod settings;
+mod source;
+mod subnets;
+#[cfg(test)]
+mod tests;
+
+pub use decl::RunSettings;
+use source::Source;
+
+/// Most hosts `run --live` simulates (each is at least one engine thread).
+pub const MAX_LIVE_HOSTS: usize = 16;
+/// Most VMs `run --live` simulates (each is a thread).
+pub const MAX_LIVE_VMS: usize = 64;
+/// Most hosts a virtual-time `run` simulates.
+pub const MAX_VIRTUAL_HOSTS: usize = 1_000;
+/// Most VMs a virtual-time `run` simulates.
+pub const MAX_VIRTUAL_VMS: usize = 10_000;
+/// Longest `run`, seconds.
+pub const MAX_DURATION_S: f64 = 600.0;
+
+/// A scenario error, located in its file where it can be.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ScenarioError {
+    /// The file.
+    pub file: String,
+    /// Line and column, 1-based.
+    pub at: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An I/O path as a scenario names it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PathName {
+    /// Emulated NIC.
+    Emulated,
+    /// SR-IOV VF.
+    Sriov,
+    /// EFA: an SR-IOV VF plus OS-bypass SRD queue pairs (virtual-time runs).
+    Efa,
+}
+
+impl PathName {
+    /// As the hypervisor knows it.
+    pub fn io_path(self) -> hypervisor_sim::guest::IoPath {
+        match self {
+            PathName::Emulated => hypervisor_sim::guest::IoPath::Emulated,
+            PathName::Sriov => hypervisor_sim::guest::IoPath::SrIov,
+            PathName::Efa => hypervisor_sim::guest::IoPath::Efa,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathName::Emulated => "emulated",
+            PathName::Sriov => "sriov",
+            PathName::Efa => "efa",
+        }
+    }
+}
+
+/// A subnet, resolved.
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    /// Name.
+    pub name: String,
+    /// AZ.
+    pub az: String,
+    /// Network.
+    pub network: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+/// One VM, resolved and placed.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// Name.
+    pub name: String,
+    /// Its placement.
+    pub id: InstanceId,
+    /// Instance type.
+    pub instance_type: InstanceType,
+    /// Primary ENI subnet.
+    pub subnet: String,
+    /// Primary ENI path.
+    pub path: PathName,
+    /// MTU.
+    pub mtu: u16,
+    /// Queue pairs per ENI.
+    pub queues: u16,
+    /// Moderated RX interrupts (else polling).
+    pub rx_interrupts: bool,
+    /// Burst credit duration, s.
+    pub burst_s: f64,
+    /// Primary ENI source/destination check.
+    pub src_dst_check: bool,
+    /// Cluster group name, if in one.
+    pub cluster_group: Option<String>,
+}
+
+/// A secondary ENI, resolved.
+#[derive(Debug, Clone)]
+pub struct Eni {
+    /// Name.
+    pub name: String,
+    /// Subnet.
+    pub subnet: String,
+    /// Index into [`Placed::vms`].
+    pub vm: usize,
+    /// Path.
+    pub path: PathName,
+    /// Secondary addresses.
+    pub ips: Vec<Ipv4Addr>,
+    /// Source/destination check.
+    pub src_dst_check: bool,
+}
+
+/// One flow, resolved.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Sender (index into [`Placed::vms`]).
+    pub from: usize,
+    /// Receiver.
+    pub to: usize,
+    /// Offered / demanded rate, Gbps (`None`: elastic).
+    pub gbps: Option<f64>,
+    /// ENA Express.
+    pub srd: bool,
+    /// Frame length.
+    pub frame: usize,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// Path (`None`: primary ENIs).
+    pub path: Option<PathName>,
+    /// Start and stop, s.
+    pub start_s: f64,
+    /// Stop, s (`None`: the end of the run).
+    pub stop_s: Option<f64>,
+    /// Which `[[flows]]` entry it came from (0-based), for the report.
+    pub decl: usize,
+    /// How its frames fall due.
+    pub arrivals: Arrivals,
+    /// An EFA flow (SRD messages of `frame` bytes) rather than UDP frames.
+    pub efa: bool,
+    /// One way, or every frame or message answered (round trips in the report).
+    pub pattern: Pattern,
+}
+
+/// A failure, resolved.
+#[derive(Debug, Clone)]
+pub struct RackFailure {
+    /// When, s.
+    pub at_s: f64,
+    /// The VMs that crash.
+    pub vms: Vec<usize>,
+    /// The rack, for the report.
+    pub rack: u32,
+}
+
+/// A scenario, checked and placed.
+#[derive(Debug)]
+pub struct Placed {
+    /// Its name.
+    pub name: String,
+    /// The fleet, with every VM placed.
+    pub fleet: Fleet,
+    /// The network model.
+    pub network: NetworkModel,
+    /// Run settings.
+    pub run: RunSettings,
+    /// The scenario's seed.
+    pub seed: u64,
+    /// Virtual-time costs.
+    pub costs: CostModel,
+    /// Seconds of traffic.
+    pub duration_s: f64,
+    /// Subnets.
+    pub subnets: Vec<Subnet>,
+    /// VMs in declaration order.
+    pub vms: Vec<Vm>,
+    /// Secondary ENIs.
+    pub enis: Vec<Eni>,
+    /// Flows.
+    pub flows: Vec<Flow>,
+    /// Failures.
+    pub failures: Vec<RackFailure>,
+}
+
+impl Placed {
+    /// The flows as the planner takes them.
+    pub fn demands(&self) -> Vec<FlowDemand> {
+        self.flows
+            .iter()
+            .map(|f| FlowDemand {
+                src: self.vms[f.from].id,
+                dst: self.vms[f.to].id,
+                demand_gbps: f.gbps.unwrap_or(f64::INFINITY),
+                srd: f.srd,
+            })
+            .collect()
+    }
+
+    /// A VM by name.
+    pub fn vm_index(&self, name: &str) -> Option<usize> {
+        self.vms.iter().position(|v| v.name == name)
+    }
+}
+
+/// The largest scenario file read, bytes: a scenario is a short text (the largest shipped is a
+/// few KiB), and reading stops here rather than filling memory (`/dev/zero` is not a scenario).
+pub const MAX_SCENARIO_BYTES: u64 = 4 << 20;
+
+/// Reads, checks and places the scenario at `path`.
+pub fn load_file(path: &std::path::Path) -> Result<Placed, ScenarioError> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let fail = |message: String| ScenarioError { file: file.clone(), at: None, message };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(fail(format!(
+            "is larger than {} MiB: a scenario is a short TOML file",
+            MAX_SCENARIO_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "is not UTF-8 text (byte {}): a scenario is a TOML file",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    load(&file, &text)
+}
+
+/// Checks and places a scenario given as text (`file` names it in errors).
+pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
+    let src = Source { file, text };
+    let s = decl::parse(&src)?;
+    let settings = settings::check(&s, &src)?;
+    let az_names: Vec<String> = settings.topology.azs.iter().map(|a| a.name.clone()).collect();
+    let subnets = subnets::resolve(&s, &src, &az_names)?;
+    let (mut fleet, cluster_groups) = place::fleet(&s, &src, settings.topology, &settings.types)?;
+    let vms = place::vms(&s, &src, &mut fleet, &subnets, &az_names, &cluster_groups)?;
+    let enis = place::enis(&s, &src, &vms, &subnets)?;
+    let flows = flows::resolve(&s, &src, settings.duration_s, &vms, &enis)?;
+    subnets::check_room(&src, &s, &subnets, &vms, &enis)?;
+    let failures = failures::resolve(&s, &src, settings.duration_s, &fleet, &vms)?;
+    let name = s.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(file)
+            .file_stem()
+            .map_or("scenario".into(), |n| n.to_string_lossy().into())
+    });
+    Ok(Placed {
+        name,
+        fleet,
+        network: s.network,
+        run: s.run,
+        seed: s.seed,
+        costs: settings.costs,
+        duration_s: settings.duration_s,
+        subnets,
+        vms,
+        enis,
+        flows,
+        failures,
+    })
+}
+
+/// Why a placed scenario cannot be run live.
+pub fn check_runnable(placed: &Placed, live: bool) -> Result<(), String> {
+    let hosts: std::collections::BTreeSet<u32> = placed
+        .vms
+        .iter()
+        .filter_map(|v| placed.fleet.instance(v.id).ok().map(|i| i.host.0))
+        .collect();
+    let (max_hosts, max_vms, mode) = if live {
+        (MAX_LIVE_HOSTS, MAX_LIVE_VMS, "`run --live` (a thread per VM and engine)")
+    } else {
+        (MAX_VIRTUAL_HOSTS, MAX_VIRTUAL_VMS, "`run`")
+    };
+    if hosts.len() > max_hosts {
+        return Err(format!(
+            "the VMs landed on {} hosts; {mode} simulates at most {max_hosts} (use `plan` for \
+             fleets)",
+            hosts.len()
+        ));
+    }
+    if placed.vms.len() > max_vms {
+        return Err(format!(
+            "{} VMs; {mode} simulates at most {max_vms} (use `plan` for fleets)",
+            placed.vms.len()
+        ));
+    }
+    if placed.flows.is_empty() {
+        return Err("no flows: nothing to run".into());
+    }
+    let mut per_host: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, v) in placed.vms.iter().enumerate() {
+        let Ok(inst) = placed.fleet.instance(v.id) else { continue };
+        let enis = 1 + placed.enis.iter().filter(|e| e.vm == i).count();
+        *per_host.entry(inst.host.0).or_default() += enis;
+    }
+    let vfs = usize::from(placed.run.vfs_per_pf) * usize::from(placed.run.pfs_per_host);
+    if let Some((host, n)) = per_host.iter().find(|&(_, &n)| n + 1 > vfs) {
+        return Err(format!(
+            "host {host} carries {n} ENIs but has {vfs} VFs (one more is kept for the emulated \
+             NIC's backend): raise run.vfs_per_pf"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Subnets: declared (`[[subnets]]`, a name, an AZ and a /16 to /28 prefix, as in a VPC) or,
+//! when none are, one `10.<n>.0.0/16` per AZ named after it; and the one check of whether the
+//! ENIs placed in a subnet fit in it (AWS reserves 5 addresses of every subnet), which `plan`
+//! and `run` share.
+
+use std::net::Ipv4Addr;
+
+use super::decl::Scenario;
+use super::{Eni, ScenarioError, Source, Subnet, Vm};
+
+/// `a.b.c.d/n`.
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, prefix) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    (prefix <= 32).then_some((ip, prefix))
+}
+
+/// The scenario's subnets, each in a known AZ with a VPC prefix and a unique name.
+pub(super) fn resolve(
+    s: &Scenario,
+    src: &Source<'_>,
+    az_names: &[String],
+) -> Result<Vec<Subnet>, ScenarioError> {
+    let mut subnets: Vec<Subnet> = Vec::new();
+    for d in &s.subnets {
+        if !az_names.contains(d.az.get_ref()) {
+            return Err(src.at(
+                d.az.span(),
+                format!("subnet {}: no AZ named `{}`", d.name.get_ref(), d.az.get_ref()),
+            ));
+        }
+        let Some((network, prefix)) = parse_cidr(d.cidr.get_ref()) else {
+            return Err(src.at(d.cidr.span(), format!("`{}` is not a.b.c.d/n", d.cidr.get_ref())));
+        };
+        if !(16..=28).contains(&prefix) {
+            return Err(src
+                .at(d.cidr.span(), format!("a VPC subnet's prefix is /16 to /28, not /{prefix}")));
+        }
+        if subnets.iter().any(|x| x.name == *d.name.get_ref()) {
+            return Err(
+                src.at(d.name.span(), format!("subnet `{}` is defined twice", d.name.get_ref()))
+            );
+        }
+        subnets.push(Subnet {
+            name: d.name.get_ref().clone(),
+            az: d.az.get_ref().clone(),
+            network,
+            prefix,
+        });
+    }
+    if s.subnets.is_empty() {
+        for (i, az) in az_names.iter().enumerate() {
+            subnets.push(Subnet {
+                name: az.clone(),
+                az: az.clone(),
+                network: Ipv4Addr::new(10, (i % 256) as u8, 0, 0),
+                prefix: 16,
+            });
+        }
+    }
+    Ok(subnets)
+}
+
+/// Every subnet has an address for each ENI and secondary address placed in it, counted as
+/// the cloud gives them (AWS reserves five of every subnet).
+pub(super) fn check_room(
+    src: &Source<'_>,
+    s: &Scenario,
+    subnets: &[Subnet],
+    vms: &[Vm],
+    enis: &[Eni],
+) -> Result<(), ScenarioError> {
+    for subnet in subnets {
+        let primaries = vms.iter().filter(|v| v.subnet == subnet.name).count() as u64;
+        let secondary: u64 =
+            enis.iter().filter(|e| e.subnet == subnet.name).map(|e| 1 + e.ips.len() as u64).sum();
+        let needed = primaries + secondary;
+        let usable = hypervisor_sim::eni::Subnet::usable_addresses(subnet.prefix);
+        if needed > usable {
+            let message = format!(
+                "subnet {} ({}/{}) has {usable} usable addresses (AWS reserves {}) for {needed} \
+                 ({primaries} VMs' primary ENIs, {secondary} for secondary ENIs and their \
+                 addresses): use a shorter prefix",
+                subnet.name,
+                subnet.network,
+                subnet.prefix,
+                hypervisor_sim::eni::AWS_RESERVED_ADDRESSES,
+            );
+            let declared = s.subnets.iter().find(|d| *d.name.get_ref() == subnet.name);
+            return Err(match declared {
+                Some(d) => src.at(d.cidr.span(), message),
+                None => src.whole(message),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+use super::*;
+
+const DEFAULT: &str = include_str!("../../scenarios/default.toml");
+
+fn error(text: &str) -> String {
+    match load("s.toml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn replaced(from: &str, to: &str) -> String {
+    assert!(DEFAULT.contains(from), "the default scenario has no `{from}`");
+    DEFAULT.replacen(from, to, 1)
+}
+
+#[test]
+fn the_default_scenario_loads_and_places() {
+    let p = load("default.toml", DEFAULT).unwrap();
+    assert_eq!(p.vms.len(), 6);
+    assert_eq!(p.flows.len(), 5);
+    let hosts: std::collections::BTreeSet<u32> =
+        p.vms.iter().map(|v| p.fleet.instance(v.id).unwrap().host.0).collect();
+    assert_eq!(hosts.len(), 2, "two hosts");
+    assert_eq!(p.vms.iter().filter(|v| v.path == PathName::Emulated).count(), 1);
+    check_runnable(&p, true).unwrap();
+}
+
+/// Each malformed scenario gets one message naming the file and, where it can, the line
+/// and column of the culprit.
+#[test]
+fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
+    let hpc_line = DEFAULT.lines().position(|l| l == "name = \"hpc\"").unwrap() + 1;
+    let cases: Vec<(String, &str)> = vec![
+        // Syntax, unknown keys, wrong types.
+        ("name = \"x\"\n[topology\n".into(), "s.toml:2:"),
+        (replaced("seed = 1", "seed = \"one\""), "invalid type"),
+        (replaced("seed = 1", "sede = 1"), "unknown field `sede`"),
+        (replaced("duration_s = 3.0", "duration_s = \"long\""), "invalid type"),
+        (replaced("duration_s = 3.0", "duration_s = -1.0"), "duration_s -1 is not in"),
+        (replaced("duration_s = 3.0", "duration_s = 1000.0"), "is not in (0, 600]"),
+        (replaced("racks_per_az = 2", "racks_per_az = \"two\""), "invalid type"),
+        (replaced("[run]\n", "[run]\nturbo = true\n"), "unknown field `turbo`"),
+        (replaced("vfs_per_pf = 8", "vfs_per_pf = 0"), "run.vfs_per_pf 0"),
+        (replaced("vfs_per_pf = 8", "vfs_per_pf = 300"), "run.vfs_per_pf 300"),
+        (replaced("link_gbps = 100.0", "link_gbps = 0.0"), "run.link_gbps 0"),
+        (replaced("sample_ms = 100", "sample_ms = 1"), "run.sample_ms 1"),
+        (replaced("strategy = \"cluster\"", "strategy = \"clump\""), "unknown strategy `clump`"),
+        (replaced("strategy = \"cluster\"", "strategy = \"partition\""), "needs `partitions`"),
+        (
+            replaced("strategy = \"spread\"", "strategy = \"spread\"\npartitions = 2"),
+            "only partition groups",
+        ),
+        (replaced("type = \"m5.large\"", "type = \"m9.huge\""), "unknown instance type `m9.huge`"),
+        (replaced("type = \"m5.large\"", "type = 5"), "invalid type"),
+        (replaced("count = 2\ngroup = \"hpc\"", "count = 2\ngroup = \"nope\""), "does not exist"),
+        (replaced("count = 2\ngroup = \"hpc\"", "count = 0\ngroup = \"hpc\""), "count 0"),
+        (
+            replaced("count = 2\ngroup = \"hpc\"", "count = 9\ngroup = \"hpc\""),
+            "InsufficientInstanceCapacity",
+        ),
+        (
+            replaced("path = \"emulated\"", "path = \"smoke-signals\""),
+            "unknown path `smoke-signals`",
+        ),
+        (replaced("path = \"emulated\"", "path = \"efa\""), "vm web-0 has no EFA interface"),
+        (
+            replaced("count = 2\ngroup = \"hpc\"", "count = 2\ngroup = \"hpc\"\npath = \"efa\""),
+            "frame 9015 B: EFA messages are 32 to 8192 B",
+        ),
+        (
+            replaced("frame = 1514", "frame = 1514\narrivals = \"bursty\""),
+            "arrivals `bursty` is not `periodic` or `poisson`",
+        ),
+        (
+            replaced("frame = 1514", "frame = 1514\npattern = \"echo\""),
+            "pattern `echo` is not `stream` or `ping-pong`",
+        ),
+        (replaced("[run]\n", "[run]\nefa_loss = 0.9\n"), "run.efa_loss 0.9 is not 0 to 0.5"),
+        (format!("{DEFAULT}\n[costs]\nnope_ns = 3\n"), "costs.nope_ns is not a cost"),
+        (format!("{DEFAULT}\n[costs]\ndoorbell_ns = -1\n"), "costs.doorbell_ns = -1 is not 0 to"),
+        (format!("{DEFAULT}\n[costs]\ndoorbell_ns = 1.5\n"), "invalid type"),
+        (replaced("burst_s = 0.1", "burst_s = -3.0"), "burst_s -3 is not a duration"),
+        (replaced("type = \"m5.large\"", "type = \"m5.large\"\nmtu = 70000"), "invalid value"),
+        (
+            replaced("type = \"m5.large\"", "type = \"m5.large\"\nmtu = 100"),
+            "mtu 100 is not 576 to 9001",
+        ),
+        (
+            replaced("type = \"m5.large\"", "type = \"m5.large\"\nqueues = 64"),
+            "queues 64 is not 1 to 32",
+        ),
+        (
+            replaced("type = \"m5.large\"", "type = \"m5.large\"\nrx = \"telepathy\""),
+            "rx `telepathy`",
+        ),
+        (
+            replaced("type = \"m5.large\"", "type = \"m5.large\"\naz = \"mars-1a\""),
+            "no AZ named `mars-1a`",
+        ),
+        (
+            replaced("type = \"m5.large\"", "type = \"m5.large\"\nsubnet = \"nowhere\""),
+            "no subnet named `nowhere`",
+        ),
+        (replaced("from = \"hpc-0\"", "from = \"hpc-7\""), "no VM named `hpc-7`"),
+        (replaced("to = \"web-0\"", "to = \"wob-*\""), "no VM named `wob-*`"),
+        (replaced("gbps = 1.5", "gbps = -1.5"), "gbps -1.5 is not a rate"),
+        (replaced("gbps = 1.5", "gbps = 1000.0"), "gbps 1000 is not a rate"),
+        (replaced("frame = 9015", "frame = 20"), "frame 20 B"),
+        (replaced("frame = 1514", "frame = 9015\nprotocol = \"tcp\""), "speaks `udp` only"),
+        (replaced("start_s = 1.5", "start_s = 5.0"), "start_s 5 is not within"),
+        (replaced("start_s = 1.5", "start_s = 1.5\nstop_s = 1.0"), "stop_s 1 is not after"),
+        (
+            replaced("frame = 1514", "frame = 1514\npath = \"emulated\""),
+            "has no ENI on the emulated path",
+        ),
+        (format!("{DEFAULT}\n[[enis]]\nname = \"x\"\nvm = \"ghost\"\n"), "no VM named `ghost`"),
+        (
+            format!("{DEFAULT}\n[[enis]]\nname = \"x\"\nvm = \"db\"\nips = [\"10.0.0.300\"]\n"),
+            "is not an IPv4 address",
+        ),
+        (
+            format!("{DEFAULT}\n[[failures]]\nat_s = 1.0\nrack_of = \"ghost\"\n"),
+            "no VM named `ghost`",
+        ),
+        (
+            format!("{DEFAULT}\n[[failures]]\nat_s = 9.0\nrack_of = \"db\"\n"),
+            "at_s 9 is not within",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"a\"\naz = \"us-east-1a\"\ncidr = \"10.0.0.0\"\n"
+            ),
+            "is not a.b.c.d/n",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"a\"\naz = \"us-east-1a\"\ncidr = \"10.0.0.0/8\"\n"
+            ),
+            "/16 to /28",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"a\"\naz = \"us-east-9z\"\ncidr = \"10.0.0.0/24\"\n"
+            ),
+            "no AZ named `us-east-9z`",
+        ),
+        (replaced("seed = 1", "seed = 1\nfragmentation = 2.0"), "fragmentation 2 is not between"),
+        (replaced("frame = 1514", "frame = 1514\nsrd = \"yes\""), "invalid type"),
+        (replaced("frame = 1514", "frame = 1514\nparallel = 0"), "parallel 0 is not 1 to 1024"),
+        // The network model, instance types, flows and subnets (issue 19).
+        (
+            format!("{DEFAULT}\n[network]\nflow_cap_gbps = -5.0\n"),
+            "network.flow_cap_gbps = -5 is not a rate",
+        ),
+        (format!("{DEFAULT}\n[network]\nflow_cap_gbps = nan\n"), "network.flow_cap_gbps = NaN"),
+        (
+            format!("{DEFAULT}\n[network]\ncluster_flow_cap_gbps = inf\n"),
+            "network.cluster_flow_cap_gbps = inf is not a rate",
+        ),
+        (
+            format!("{DEFAULT}\n[network]\nlatency_us = [-1.0, 25.0, 60.0, 500.0, 30000.0]\n"),
+            "network.latency_us[0] (same host) = -1 is not 0 to",
+        ),
+        (
+            format!("{DEFAULT}\n[network]\nlatency_us = [10.0, 25.0, 60.0, 500.0, 1e12]\n"),
+            "network.latency_us[4] (other region) = 1000000000000 is not 0 to",
+        ),
+        (
+            format!("{DEFAULT}\n[network]\nlatency_us = [10.0, 25.0, 6.0, 500.0, 30000.0]\n"),
+            "a farther class cannot be nearer",
+        ),
+        (
+            format!("{DEFAULT}\n[network]\nregion_egress_large_share = 2.0\n"),
+            "network.region_egress_large_share = 2 is not 0 to 1",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[instance_types]]\nname = \"z1\"\nvcpus = 0\nmemory_gib = 4\n\
+                 baseline_gbps = 1.0\nburst_gbps = 1.0\n"
+            ),
+            "instance type z1: vcpus 0",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[instance_types]]\nname = \"z1\"\nvcpus = 2\nmemory_gib = 4\n\
+                 baseline_gbps = 2.0\nburst_gbps = 1.0\n"
+            ),
+            "burst_gbps 1 is below its baseline_gbps 2",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[instance_types]]\nname = \"m5.large\"\nvcpus = 2\n\
+                 memory_gib = 8\nbaseline_gbps = 1.0\nburst_gbps = 1.0\n"
+            ),
+            "instance type m5.large is defined twice",
+        ),
+        (replaced("to = \"hpc-1\"", "to = \"hpc-0\""), "a VM does not send to itself"),
+        (
+            replaced("start_s = 1.5", "start_s = 1.5\nstop_s = 99.0"),
+            "stop_s 99 is after the run ends (3 s)",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"tiny\"\naz = \"us-east-1a\"\n\
+                 cidr = \"10.9.0.0/28\"\n\n[[vms]]\nname = \"t\"\ntype = \"m5.large\"\n\
+                 count = 20\n"
+            ),
+            "subnet tiny (10.9.0.0/28) has 11 usable addresses (AWS reserves 5) for 26 (26 VMs'",
+        ),
+    ];
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    for (text, want) in &cases {
+        let e = error(text);
+        assert!(e.contains(want), "wanted {want:?} in {e:?}");
+        assert!(e.starts_with("s.toml"), "names the file: {e}");
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+    }
+    // Located errors point at their line: the cluster group's name, and a dangling flow.
+    let e = error(&replaced("count = 2\ngroup = \"hpc\"", "count = 2\ngroup = \"nope\""));
+    let line = DEFAULT.lines().position(|l| l == "group = \"hpc\"").unwrap() + 1;
+    assert!(e.starts_with(&format!("s.toml:{line}:")), "{e}");
+    let e = error(&replaced("strategy = \"cluster\"", "strategy = \"clump\""));
+    assert!(e.starts_with(&format!("s.toml:{}:12", hpc_line + 1)), "{e}");
+    let e = error(&replaced("from = \"hpc-0\"", "from = \"hpc-7\""));
+    let line = DEFAULT.lines().position(|l| l == "from = \"hpc-0\"").unwrap() + 1;
+    assert_eq!(e, format!("s.toml:{line}:8: no VM named `hpc-7`"));
+    // Tables read without positions are named by their header's line.
+    let e = error(&format!("{DEFAULT}\n[network]\nflow_cap_gbps = 0.0\n"));
+    let line = DEFAULT.lines().count() + 2;
+    assert!(e.starts_with(&format!("s.toml:{line}:1: network.flow_cap_gbps")), "{e}");
+    let tiny = format!(
+        "{DEFAULT}\n[[subnets]]\nname = \"tiny\"\naz = \"us-east-1a\"\ncidr = \"10.9.0.0/28\"\n\n\
+         [[vms]]\nname = \"t\"\ntype = \"m5.large\"\ncount = 20\n"
+    );
+    let e = error(&tiny);
+    let line = DEFAULT.lines().count() + 5;
+    assert!(e.starts_with(&format!("s.toml:{line}:8: subnet tiny")), "{e}");
+    // Five fewer VMs fit exactly: 11 addresses for 6 + 5.
+    assert!(load("s.toml", &tiny.replace("count = 20", "count = 5")).is_ok());
+    // A fragmented fleet keeps the mean it was given, 1.0 included (every host full).
+    let full = replaced("seed = 1", "seed = 1\nfragmentation = 1.0");
+    assert!(error(&full).contains("InsufficientInstanceCapacity"), "no room left at all");
+}
+
+#[test]
+fn runs_that_cannot_be_simulated_are_refused_before_they_start() {
+    let p = load("s.toml", &replaced("vfs_per_pf = 8", "vfs_per_pf = 2")).unwrap();
+    assert!(check_runnable(&p, true).unwrap_err().contains("raise run.vfs_per_pf"));
+    let no_flows = DEFAULT.split("[[flows]]").next().unwrap();
+    let p = load("s.toml", no_flows).unwrap();
+    assert!(check_runnable(&p, true).unwrap_err().contains("no flows"));
+}
