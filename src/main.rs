@@ -16,7 +16,7 @@ mod run;
 mod scenario;
 mod vf_demo;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -52,7 +52,8 @@ struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write report.json, latency-<path>.hgrm and SVG plots into this directory.
+    /// Write report.json, report.html, latency-<path>.hgrm and .hlog, and SVG plots into this
+    /// directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Capture what a VM's primary ENI sends and receives into a pcap file (repeatable).
@@ -90,6 +91,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Write plan.json and report.html (placement, bottlenecks, blast radius) into this
+        /// directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Real SR-IOV hardware: list PFs, VFs and IOMMU groups, enable VFs, bind to vfio-pci.
     Lab(lab::LabArgs),
@@ -155,21 +160,29 @@ fn run_command(args: &RunArgs) -> Result<String, String> {
     Ok(out)
 }
 
+fn plan_command(file: &Path, json: bool, out: Option<&Path>) -> Result<String, String> {
+    let r = plan::run_file(file).map_err(|e| e.to_string())?;
+    let mut text = if json {
+        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())? + "\n"
+    } else {
+        r.to_string()
+    };
+    if let Some(dir) = out {
+        let written = report::write_plan_out(dir, &r.scenario, &r)?;
+        if !json {
+            text.push_str(&format!("\nwrote {}\n", written.join(", ")));
+        }
+    }
+    Ok(text)
+}
+
 fn main() -> ExitCode {
     hypervisor_sim::process::guest_main();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(&args),
         None => run_command(&cli.run),
-        Some(Command::Plan { file, json }) => {
-            plan::run_file(&file).map_err(|e| e.to_string()).and_then(|r| {
-                if json {
-                    serde_json::to_string_pretty(&r).map(|s| s + "\n").map_err(|e| e.to_string())
-                } else {
-                    Ok(r.to_string())
-                }
-            })
-        }
+        Some(Command::Plan { file, json, out }) => plan_command(&file, json, out.as_deref()),
         Some(Command::Lab(args)) => lab::run(&args),
         Some(Command::Demo(args)) => {
             demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())

@@ -71,9 +71,24 @@ pub struct FailureResult {
     pub gbps_after: f64,
 }
 
+impl FailureResult {
+    /// The VMs it takes down, in words: "no VM", "1 VM (web-0)", "8 VMs (a, b, ..., f, ...)".
+    pub fn lost_summary(&self) -> String {
+        const NAMED: usize = 6;
+        match self.vms_lost.as_slice() {
+            [] => "no VM".to_string(),
+            [one] => format!("1 VM ({one})"),
+            all if all.len() <= NAMED => format!("{} VMs ({})", all.len(), all.join(", ")),
+            all => format!("{} VMs ({}, ...)", all.len(), all[..NAMED].join(", ")),
+        }
+    }
+}
+
 /// The plan.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PlanReport {
+    /// The scenario's name.
+    pub scenario: String,
     /// Where each VM landed.
     pub vms: Vec<VmPlacement>,
     /// Every flow's rate and bottleneck.
@@ -118,7 +133,9 @@ pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
         .iter()
         .map(|f| (placed.vms[f.from].name.clone(), placed.vms[f.to].name.clone()))
         .collect();
-    report(&placed.fleet, model, &order, &names, &flows, &flow_names, &planned)
+    let mut report = report(&placed.fleet, model, &order, &names, &flows, &flow_names, &planned)?;
+    report.scenario = placed.name.clone();
+    Ok(report)
 }
 
 fn report(
@@ -201,6 +218,7 @@ fn report(
         });
     }
     Ok(PlanReport {
+        scenario: String::new(),
         vms,
         flows: flows_out,
         total_gbps: planned.total_gbps,
@@ -271,12 +289,7 @@ impl fmt::Display for PlanReport {
         for x in &self.failures {
             let groups: Vec<String> =
                 x.groups.iter().map(|(g, (l, t))| format!("{l} of {t} in {g}")).collect();
-            let lost = match x.vms_lost.len() {
-                0 => "no VM".to_string(),
-                1 => format!("1 VM ({})", x.vms_lost[0]),
-                n if n <= 6 => format!("{n} VMs ({})", x.vms_lost.join(", ")),
-                n => format!("{n} VMs ({}, ...)", x.vms_lost[..6].join(", ")),
-            };
+            let lost = x.lost_summary();
             let groups =
                 if groups.is_empty() { String::new() } else { format!("; {}", groups.join(", ")) };
             writeln!(f, "  {:<16} loses {lost}{groups}; {:.2} Gbps left", x.domain, x.gbps_after)?;

@@ -283,7 +283,14 @@ fn a_virtual_run_is_reproducible_to_the_byte_even_on_a_loaded_machine() {
         b.join().unwrap();
     }
     let names: Vec<&str> = quiet.1.iter().map(|(n, _)| n.as_str()).collect();
-    for expected in ["report.json", "latency-sriov.hgrm", "latency-emulated.hgrm", "client.pcap"] {
+    for expected in [
+        "report.json",
+        "report.html",
+        "latency-sriov.hgrm",
+        "latency-sriov.hlog",
+        "latency-emulated.hgrm",
+        "client.pcap",
+    ] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     assert!(quiet.1.iter().all(|(_, bytes)| bytes.len() > 24), "every file has content");
@@ -422,8 +429,9 @@ fn with_no_command_it_runs_a_scenario_and_takes_runs_options() {
     assert!(out_dir.join("report.json").exists());
 }
 
-/// The `.hlog` files are HdrHistogram interval logs: the `hdrhistogram` package from PyPI reads
-/// them back with the report's counts and percentiles. `scripts/test.sh` installs the package
+/// The `.hlog` files are HdrHistogram interval logs, one interval per sample window: the
+/// `hdrhistogram` package from PyPI reads them back, and their sum has the report's counts and
+/// percentiles. `scripts/test.sh` installs the package
 /// and sets `VNIC_LAB_REQUIRE_HDRH=1`, so there a missing package fails the test; elsewhere the
 /// test says it was skipped.
 #[test]
@@ -445,13 +453,15 @@ fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
              from hdrh.histogram import HdrHistogram\n\
              reader = HistogramLogReader({hlog:?}, HdrHistogram(1, 60_000_000_000, 3))\n\
              total = HdrHistogram(1, 60_000_000_000, 3)\n\
+             intervals = 0\n\
              while True:\n\
              \x20   h = reader.get_next_interval_histogram()\n\
              \x20   if h is None:\n\
              \x20       break\n\
+             \x20   intervals += 1\n\
              \x20   total.add(h)\n\
              print(total.get_total_count(), total.get_value_at_percentile(50), \
-             total.get_value_at_percentile(99))\n",
+             total.get_value_at_percentile(99), intervals)\n",
             hlog = hlog.display().to_string()
         );
         let py = Command::new("python3").args(["-c", &script]).output().unwrap();
@@ -459,6 +469,10 @@ fn the_hlog_files_are_read_by_pythons_hdrhistogram() {
         let got = String::from_utf8(py.stdout).unwrap();
         let fields: Vec<f64> = got.split_whitespace().map(|x| x.parse().unwrap()).collect();
         assert_eq!(fields[0], lat["frames"].as_f64().unwrap(), "{path}: frames");
+        // One interval per sample window of the run, the empty ones too.
+        let windows = report["simulation"]["simulated_s"].as_f64().unwrap()
+            / report["sample_s"].as_f64().unwrap();
+        assert_eq!(fields[3], (windows - 1e-9).ceil(), "{path}: intervals");
         for (i, key) in [(1, "p50_us"), (2, "p99_us")] {
             let want = lat[key].as_f64().unwrap();
             assert!((fields[i] / 1000.0 - want).abs() <= want * 1e-3 + 1e-3, "{path} {key}: {got}");
@@ -521,5 +535,145 @@ fn malformed_scenarios_exit_2_naming_file_position_and_fix() {
         // `plan` decides the same way.
         let plan = vnic_lab(&["plan", file.to_str().unwrap()]);
         assert_eq!(plan.status.code(), Some(2), "plan, case {i}");
+    }
+}
+
+/// A headless Chromium, if this machine has one. `scripts/test.sh` installs Debian's and sets
+/// `VNIC_LAB_REQUIRE_CHROMIUM=1`, so there a missing browser fails the test; elsewhere the test
+/// says it was skipped.
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("VNIC_LAB_REQUIRE_CHROMIUM").is_none(),
+            "a headless Chromium is required (apt-get install chromium)"
+        );
+        eprintln!("skipped: no chromium on this machine (apt-get install chromium)");
+    }
+    found
+}
+
+/// Loads `page` in headless Chromium: the DOM after the load event, and a screenshot of
+/// `width` × `height` into `png`.
+fn browse(browser: &str, page: &Path, profile: &Path, png: &Path, size: (u32, u32)) -> String {
+    let url = format!("file://{}", page.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        &format!("--user-data-dir={}", profile.display()),
+        &format!("--window-size={},{}", size.0, size.1),
+    ];
+    let dom = Command::new(browser).args(common).args(["--dump-dom", &url]).output().unwrap();
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let shot = Command::new(browser)
+        .args(common)
+        .args([&format!("--screenshot={}", png.display()), &url])
+        .output()
+        .unwrap();
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    String::from_utf8(dom.stdout).unwrap()
+}
+
+/// A PNG's width and height, from its IHDR chunk (bytes 16..24 after the 8-byte signature and
+/// the chunk's length and type).
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// The value of `<body data-NAME="...">` in a dumped DOM.
+fn body_data(dom: &str, name: &str) -> String {
+    let body = &dom[dom.find("<body").expect("a body")..];
+    let body = &body[..body.find('>').unwrap()];
+    let key = format!("data-{name}=\"");
+    let at = body.find(&key).unwrap_or_else(|| panic!("no data-{name} in {body}")) + key.len();
+    body[at..at + body[at..].find('"').unwrap()].to_string()
+}
+
+/// `report.html` from `run --out` and `plan --out` opens in a real browser: the load event
+/// fires without an error, both plots render with a size and lines, the screenshot is the
+/// window's size; the page names every VM, has a row per flow and per ENI, marks exactly the
+/// non-zero drop counters the JSON reports, and fetches nothing (one self-contained file).
+#[test]
+fn the_html_reports_load_in_a_headless_browser() {
+    let Some(browser) = chromium() else { return };
+    let scratch = Scratch::new("html");
+    let file = short_default(&scratch.0);
+    let out_dir = scratch.0.join("run");
+    let run = vnic_lab(&["run", &file, "--json", "--out", out_dir.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let page = out_dir.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let png = scratch.0.join("run.png");
+    let dom = browse(browser, &page, &scratch.0.join("profile"), &png, (1280, 2000));
+    assert_eq!(body_data(&dom, "errors"), "0");
+    assert_eq!(body_data(&dom, "plots"), "2");
+    assert_eq!(body_data(&dom, "plots-drawn"), "2", "both plots render");
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), (1280, 2000));
+    for vm in report["vms"].as_array().unwrap() {
+        let name = vm["name"].as_str().unwrap();
+        assert!(html.contains(&format!(">{name}<")), "the placement shows {name}");
+    }
+    let rows = |html: &str, table_after: &str| {
+        let at = html.find(table_after).unwrap();
+        let table = &html[at..at + html[at..].find("</table>").unwrap()];
+        table.matches("<tr").count() - 1
+    };
+    let flows = report["flows"].as_array().unwrap();
+    assert_eq!(rows(&html, "<h2>Flows</h2>"), flows.len());
+    let enis: Vec<&serde_json::Value> = report["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["enis"].as_array().unwrap())
+        .collect();
+    assert_eq!(rows(&html, "<h2>ENIs</h2>"), enis.len());
+    let counters = [
+        "bw_out_allowance_exceeded",
+        "bw_in_allowance_exceeded",
+        "pps_allowance_exceeded",
+        "conntrack_allowance_exceeded",
+        "linklocal_allowance_exceeded",
+        "flow_cap_exceeded",
+        "shaper_drops",
+        "rx_drops",
+        "src_dst_check_drops",
+        "engine_share_exhausted",
+    ];
+    let nonzero_counters: usize =
+        enis.iter().map(|e| counters.iter().filter(|c| e[**c].as_u64().unwrap() > 0).count()).sum();
+    let nonzero_flow_cells: usize = flows
+        .iter()
+        .map(|f| usize::from(f["lost_frames"] != 0) + usize::from(f["sender_drops"] != 0))
+        .sum();
+    assert_eq!(html.matches("<td class=\"nz\">").count(), nonzero_counters + nonzero_flow_cells);
+    for fetch in ["src=", "href=", "url(", "@import"] {
+        assert!(!html.contains(fetch), "report.html fetches something ({fetch})");
+    }
+
+    let plan_dir = scratch.0.join("plan");
+    let plan = vnic_lab(&["plan", "scenarios/plan-hpc.toml", "--out", plan_dir.to_str().unwrap()]);
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let written = std::fs::read(plan_dir.join("plan.json")).unwrap();
+    assert_matches_schema("plan", &written);
+    let planned: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    let page = plan_dir.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let png = scratch.0.join("plan.png");
+    let dom = browse(browser, &page, &scratch.0.join("profile"), &png, (1280, 1600));
+    assert_eq!(body_data(&dom, "errors"), "0");
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), (1280, 1600));
+    assert_eq!(rows(&html, "<h2>Flows</h2>"), planned["flows"].as_array().unwrap().len());
+    let failures = planned["failures"].as_array().unwrap();
+    assert_eq!(rows(&html, "<h2>Blast radius</h2>"), failures.len());
+    for f in failures {
+        assert!(html.contains(&format!(">{}<", f["domain"].as_str().unwrap())));
     }
 }

@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use crate::eni::EniId;
 use crate::guest::GuestCtx;
 use crate::sim::SplitMix64;
-use crate::traffic::{FlowFrame, TrafficClock, latency_histogram, read_stamp, source_port};
+use crate::traffic::{FlowFrame, LatencyLog, TrafficClock, read_stamp, source_port};
 
 /// Frames a sender hands its driver per burst at most.
 pub const BURST: usize = 32;
@@ -197,16 +195,17 @@ pub struct PacedPlan {
 }
 
 /// A VM's thread: sends its flows on schedule and receives its flows until `plan.drain_end_ns`
-/// (or the VM is asked to stop); returns one-way latency per path.
+/// (or the VM is asked to stop); returns one-way latency per path and sample window.
 pub fn run_paced(
     ctx: &mut GuestCtx,
     plan: &PacedPlan,
     mut sends: Vec<PacedSend>,
     mut recvs: BTreeMap<u16, PacedRecv>,
     mut capture: Option<CaptureFn>,
-) -> Vec<Histogram<u64>> {
+) -> Vec<LatencyLog> {
     let PacedPlan { clock, drain_end_ns: drain_end, sample_ns, interrupts, paths } = *plan;
-    let mut latency: Vec<Histogram<u64>> = (0..paths).map(|_| latency_histogram()).collect();
+    let mut latency: Vec<LatencyLog> =
+        (0..paths).map(|_| LatencyLog::new(sample_ns, drain_end)).collect();
     let stop = ctx.stop_flag();
     let mut batch: Vec<Vec<u8>> = vec![Vec::new(); BURST];
     let mut dues = Vec::with_capacity(BURST);
@@ -262,8 +261,8 @@ pub fn run_paced(
                 let Some(port) = source_port(frame) else { return };
                 let Some(r) = recvs.get_mut(&port) else { return };
                 if let Some((seq, t)) = read_stamp(frame) {
-                    if let Some(h) = latency.get_mut(r.path) {
-                        let _ = h.record(now.saturating_sub(t).max(1));
+                    if let Some(log) = latency.get_mut(r.path) {
+                        log.record(now, now.saturating_sub(t));
                     }
                     if r.seq.gap(seq) {
                         r.counters.gaps.fetch_add(1, Ordering::Relaxed);

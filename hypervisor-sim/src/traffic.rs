@@ -41,14 +41,105 @@ impl Default for TrafficClock {
     }
 }
 
+/// Significant decimal digits every latency histogram keeps.
+pub const LATENCY_SIGFIG: u8 = 3;
+
 /// Highest one-way latency a histogram records, ns (60 s).
 pub const LATENCY_MAX_NS: u64 = 60_000_000_000;
 
 /// A latency histogram in nanoseconds, 1 ns to 60 s at 3 significant digits: the one shape
 /// every latency report of the workspace uses.
 pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
-    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_NS, LATENCY_SIGFIG)
         .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}"))
+}
+
+/// Most intervals a [`LatencyLog`] keeps: a run of more sample windows than this logs whole
+/// multiples of the window, so a 600 s run sampled every 10 ms keeps 300 intervals of 2 s, not
+/// 60,000 histograms.
+pub const MAX_LOG_INTERVALS: u64 = 300;
+
+/// Latency by when it was measured: one histogram per interval of the run (a sample window, or
+/// the fewest whole windows that keep to [`MAX_LOG_INTERVALS`]), the shape of HdrHistogram's
+/// interval log. An interval's histogram is allocated at its first value and grows with the
+/// largest value it holds (values are clamped to 1 ns ..= [`LATENCY_MAX_NS`]); the run's
+/// histogram is their sum, so an interval log and the run's percentiles always agree.
+#[derive(Debug, Clone)]
+pub struct LatencyLog {
+    interval_ns: u64,
+    intervals: Vec<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl LatencyLog {
+    /// A log of a run of `span_ns` measured in windows of `sample_ns`.
+    pub fn new(sample_ns: u64, span_ns: u64) -> Self {
+        let sample_ns = sample_ns.max(1);
+        let windows = span_ns.div_ceil(sample_ns).max(1);
+        Self { interval_ns: sample_ns * windows.div_ceil(MAX_LOG_INTERVALS), intervals: Vec::new() }
+    }
+
+    /// Records `latency_ns`, measured at `at_ns` into the run.
+    pub fn record(&mut self, at_ns: u64, latency_ns: u64) {
+        let k = usize::try_from(at_ns / self.interval_ns).unwrap_or(usize::MAX);
+        // A value measured after the span the log was sized for joins its last interval but
+        // one beyond: the log's length stays bounded whatever the clock says.
+        let k = k.min(MAX_LOG_INTERVALS as usize);
+        if self.intervals.len() <= k {
+            self.intervals.resize(k + 1, None);
+        }
+        let h = self.intervals[k].get_or_insert_with(|| {
+            hdrhistogram::Histogram::new(LATENCY_SIGFIG)
+                .unwrap_or_else(|e| unreachable!("constant histogram precision: {e}"))
+        });
+        let _ = h.record(latency_ns.clamp(1, LATENCY_MAX_NS));
+    }
+
+    /// How long each interval is, ns.
+    pub fn interval_ns(&self) -> u64 {
+        self.interval_ns
+    }
+
+    /// Intervals from the run's start up to the last that holds a value.
+    pub fn len(&self) -> usize {
+        self.intervals.len()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.intervals.iter().all(Option::is_none)
+    }
+
+    /// The `k`-th interval's histogram (`None`: nothing was measured in it).
+    pub fn interval(&self, k: usize) -> Option<&hdrhistogram::Histogram<u64>> {
+        self.intervals.get(k).and_then(Option::as_ref)
+    }
+
+    /// Every value of the run, in one [`latency_histogram`].
+    pub fn total(&self) -> hdrhistogram::Histogram<u64> {
+        let mut total = latency_histogram();
+        for h in self.intervals.iter().flatten() {
+            // Every value was clamped into the run histogram's range when recorded.
+            let _ = total.add(h);
+        }
+        total
+    }
+
+    /// Adds `other`'s values, interval by interval (both sized for the same run).
+    pub fn merge(&mut self, other: &LatencyLog) {
+        debug_assert_eq!(self.interval_ns, other.interval_ns, "logs of different runs");
+        if self.intervals.len() < other.intervals.len() {
+            self.intervals.resize(other.intervals.len(), None);
+        }
+        for (mine, theirs) in self.intervals.iter_mut().zip(&other.intervals) {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => {
+                    let _ = m.add(t);
+                }
+                (None, Some(t)) => *mine = Some(t.clone()),
+                (_, None) => {}
+            }
+        }
+    }
 }
 
 /// One end of a UDP flow.
@@ -139,6 +230,30 @@ pub fn reflect(frame: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two VMs' logs of one run merge window by window; values beyond the histograms' range are
+    /// clamped, not lost, and the total is the sum of every interval.
+    #[test]
+    fn latency_logs_merge_window_by_window() {
+        const MS: u64 = 1_000_000;
+        let mut a = LatencyLog::new(100 * MS, 500 * MS);
+        let mut b = LatencyLog::new(100 * MS, 500 * MS);
+        a.record(10 * MS, 5_000);
+        b.record(20 * MS, 7_000);
+        b.record(420 * MS, 0);
+        b.record(430 * MS, LATENCY_MAX_NS * 2);
+        a.merge(&b);
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.interval(0).map(|h| h.len()), Some(2));
+        assert!(a.interval(1).is_none() && a.interval(3).is_none());
+        let last = a.interval(4).expect("window 4");
+        assert_eq!(last.len(), 2);
+        assert_eq!(last.min(), 1, "0 ns is recorded as 1 ns");
+        assert!(last.max() >= LATENCY_MAX_NS && last.max() <= LATENCY_MAX_NS * 1001 / 1000);
+        let total = a.total();
+        assert_eq!(total.len(), 4);
+        assert!(!a.is_empty() && LatencyLog::new(MS, MS).is_empty());
+    }
 
     #[test]
     fn stamps_survive_and_reflection_swaps_both_ends() {

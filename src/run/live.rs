@@ -7,13 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use hypervisor_sim::cloud::Cloud;
 use hypervisor_sim::paced::{
     CaptureFn, PacedCounters, PacedPlan, PacedRecv, PacedSend, Pacer, SeqCheck, run_paced,
 };
 use hypervisor_sim::sim::SplitMix64;
-use hypervisor_sim::traffic::{TrafficClock, latency_histogram};
+use hypervisor_sim::traffic::{LatencyLog, TrafficClock};
 
 use super::{
     Capture, DRAIN, FailureReport, FlowMeasure, Launched, Measured, PATHS, Simulation, Wired,
@@ -73,7 +72,7 @@ pub(super) fn drive(
         counters.push(c);
     }
     let clock = TrafficClock::new();
-    let (results_tx, results_rx) = mpsc::channel::<Vec<Histogram<u64>>>();
+    let (results_tx, results_rx) = mpsc::channel::<Vec<LatencyLog>>();
     let mut started_vms = 0;
     let mut writers = Vec::new();
     for (i, &vm) in launched.vm_ids.iter().enumerate() {
@@ -101,14 +100,17 @@ pub(super) fn drive(
     }
     drop(results_tx);
     let failures = supervise(cloud, placed, launched, clock, duration_ns, progress);
-    let mut latency: Vec<Histogram<u64>> = PATHS.iter().map(|_| latency_histogram()).collect();
+    let mut latency: Vec<LatencyLog> = PATHS
+        .iter()
+        .map(|_| LatencyLog::new(sample_ns, duration_ns + DRAIN.as_nanos() as u64))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ended = 0;
     while ended < started_vms && Instant::now() < deadline {
         match results_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => {
-                for (k, h) in r.iter().enumerate() {
-                    let _ = latency[k].add(h);
+                for (mine, theirs) in latency.iter_mut().zip(&r) {
+                    mine.merge(theirs);
                 }
                 ended += 1;
             }

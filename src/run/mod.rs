@@ -27,6 +27,7 @@ use hypervisor_sim::cloud::{Cloud, CloudSpec, HostSpec, VmSpec};
 use hypervisor_sim::eni::{EniId, EniSpec, Subnet, VmId};
 use hypervisor_sim::sim::VirtualClock;
 use hypervisor_sim::sim::traffic::Arrivals;
+use hypervisor_sim::traffic::LatencyLog;
 use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 use hypervisor_sim::vnic::device::Notification;
 use placement::NetworkClass;
@@ -203,6 +204,9 @@ pub struct PathLatency {
     /// The histogram, for `.hgrm` files and plots.
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+    /// The same values per sample window, for `.hlog` files (one-way latency only).
+    #[serde(skip)]
+    pub log: Option<LatencyLog>,
 }
 
 /// A failure in the report.
@@ -385,8 +389,8 @@ pub(crate) struct FlowMeasure {
 /// What the traffic measured.
 pub(crate) struct Measured {
     pub flows: Vec<FlowMeasure>,
-    /// Per path of [`PATHS`].
-    pub latency: Vec<Histogram<u64>>,
+    /// Per path of [`PATHS`], per sample window.
+    pub latency: Vec<LatencyLog>,
     /// Round trips of ping-pong flows, per path of [`PATHS`].
     pub rtt: Vec<Histogram<u64>>,
     pub failures: Vec<FailureReport>,
@@ -831,8 +835,8 @@ fn collect(
         };
         vms.push(VmReport { placement, enis });
     }
-    let latency = path_latencies(measured.latency);
-    let rtt = path_latencies(measured.rtt);
+    let latency = path_latencies(measured.latency.into_iter().map(|log| (log.total(), Some(log))));
+    let rtt = path_latencies(measured.rtt.into_iter().map(|h| (h, None)));
     let fabric = cloud.fabric().stats();
     let traps = (0..host_names.len()).filter_map(|h| cloud.emulated_traps(h)).sum();
     use std::sync::atomic::Ordering;
@@ -858,12 +862,14 @@ fn collect(
 }
 
 /// Percentiles of each path's histogram (paths with none left out).
-fn path_latencies(histograms: Vec<Histogram<u64>>) -> Vec<PathLatency> {
+fn path_latencies(
+    histograms: impl Iterator<Item = (Histogram<u64>, Option<LatencyLog>)>,
+) -> Vec<PathLatency> {
     PATHS
         .iter()
         .zip(histograms)
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(&path, h)| PathLatency {
+        .filter(|(_, (h, _))| !h.is_empty())
+        .map(|(&path, (h, log))| PathLatency {
             path,
             frames: h.len(),
             p50_us: h.value_at_quantile(0.50) as f64 / 1e3,
@@ -872,6 +878,7 @@ fn path_latencies(histograms: Vec<Histogram<u64>>) -> Vec<PathLatency> {
             p999_us: h.value_at_quantile(0.999) as f64 / 1e3,
             max_us: h.max() as f64 / 1e3,
             histogram: h,
+            log,
         })
         .collect()
 }

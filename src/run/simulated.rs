@@ -185,7 +185,7 @@ pub(super) fn drive(
         .collect();
     Ok(Measured {
         flows: measures,
-        latency: out.latency,
+        latency: out.latency_log,
         rtt: out.rtt,
         failures,
         breakdown,

@@ -49,9 +49,7 @@ use crate::cloud::{Cloud, CloudError, NicHome};
 use crate::eni::VmState;
 use crate::eni::{EniId, VmId};
 use crate::guest::GuestCtx;
-use crate::traffic::{
-    FlowFrame, STAMP_AT, latency_histogram, read_stamp, reflect, source_port, stamp,
-};
+use crate::traffic::{FlowFrame, LatencyLog, STAMP_AT, read_stamp, reflect, source_port, stamp};
 
 /// Where a frame says it is a ping-pong reply: the byte after its stamp (every frame of
 /// [`crate::traffic::MIN_FRAME`] bytes or more has it).
@@ -238,8 +236,10 @@ pub struct SimOutcome {
     pub efa_flows: Vec<EfaOutcome>,
     /// Round trips of ping-pong EFA flows, per path.
     pub rtt: Vec<Histogram<u64>>,
-    /// One-way latency per path.
+    /// One-way latency per path (the sum of `latency_log`'s intervals).
     pub latency: Vec<Histogram<u64>>,
+    /// One-way latency per path and sample window, by receive time.
+    pub latency_log: Vec<LatencyLog>,
     /// Per path.
     pub breakdown: Vec<Breakdown>,
     /// Per VM.
@@ -390,7 +390,7 @@ struct Sim<'a> {
     vms: Vec<SimVm>,
     engines: Vec<EngineState>,
     hypervisors: Vec<HypervisorState>,
-    latency: Vec<Histogram<u64>>,
+    latency: Vec<LatencyLog>,
     sample_ns: u64,
     failures: Vec<(u64, Vec<VmId>)>,
     applied: Vec<(u64, Vec<VmId>)>,
@@ -578,7 +578,9 @@ impl<'a> Sim<'a> {
             vms,
             engines,
             hypervisors,
-            latency: (0..spec.paths.max(1)).map(|_| latency_histogram()).collect(),
+            latency: (0..spec.paths.max(1))
+                .map(|_| LatencyLog::new(spec.sample_ns, spec.end_ns + spec.drain_ns))
+                .collect(),
             sample_ns: spec.sample_ns.max(1),
             failures: spec.failures.clone(),
             applied: Vec::new(),
@@ -875,8 +877,8 @@ impl<'a> Sim<'a> {
                     let out = &mut flow.out;
                     if let Some((seq, due)) = read_stamp(frame) {
                         let one_way = t.saturating_sub(due).max(1);
-                        if let Some(h) = latency.get_mut(flow.spec.path) {
-                            let _ = h.record(one_way);
+                        if let Some(log) = latency.get_mut(flow.spec.path) {
+                            log.record(t, one_way);
                         }
                         out.latency_sum_ns += one_way;
                         if flow.rx_seq.gap(seq) {
@@ -1078,7 +1080,8 @@ impl<'a> Sim<'a> {
             efa_flows: self.efa.flows.iter().map(|f| f.out.clone()).collect(),
             rtt: std::mem::take(&mut self.efa.rtt),
             flows: self.flows.into_iter().map(|f| f.out).collect(),
-            latency: self.latency,
+            latency: self.latency.iter().map(LatencyLog::total).collect(),
+            latency_log: self.latency,
             breakdown,
             vm_cpu: self
                 .vms

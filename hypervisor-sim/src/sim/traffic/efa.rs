@@ -535,8 +535,8 @@ impl Sim<'_> {
                     continue;
                 }
                 let one_way = t.saturating_sub(stamp).max(1);
-                if let Some(h) = latency.get_mut(flow.spec.path) {
-                    let _ = h.record(one_way);
+                if let Some(log) = latency.get_mut(flow.spec.path) {
+                    log.record(t, one_way);
                 }
                 let out = &mut flow.out;
                 if !flow.seen.insert(seq) {
