@@ -23,6 +23,10 @@ const RACKS_PER_ROW: usize = 6;
 const MAX_RACKS_DRAWN: usize = 36;
 /// Most VMs listed in one host's box; the rest are counted in it.
 const MAX_VMS_PER_HOST: usize = 8;
+/// Most flows listed open; a run with more lists its worst and folds the rest away.
+const MAX_ROWS_OPEN: usize = 40;
+/// Flows listed open when the rest are folded away.
+const WORST_ROWS: usize = 10;
 /// A flow whose achieved rate is below this share of its offer is marked short.
 const SHORT_OF_OFFER: f64 = 0.95;
 /// Group colours, in the order groups are first met (a VM in no group is grey).
@@ -139,7 +143,22 @@ pub fn run_page(report: &RunReport, throughput_svg: &str, latency_svg: &str) -> 
             "(dotted red). Rows short of their offer by more than "
             (format!("{:.0}", 100.0 * (1.0 - SHORT_OF_OFFER))) " % are shaded."
         }
-        (run_flows(&report.flows))
+        @if report.flows.len() <= MAX_ROWS_OPEN {
+            (run_flows(report.flows.iter()))
+        } @else {
+            h3 { "The " (WORST_ROWS) " flows furthest below their offer" }
+            @let short = report
+                .flows
+                .iter()
+                .filter(|f| f.achieved_gbps < SHORT_OF_OFFER * f.offered_gbps)
+                .count();
+            p.note { (short) " of " (report.flows.len()) " flows are short of their offer." }
+            (run_flows(super::furthest_below_offer(&report.flows, WORST_ROWS).into_iter()))
+            details {
+                summary { "All " (report.flows.len()) " flows" }
+                (run_flows(report.flows.iter()))
+            }
+        }
         figure.plot { (inline_svg(throughput_svg)) }
         h2 { "Latency" }
         (latency_table("One way", "frames", &report.latency))
@@ -257,7 +276,7 @@ fn rate_bar(achieved: f64, offered: Option<f64>, cap: f64) -> Markup {
     }
 }
 
-fn run_flows(flows: &[FlowReport]) -> Markup {
+fn run_flows<'a>(flows: impl Iterator<Item = &'a FlowReport>) -> Markup {
     html! {
         table {
             tr {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::plan::PlanReport;
-use crate::run::RunReport;
+use crate::run::{FlowReport, RunReport};
 
 pub mod hdr;
 pub mod html;
@@ -221,6 +221,16 @@ fn percentiles(f: &mut fmt::Formatter<'_>, l: &crate::run::PathLatency, what: &s
         l.p999_us,
         l.max_us
     )
+}
+
+/// The `n` flows that achieved the smallest share of their offer, worst first (ties in report
+/// order).
+pub(crate) fn furthest_below_offer(flows: &[FlowReport], n: usize) -> Vec<&FlowReport> {
+    let share = |f: &FlowReport| f.achieved_gbps / f.offered_gbps.max(1e-12);
+    let mut worst: Vec<&FlowReport> = flows.iter().collect();
+    worst.sort_by(|a, b| share(a).total_cmp(&share(b)));
+    worst.truncate(n);
+    worst
 }
 
 /// Writes `body` as `dir/name`, noting the path in `written`.

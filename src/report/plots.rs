@@ -16,35 +16,81 @@ fn series_style(i: usize, n: usize) -> ShapeStyle {
     Palette99::pick(i).to_rgba().stroke_width(2 + 2 * (n.saturating_sub(i + 1) as u32).min(4))
 }
 
-/// Received Gbps of every flow over time, each flow's offer (dashed) and single-flow cap
-/// (dotted) in its colour.
+/// Most flows drawn one line each; a run with more draws its total and the flows furthest
+/// below their offer instead (2,000 lines are a 40 MB plot no one can read).
+pub const MAX_FLOW_LINES: usize = 16;
+/// Flows drawn beside the total when a run has more than [`MAX_FLOW_LINES`].
+const WORST_FLOWS_DRAWN: usize = 8;
+
+/// One line of the throughput plot: Gbps per sample window, with its offer and cap.
+struct Series {
+    label: String,
+    gbps: Vec<f64>,
+    offered: f64,
+    cap: Option<f64>,
+}
+
+/// What the throughput plot draws, and its caption: every flow, or (more than
+/// [`MAX_FLOW_LINES`]) the total against the total offer and the flows that achieved the least
+/// of their offer.
+fn throughput_series(report: &RunReport) -> (Vec<Series>, String) {
+    let line = |f: &crate::run::FlowReport| Series {
+        label: format!("{} -> {} ({})", f.from, f.to, f.path.as_str()),
+        gbps: f.throughput_gbps.clone(),
+        offered: f.offered_gbps,
+        cap: Some(f.cap_gbps),
+    };
+    let flows = &report.flows;
+    if flows.len() <= MAX_FLOW_LINES {
+        return (flows.iter().map(line).collect(), "received Gbps per flow".into());
+    }
+    let windows = flows.iter().map(|f| f.throughput_gbps.len()).max().unwrap_or(0);
+    let total = Series {
+        label: format!("all {} flows", flows.len()),
+        gbps: (0..windows)
+            .map(|k| flows.iter().filter_map(|f| f.throughput_gbps.get(k)).sum())
+            .collect(),
+        offered: placement::total(flows.iter().map(|f| f.offered_gbps)),
+        cap: None,
+    };
+    let mut series = vec![total];
+    series.extend(super::furthest_below_offer(flows, WORST_FLOWS_DRAWN).into_iter().map(line));
+    let caption = format!(
+        "received Gbps: all {} flows, and the {WORST_FLOWS_DRAWN} furthest below their offer",
+        flows.len()
+    );
+    (series, caption)
+}
+
+/// Received Gbps over time of every flow (or, for many flows, their total and the worst),
+/// each line's offer dashed and single-flow cap dotted in its colour.
 pub fn throughput_svg(report: &RunReport) -> Result<String, String> {
+    let (series, caption) = throughput_series(report);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 540)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let max_t = report.duration_s.max(report.sample_s);
-        let max_g = report
-            .flows
+        let max_g = series
             .iter()
-            .flat_map(|f| f.throughput_gbps.iter().copied().chain([f.offered_gbps, f.cap_gbps]))
+            .flat_map(|s| s.gbps.iter().copied().chain([s.offered]).chain(s.cap))
             .filter(|g| g.is_finite())
             .fold(0.1f64, f64::max)
             * 1.1;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{}: received Gbps per flow", report.scenario), ("sans-serif", 20))
+            .caption(format!("{}: {caption}", report.scenario), ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(0f64..max_t, 0f64..max_g)
             .map_err(plot_err)?;
         chart.configure_mesh().x_desc("seconds").y_desc("Gbps").draw().map_err(plot_err)?;
-        let n = report.flows.len();
-        for (i, f) in report.flows.iter().enumerate() {
+        let n = series.len();
+        for (i, s) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let style = series_style(i, n);
-            let points: Vec<(f64, f64)> = f
-                .throughput_gbps
+            let points: Vec<(f64, f64)> = s
+                .gbps
                 .iter()
                 .enumerate()
                 .map(|(k, &g)| ((k as f64 + 0.5) * report.sample_s, g))
@@ -52,10 +98,10 @@ pub fn throughput_svg(report: &RunReport) -> Result<String, String> {
             chart
                 .draw_series(LineSeries::new(points, style))
                 .map_err(plot_err)?
-                .label(format!("{} -> {} ({})", f.from, f.to, f.path.as_str()))
+                .label(s.label.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
-            for (gbps, dash, gap) in [(f.offered_gbps, 10, 6), (f.cap_gbps, 2, 4)] {
-                if gbps.is_finite() && gbps > 0.0 {
+            for (gbps, dash, gap) in [(Some(s.offered), 10, 6), (s.cap, 2, 4)] {
+                if let Some(gbps) = gbps.filter(|g| g.is_finite() && *g > 0.0) {
                     let line = [(0.0, gbps), (max_t, gbps)];
                     chart
                         .draw_series(DashedLineSeries::new(line, dash, gap, color.stroke_width(1)))
