@@ -677,3 +677,30 @@ fn the_html_reports_load_in_a_headless_browser() {
         assert!(html.contains(&format!(">{}<", f["domain"].as_str().unwrap())));
     }
 }
+
+/// A run of many flows stays readable: more than 16 plot as their total and the furthest below
+/// their offer, and more than 40 list the worst and fold the rest away (fleet-200's 2,000 lines
+/// had made a 39 MB plot).
+#[test]
+fn many_flows_plot_as_a_total_and_the_worst() {
+    let scratch = Scratch::new("many-flows");
+    let file = short_default(&scratch.0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let from = "from = \"web-1\"\nto = \"web-0\"\n";
+    assert!(text.contains(from), "the default scenario changed: update this test");
+    let many = scratch.0.join("many.toml");
+    std::fs::write(&many, text.replacen(from, &format!("{from}parallel = 60\n"), 1)).unwrap();
+    let out_dir = scratch.0.join("out");
+    let run =
+        vnic_lab(&["run", many.to_str().unwrap(), "--json", "--out", out_dir.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let flows = report["flows"].as_array().unwrap().len();
+    assert_eq!(flows, 4 + 60, "the other four flows and 60 in parallel");
+    let svg = std::fs::read_to_string(out_dir.join("throughput.svg")).unwrap();
+    assert!(svg.contains(&format!("all {flows} flows")), "the total is drawn");
+    assert!(svg.contains("the 8 furthest below their offer"));
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains(&format!("<summary>All {flows} flows</summary>")));
+    assert!(html.contains("The 10 flows furthest below their offer"));
+}
