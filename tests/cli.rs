@@ -127,6 +127,9 @@ fn the_default_scenario_runs_and_its_report_respects_the_caps() {
     };
     assert!(eni("client")["bw_out_allowance_exceeded"].as_u64().unwrap() > 0);
     assert!(eni("db")["flow_cap_exceeded"].as_u64().unwrap() > 0);
+    // The client offers 2 Gbps, 40 % of its cap: what holds it is its allowance, never its cap
+    // (issue 19: it was counted 62,666 times against its cap).
+    assert_eq!(eni("client")["flow_cap_exceeded"], 0);
     let paths: Vec<&str> =
         report["latency"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["sriov", "emulated"]);

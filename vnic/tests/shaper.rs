@@ -291,3 +291,52 @@ fn a_flow_that_was_idle_for_seconds_is_queued_not_dropped() {
     assert!(!verdicts.iter().any(|v| matches!(v, Verdict::Drop(_))), "{verdicts:?}");
     assert_eq!(shaper.stats().shaper_drops, 0);
 }
+
+/// Issue 19's finding: a flow at 15 % of its 5 Gbps cap, held back by its ENI's allowance, was
+/// counted as over its cap thousands of times: its own packets queued behind the allowance were
+/// costed at its cap as if the cap were holding them. The cap holds a flow only when the flow
+/// has left faster than the cap, so here flow_cap_exceeded stays 0 and bw_out counts instead.
+/// 9,000 B packets at 0.75 Gbps arrive every 96 µs; a 0.5 Gbps ENI lets one go every 144 µs.
+#[test]
+fn a_flow_held_by_its_eni_allowance_is_not_over_its_cap() {
+    let config =
+        ShaperConfig { bw_out: BandwidthAllowance::fixed(GBPS / 2), ..ShaperConfig::default() };
+    let mut shaper = Shaper::new(config, DefaultFlowPolicy);
+    let src = [Source {
+        key: key(1, "10.0.0.2"),
+        len: 9000,
+        offered_bps: 3 * GBPS / 4,
+        start_ns: 0,
+        stop_ns: u64::MAX,
+    }];
+    let w = simulate(&mut shaper, &src, 300 * MS, 1_000, 100 * MS);
+    for (i, &bytes) in w[0].iter().enumerate().skip(1) {
+        assert_within(gbps(bytes, 100 * MS), 0.5, 0.02, &format!("window {i}"));
+    }
+    let stats = shaper.stats();
+    assert!(stats.bw_out_allowance_exceeded > 0, "{stats:?}");
+    assert_eq!(stats.flow_cap_exceeded, 0, "{stats:?}");
+}
+
+/// The control: the same flow offered twice its cap on a 100 Gbps ENI is counted against its
+/// cap for every packet it queued, and never against the ENI.
+#[test]
+fn a_flow_over_its_cap_is_counted_against_its_cap_only() {
+    let mut shaper = Shaper::new(ShaperConfig::default(), DefaultFlowPolicy);
+    let src = [Source {
+        key: key(1, "10.0.0.2"),
+        len: 9000,
+        offered_bps: 10 * GBPS,
+        start_ns: 0,
+        stop_ns: u64::MAX,
+    }];
+    simulate(&mut shaper, &src, 100 * MS, 1_000, 100 * MS);
+    let stats = shaper.stats();
+    // 9,000 B every 7.2 µs for 100 ms is 13,889 packets. The cap's burst is two largest frames
+    // (2 × 9,019 B, more than 5 Gbps × the 20 µs granularity), 28.86 µs at 5 Gbps, and each
+    // packet costs 14.4 µs: packets 0..=4 (t = 0 to 28.8 µs) find the flow's TAT within the
+    // burst (at t = 28.8 µs it is 57.6 µs, 28.74 ahead) and pass; at 36 µs it is 72 µs, 43.14
+    // ahead, and from then on every arrival finds the cap holding the flow, dropped or queued.
+    assert_eq!(stats.flow_cap_exceeded, 13_889 - 5, "{stats:?}");
+    assert_eq!(stats.bw_out_allowance_exceeded, 0, "{stats:?}");
+}

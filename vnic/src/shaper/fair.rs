@@ -38,6 +38,12 @@ struct Backlog {
     bytes: u64,
     /// Bytes the flow may still send this turn.
     deficit: u32,
+    /// Theoretical arrival time, ps, against the flow's own cap of the packets it has queued
+    /// since its packets began to wait here (a dropped packet is not charged, as a policer does
+    /// not charge what it refuses): the flow's own TAT is charged at departure, and while its
+    /// packets wait behind the ENI's allowances it says nothing about whether the flow offers
+    /// more than its cap.
+    offered_tat_ps: u64,
 }
 
 /// The queue of a flow with packets waiting.
@@ -100,9 +106,25 @@ impl FairQueue {
         }
     }
 
-    /// Files a packet of `flow` (keyed `key`) at the back of its queue in `dir`; a flow that had
-    /// nothing waiting there joins the end of the round.
-    pub fn enqueue(&mut self, flow: &mut FlowState, key: FlowKey, dir: Direction, held: Held) {
+    /// The TAT of what `flow` has offered in `dir` while its packets wait there (`None` with
+    /// nothing waiting: then what left is what arrived, and the flow's own TAT says it).
+    pub fn offered_tat(&self, flow: &FlowState, dir: Direction) -> Option<u64> {
+        let q = self.queues.get(flow.queue()? as usize)?;
+        let backlog = &q.dirs[dir as usize];
+        (!backlog.packets.is_empty()).then_some(backlog.offered_tat_ps)
+    }
+
+    /// Files a packet of `flow` (keyed `key`) at the back of its queue in `dir`, with the TAT
+    /// of what the flow has offered once it is counted; a flow that had nothing waiting there
+    /// joins the end of the round.
+    pub fn enqueue(
+        &mut self,
+        flow: &mut FlowState,
+        key: FlowKey,
+        dir: Direction,
+        held: Held,
+        offered_tat_ps: u64,
+    ) {
         let q = match flow.queue() {
             Some(q) => q,
             None => {
@@ -119,6 +141,7 @@ impl FairQueue {
         }
         backlog.packets.push_back(held);
         backlog.bytes += u64::from(held.len);
+        backlog.offered_tat_ps = offered_tat_ps;
         self.len += 1;
     }
 

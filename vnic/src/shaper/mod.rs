@@ -485,10 +485,15 @@ impl<P: FlowPolicy> Shaper<P> {
                 .saturating_sub(flow_limit.tau_ps),
         );
         let at = own_at.max(bw_at).max(pps_at);
-        // Counted against the limits that hold it: its cap, and the ENI's allowances, which
-        // hold it too when it waits behind other flows' turns (then against the tighter one).
+        // Counted against the limits that hold it: its cap when the flow offers more than its
+        // cap (its arrivals, not its departures: packets waiting behind the ENI's allowances
+        // are the ENI's to count), and the ENI's allowances, which hold it too when it waits
+        // behind other flows' turns (then against the tighter one).
+        let offered_tat = self.fair.offered_tat(flow, pkt.dir).unwrap_or(flow.tat(pkt.dir));
+        let over_cap = offered_tat.saturating_sub(flow_limit.tau_ps) > now;
+        let offered_tat = offered_tat.max(now) + flow_limit.cost_ps(u64::from(pkt.len));
         let c = &self.counters;
-        if own_at > now {
+        if over_cap {
             AllowanceCounters::bump(&c.flow_cap_exceeded);
         }
         let others = self.fair.backlogged(pkt.dir) > usize::from(waiting > 0);
@@ -529,7 +534,8 @@ impl<P: FlowPolicy> Shaper<P> {
             AllowanceCounters::bump(&c.shaper_drops);
             return Verdict::Drop(reason);
         }
-        self.fair.enqueue(flow, pkt.key, pkt.dir, Held { handle: pkt.handle, len: pkt.len });
+        let held = Held { handle: pkt.handle, len: pkt.len };
+        self.fair.enqueue(flow, pkt.key, pkt.dir, held, offered_tat);
         Verdict::Queued { depart_ns: at.div_ceil(PS_PER_NS) }
     }
 
