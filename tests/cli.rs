@@ -395,7 +395,9 @@ fn the_three_paths_come_out_of_the_model_in_the_order_their_designs_promise() {
 
 #[test]
 fn the_live_mode_runs_the_same_scenario_on_threads_and_respects_the_caps() {
-    let out = vnic_lab(&["run", "--live", "--json"]);
+    let scratch = Scratch::new("live");
+    let dir = scratch.0.join("out");
+    let out = vnic_lab(&["run", "--live", "--json", "--out", dir.to_str().unwrap()]);
     assert_matches_schema("run", &out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -407,6 +409,15 @@ fn the_live_mode_runs_the_same_scenario_on_threads_and_respects_the_caps() {
         assert!(achieved <= cap * 1.02 + 0.05, "over its cap: {f}");
     }
     assert!(report["breakdown"].as_array().unwrap().is_empty(), "no cost model live");
+    // Every frame is received after it was sent: no latency is 0 (recorded as 1 ns, printed
+    // 0.001 µs; issue 19 found 142 such frames when receivers read their clock too early).
+    for l in report["latency"].as_array().unwrap() {
+        let path = l["path"].as_str().unwrap();
+        let hgrm = std::fs::read_to_string(dir.join(format!("latency-{path}.hgrm"))).unwrap();
+        let first: f64 =
+            hgrm.lines().nth(2).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        assert!(first > 0.001, "{path}: the fastest frame took {first} µs");
+    }
 }
 
 #[test]

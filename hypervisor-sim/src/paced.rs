@@ -251,10 +251,13 @@ pub fn run_paced(
             }
         }
         let mut received = 0;
-        let window = (now / sample_ns.max(1)) as usize;
         for nic in &mut ctx.nics {
             let is_primary = Some(nic.eni) == primary;
             received += nic.recv(|frame| {
+                // Each frame's own receive time: a clock read before this loop's send phase
+                // is older than frames other VMs sent meanwhile (they came out 0 ns late).
+                let now = clock.now_ns();
+                let window = (now / sample_ns.max(1)) as usize;
                 if let Some(c) = capture.as_mut().filter(|_| is_primary) {
                     c(now, frame);
                 }
