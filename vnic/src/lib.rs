@@ -14,6 +14,7 @@
 //! * [`desc`] — ENA's descriptor and completion layouts with their bit positions.
 //! * `device` — the PF, its VFs, queue pairs, the engine, interrupts and the admin queue;
 //!   `driver` — the guest's ENA-style driver; [`shaper`] — flow caps and ENI allowances;
+//!   [`policy`] — security groups, network ACLs, connection tracking and flow logs;
 //!   [`switch`], [`rss`], [`frame`] — the embedded switch, Toeplitz RSS and frame views;
 //!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath); `vfio` — sysfs and
 //!   vfio-pci plumbing for real SR-IOV hardware.
@@ -27,6 +28,7 @@ pub mod driver;
 #[cfg(not(loom))]
 pub mod efa;
 pub mod frame;
+pub mod policy;
 pub mod ring;
 pub mod rss;
 pub mod shaper;
