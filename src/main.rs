@@ -11,6 +11,7 @@
 mod demo;
 mod lab;
 mod plan;
+mod reach;
 mod report;
 mod run;
 mod scenario;
@@ -103,6 +104,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send frames from one VF to another through the device engine.
     VfDemo(vf_demo::VfDemoArgs),
+    /// Why a packet from one VM to another passes the VPC's security groups and network ACLs
+    /// or not: the request and its reply through every filter, each with its rule (or the
+    /// missing one).
+    Why {
+        /// The scenario (TOML).
+        file: PathBuf,
+        /// The sending VM.
+        from: String,
+        /// The receiving VM.
+        to: String,
+        /// The destination port.
+        port: u16,
+        /// `tcp` or `udp`.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+    },
     /// The JSON Schema of a report: `run --json` (and `report.json`) or `plan --json`.
     Schema {
         /// Which report.
@@ -160,6 +177,16 @@ fn run_command(args: &RunArgs) -> Result<String, String> {
     Ok(out)
 }
 
+fn why(file: &Path, from: &str, to: &str, port: u16, protocol: &str) -> Result<String, String> {
+    let proto = match protocol {
+        "tcp" => vnic::policy::PROTO_TCP,
+        "udp" => vnic::policy::PROTO_UDP,
+        other => return Err(format!("--protocol {other}: expected tcp or udp")),
+    };
+    let placed = scenario::load_file(file).map_err(|e| e.to_string())?;
+    reach::explain(&placed, from, to, proto, port)
+}
+
 fn plan_command(file: &Path, json: bool, out: Option<&Path>) -> Result<String, String> {
     let r = plan::run_file(file).map_err(|e| e.to_string())?;
     let mut text = if json {
@@ -191,6 +218,9 @@ fn main() -> ExitCode {
             vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
         }
         Some(Command::Schema { report }) => schema(report),
+        Some(Command::Why { file, from, to, port, protocol }) => {
+            why(&file, &from, &to, port, &protocol)
+        }
     };
     match result {
         Ok(report) => {

@@ -52,10 +52,12 @@ pub struct FlowResult {
     pub demand_gbps: Option<f64>,
     /// Network class.
     pub class: placement::NetworkClass,
-    /// What limits it.
-    pub bottleneck: Bottleneck,
-    /// The same, in words.
+    /// What limits it (absent: a security group or NACL blocks it).
+    pub bottleneck: Option<Bottleneck>,
+    /// The same, in words (a blocked flow: which rule stops it, or which rule is missing).
     pub limited_by: String,
+    /// Whether the VPC's security groups and NACLs let it and its replies through.
+    pub allowed: bool,
 }
 
 /// One failure in the report.
@@ -122,7 +124,14 @@ pub fn run_text(file: &str, text: &str) -> Result<PlanReport, ScenarioError> {
 
 /// The plan of a placed scenario.
 pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
-    let flows = placed.demands();
+    let reach = flow_reach(placed)?;
+    let mut flows = placed.demands();
+    // A blocked flow moves nothing: it asks for nothing.
+    for (d, r) in flows.iter_mut().zip(&reach) {
+        if !r.allowed {
+            d.demand_gbps = 0.0;
+        }
+    }
     let model = &placed.network;
     let planned = plan(&placed.fleet, model, &flows).map_err(|e| e.to_string())?;
     let order: Vec<String> = placed.vms.iter().map(|v| v.name.clone()).collect();
@@ -135,7 +144,34 @@ pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
         .collect();
     let mut report = report(&placed.fleet, model, &order, &names, &flows, &flow_names, &planned)?;
     report.scenario = placed.name.clone();
+    for ((f, r), declared) in report.flows.iter_mut().zip(reach).zip(&placed.flows) {
+        if let Some(why) = r.blocked {
+            report.unmet_demand_gbps += declared.gbps.unwrap_or(0.0);
+            f.allowed = false;
+            f.bottleneck = None;
+            f.limited_by = why;
+            // What it asked for, not the nothing the planner was given.
+            f.demand_gbps = declared.gbps;
+        }
+    }
     Ok(report)
+}
+
+/// Each flow's way through the security groups and NACLs. A scenario that declares none has
+/// every ENI in the VPC's default group (everything from itself) behind the default NACL
+/// (everything), so every flow between its VMs passes and nothing needs walking.
+pub fn flow_reach(placed: &Placed) -> Result<Vec<crate::reach::FlowReach>, String> {
+    if !placed.security.is_declared() {
+        let open = crate::reach::FlowReach {
+            allowed: true,
+            blocked: None,
+            request: Vec::new(),
+            reply: Vec::new(),
+        };
+        return Ok(vec![open; placed.flows.len()]);
+    }
+    let mut vpc = crate::reach::vpc(placed)?;
+    Ok(crate::reach::flows(placed, &mut vpc))
 }
 
 fn report(
@@ -191,7 +227,8 @@ fn report(
             cap_gbps: p.cap_gbps,
             demand_gbps: f.demand_gbps.is_finite().then_some(f.demand_gbps),
             class: p.class,
-            bottleneck: p.bottleneck,
+            bottleneck: Some(p.bottleneck),
+            allowed: true,
         })
         .collect();
     let mut links: Vec<(String, f64)> =
@@ -303,6 +340,20 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../scenarios/plan-hpc.toml");
+
+    /// A scenario that declares no security group or NACL is not walked (every ENI is in the
+    /// default group behind the default NACL); walking it finds every flow allowed anyway.
+    #[test]
+    fn undeclared_security_lets_every_flow_through() {
+        for text in [EXAMPLE, include_str!("../scenarios/default.toml")] {
+            let placed = scenario::load("s.toml", text).unwrap();
+            assert!(!placed.security.is_declared());
+            let mut vpc = crate::reach::vpc(&placed).unwrap();
+            let walked = crate::reach::flows(&placed, &mut vpc);
+            assert!(walked.iter().all(|r| r.allowed), "{walked:#?}");
+            assert_eq!(walked.len(), placed.flows.len());
+        }
+    }
 
     #[test]
     fn the_example_plans() {

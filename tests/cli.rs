@@ -718,3 +718,58 @@ fn many_flows_plot_as_a_total_and_the_worst() {
     assert!(html.contains(&format!("<summary>All {flows} flows</summary>")));
     assert!(html.contains("The 10 flows furthest below their offer"));
 }
+
+/// The three-tier example: `plan` finds the one flow its broken NACL rule stops and names the
+/// rule and what the client sees; `why` walks it filter by filter; `run` does not start it and
+/// reports it blocked, while the allowed flows get their offer.
+#[test]
+fn the_three_tier_vpc_names_its_broken_rule() {
+    let file = "scenarios/three-tier.toml";
+    let out = vnic_lab(&["plan", file, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_matches_schema("plan", &out.stdout);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flows = plan["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 5);
+    for f in flows {
+        let to_db = f["to"] == "db-0";
+        assert_eq!(f["allowed"], !to_db, "{f}");
+        if to_db {
+            let why = f["limited_by"].as_str().unwrap();
+            assert!(why.contains("acl-db outbound denies tcp/"), "{why}");
+            assert!(why.contains("connection timeout"), "{why}");
+            assert_eq!(f["gbps"], 0.0);
+            assert_eq!(f["bottleneck"], serde_json::Value::Null);
+        } else {
+            assert_eq!(f["gbps"], 0.5, "{f}");
+        }
+    }
+    assert!((plan["unmet_demand_gbps"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+
+    let why = vnic_lab(&["why", file, "app-0", "db-0", "5432"]);
+    assert!(why.status.success(), "{}", String::from_utf8_lossy(&why.stderr));
+    let text = String::from_utf8(why.stdout).unwrap();
+    let stops: Vec<&str> = text.lines().filter(|l| l.contains("STOP")).collect();
+    assert_eq!(stops.len(), 1, "{text}");
+    assert!(stops[0].contains("network ACL out") && stops[0].contains("acl-db"), "{text}");
+    assert!(text.contains("db-0: sg-db inbound rule 1 (tcp 5432 sg-app) allows"), "{text}");
+    let open = vnic_lab(&["why", file, "web-0", "app-1", "8443", "--protocol", "udp"]);
+    assert!(String::from_utf8(open.stdout).unwrap().ends_with("allowed, both ways\n"));
+    let bad = vnic_lab(&["why", file, "web-0", "nobody", "80"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no VM named `nobody`"));
+
+    let run = vnic_lab(&["run", file, "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_matches_schema("run", &run.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    for f in report["flows"].as_array().unwrap() {
+        if f["to"] == "db-0" {
+            assert!(f["blocked"].as_str().unwrap().contains("acl-db"), "{f}");
+            assert_eq!(f["received_frames"], 0);
+        } else {
+            assert_eq!(f["blocked"], serde_json::Value::Null);
+            assert!((f["achieved_gbps"].as_f64().unwrap() - 0.5).abs() < 0.01, "{f}");
+        }
+    }
+}

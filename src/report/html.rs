@@ -159,6 +159,16 @@ pub fn run_page(report: &RunReport, throughput_svg: &str, latency_svg: &str) -> 
                 (run_flows(report.flows.iter()))
             }
         }
+        @let blocked: Vec<&FlowReport> =
+            report.flows.iter().filter(|f| f.blocked.is_some()).collect();
+        @if !blocked.is_empty() {
+            h3 { "Blocked by security groups or network ACLs" }
+            ul {
+                @for f in blocked {
+                    li.warn { (f.from) " → " (f.to) ": " (f.blocked.as_deref().unwrap_or_default()) }
+                }
+            }
+        }
         figure.plot { (inline_svg(throughput_svg)) }
         h2 { "Latency" }
         (latency_table("One way", "frames", &report.latency))

@@ -98,6 +98,10 @@ impl fmt::Display for RunReport {
             sum(|f| f.achieved_gbps),
             sum(|f| f.achieved_mpps)
         )?;
+        for fl in self.flows.iter().filter(|fl| fl.blocked.is_some()) {
+            let why = fl.blocked.as_deref().unwrap_or_default();
+            writeln!(f, "  {} -> {} {why}", fl.from, fl.to)?;
+        }
         writeln!(f, "\nlatency, one way:")?;
         for l in &self.latency {
             percentiles(f, l, "frames ")?;

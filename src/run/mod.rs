@@ -32,13 +32,12 @@ use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 use hypervisor_sim::vnic::device::Notification;
 use placement::NetworkClass;
 use serde::Serialize;
+use vnic::policy::PROTO_UDP;
 
 use crate::scenario::{self, PathName, Placed};
 
 /// Time after the last send for frames in flight to arrive.
 const DRAIN: Duration = Duration::from_millis(200);
-/// First UDP source port; flow `i` sends from `FLOW_PORT_BASE + i`.
-const FLOW_PORT_BASE: u16 = 20_000;
 
 /// Options of a run.
 #[derive(Debug, Default, Clone)]
@@ -130,6 +129,8 @@ pub struct FlowReport {
     pub throughput_gbps: Vec<f64>,
     /// The `[[flows]]` entry (0-based) it comes from.
     pub entry: usize,
+    /// Why a security group or network ACL stops it (it is not started), if one does.
+    pub blocked: Option<String>,
 }
 
 /// An ENI in the report.
@@ -350,6 +351,8 @@ fn scenario_err(file: &str) -> impl Fn(String) -> RunError + '_ {
 
 /// A flow ready to drive: its ENIs, its frame, its schedule, its cap.
 pub(crate) struct WiredFlow {
+    /// Why the VPC's security groups or NACLs stop it (it then sends nothing).
+    pub blocked: Option<String>,
     /// Sender (index into `Placed::vms`).
     pub from: usize,
     /// Receiver.
@@ -430,7 +433,16 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     let clock = (!options.live).then(VirtualClock::new);
     let Built { mut cloud, host_of, host_names } = build_cloud(file, placed, clock)?;
     let launched = launch(file, &mut cloud, placed, &host_of)?;
-    let flows = wire_flows(file, &cloud, placed, &launched)?;
+    let reach = crate::plan::flow_reach(placed).map_err(scenario_err(file))?;
+    let tcp = placed.flows.iter().zip(&reach).find(|(f, r)| f.protocol != PROTO_UDP && r.allowed);
+    if let Some((f, _)) = tcp {
+        return Err(scenario_err(file)(format!(
+            "flow {} -> {} is TCP: `run` sends UDP only so far (`plan` and `why` check TCP flows \
+             against the security groups and NACLs; a TCP flow they block runs as blocked)",
+            placed.vms[f.from].name, placed.vms[f.to].name
+        )));
+    }
+    let flows = wire_flows(file, &cloud, placed, &launched, &reach)?;
     let captures = open_captures(placed, options)?;
     let wired = Wired { file, placed, launched: &launched, flows: &flows, host_names: &host_names };
     let measured = if options.live {
@@ -535,6 +547,7 @@ fn launch(
         for e in placed.enis.iter().filter(|e| e.vm == i) {
             let spec = EniSpec {
                 subnet: e.subnet.clone(),
+                primary_ip: Some(e.ip),
                 secondary_ips: e.ips.clone(),
                 ..Default::default()
             };
@@ -550,6 +563,8 @@ fn launch(
         let inst = placed.fleet.instance(v.id).map_err(|e| scenario_err(file)(e.to_string()))?;
         let host = host_of.get(&inst.host.0).copied().unwrap_or(0);
         let mut spec = VmSpec::new(&v.name, host, v.instance_type.clone(), &v.subnet);
+        // The address the scenario gave it, which `plan` and the security groups saw too.
+        spec.primary.primary_ip = Some(v.ip);
         spec.path = v.path.io_path();
         spec.secondary = secondary;
         spec.cluster_group = v.cluster_group.clone();
@@ -569,12 +584,14 @@ fn launch(
     Ok(Launched { vm_ids, eni_names })
 }
 
-/// Which ENI each end of every flow uses, its frame, its schedule and its cap.
+/// Which ENI each end of every flow uses, its frame, its schedule and its cap; a flow the
+/// security groups or NACLs stop (`reach`) is wired but never started.
 fn wire_flows(
     file: &str,
     cloud: &Cloud,
     placed: &Placed,
     launched: &Launched,
+    reach: &[crate::reach::FlowReach],
 ) -> Result<Vec<WiredFlow>, RunError> {
     let duration_ns = (placed.duration_s * 1e9) as u64;
     let eni_on = |vm: usize, path: Option<PathName>| -> Option<(EniId, PathName)> {
@@ -597,7 +614,7 @@ fn wire_flows(
         let end = |id: EniId, port: u16| {
             cloud.enis().eni(id).map(|e| Endpoint { mac: e.mac, ip: e.primary_ip, port })
         };
-        let port = FLOW_PORT_BASE.wrapping_add(i as u16);
+        let port = f.src_port;
         let (Ok(src), Ok(dst)) = (end(src_eni, port), end(dst_eni, f.dst_port)) else {
             return Err(scenario_err(file)(format!("flow {i}: no ENI")));
         };
@@ -608,7 +625,12 @@ fn wire_flows(
         };
         let offered = f.gbps.unwrap_or(cap);
         let pps = offered * 1e9 / (8.0 * f.frame as f64);
+        let blocked = reach.get(i).and_then(|r| r.blocked.clone());
+        let start_ns = (f.start_s * 1e9) as u64;
+        let stop_ns = f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns));
         flows.push(WiredFlow {
+            stop_ns: if blocked.is_some() { start_ns } else { stop_ns },
+            blocked,
             from: f.from,
             to: f.to,
             src_eni,
@@ -617,8 +639,7 @@ fn wire_flows(
             frame: FlowFrame::new(src, dst, f.frame),
             port,
             interval_ns: (1e9 / pps.max(1.0)) as u64,
-            start_ns: (f.start_s * 1e9) as u64,
-            stop_ns: f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns)),
+            start_ns,
             arrivals: f.arrivals,
             efa: f.efa,
             pattern: f.pattern,
@@ -786,6 +807,7 @@ fn collect(
                     .map(|&b| b as f64 * 8.0 / sample_s / 1e9)
                     .collect(),
                 entry: f.decl,
+                blocked: w.blocked.clone(),
             }
         })
         .collect();

@@ -66,6 +66,91 @@ pub struct Scenario {
     /// Virtual-time costs overriding the defaults (`hypervisor_sim::sim::costs`), by name.
     #[serde(default)]
     pub costs: BTreeMap<Spanned<String>, Spanned<i64>>,
+    /// Security groups beyond the VPC's `default`.
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupDecl>,
+    /// Network ACLs beyond the VPC's `acl-default`.
+    #[serde(default)]
+    pub nacls: Vec<NaclDecl>,
+    /// EC2's quotas on security groups and NACLs.
+    pub quotas: Option<Spanned<QuotasDecl>>,
+}
+
+/// EC2's quotas (each absent: EC2's default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasDecl {
+    /// Security groups per ENI (5, up to 16).
+    pub security_groups_per_eni: Option<usize>,
+    /// Rules per direction of a security group (60).
+    pub rules_per_security_group: Option<usize>,
+    /// Rules per direction of a NACL (20, up to 40).
+    pub rules_per_nacl: Option<usize>,
+}
+
+/// A security group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupDecl {
+    /// Its id (`sg-web`).
+    pub name: Spanned<String>,
+    /// Inbound rules (default none).
+    #[serde(default)]
+    pub inbound: Vec<SgRuleDecl>,
+    /// Outbound rules (default: EC2's one rule allowing everything out).
+    pub outbound: Option<Vec<SgRuleDecl>>,
+}
+
+/// A security group rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgRuleDecl {
+    /// `tcp`, `udp`, `icmp`, `-1` (all) or a protocol number.
+    pub protocol: Spanned<String>,
+    /// `443`, `8000-8100` or `all` (TCP and UDP; default all).
+    pub ports: Option<Spanned<String>>,
+    /// ICMP type (default every type).
+    pub icmp_type: Option<u8>,
+    /// ICMP code (default every code).
+    pub icmp_code: Option<u8>,
+    /// Inbound: a CIDR or a security group.
+    pub from: Option<Spanned<String>>,
+    /// Outbound: a CIDR or a security group.
+    pub to: Option<Spanned<String>>,
+}
+
+/// A network ACL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NaclDecl {
+    /// Its id (`acl-db`).
+    pub name: Spanned<String>,
+    /// Inbound rules (none: everything in is denied).
+    #[serde(default)]
+    pub inbound: Vec<NaclRuleDecl>,
+    /// Outbound rules (none: everything out is denied).
+    #[serde(default)]
+    pub outbound: Vec<NaclRuleDecl>,
+}
+
+/// A network ACL rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NaclRuleDecl {
+    /// Its number, 1 to 32766 (lowest first).
+    pub rule: Spanned<i64>,
+    /// `tcp`, `udp`, `icmp`, `-1` (all) or a protocol number.
+    pub protocol: Spanned<String>,
+    /// `443`, `1024-65535` or `all` (default all).
+    pub ports: Option<Spanned<String>>,
+    /// ICMP type (default every type).
+    pub icmp_type: Option<u8>,
+    /// ICMP code (default every code).
+    pub icmp_code: Option<u8>,
+    /// The remote prefix.
+    pub cidr: Spanned<String>,
+    /// `allow` or `deny`.
+    pub action: Spanned<String>,
 }
 
 /// How `run` builds hosts.
@@ -114,6 +199,8 @@ pub struct SubnetDecl {
     pub az: Spanned<String>,
     /// Its prefix, `a.b.c.d/n` (n from 16 to 28, as in a VPC).
     pub cidr: Spanned<String>,
+    /// Its network ACL (default the VPC's `acl-default`, which allows everything).
+    pub nacl: Option<Spanned<String>>,
 }
 
 /// One or more VMs of a type.
@@ -148,6 +235,11 @@ pub struct VmDecl {
     pub burst_s: Option<Spanned<f64>>,
     /// The primary ENI's source/destination check (default on).
     pub src_dst_check: Option<bool>,
+    /// The primary ENI's security groups (default the VPC's `default`).
+    pub security_groups: Option<Vec<Spanned<String>>>,
+    /// Where its clients' source ports come from: `linux` (32768-60999, default), `windows`
+    /// (49152-65535) or `nat-gateway` (1024-65535).
+    pub ephemeral_ports: Option<Spanned<String>>,
 }
 
 /// A secondary ENI.
@@ -167,6 +259,8 @@ pub struct EniDecl {
     pub ips: Vec<Spanned<String>>,
     /// Source/destination check (default on).
     pub src_dst_check: Option<bool>,
+    /// Its security groups (default the VPC's `default`).
+    pub security_groups: Option<Vec<Spanned<String>>>,
 }
 
 /// Flows from every VM `from` matches to every VM `to` matches.

@@ -26,6 +26,7 @@ const DEFAULT_DST_PORT: u16 = 9000;
 
 /// What an entry gives every flow it expands to, checked.
 struct Shape {
+    protocol: u8,
     gbps: Option<f64>,
     path: Option<PathName>,
     arrivals: Arrivals,
@@ -76,6 +77,8 @@ pub(super) fn resolve(
                         arrivals: shape.arrivals,
                         efa,
                         pattern: shape.pattern,
+                        protocol: shape.protocol,
+                        src_port: vms[from].ephemeral.port(flows.len() as u64),
                     });
                 }
             }
@@ -121,14 +124,13 @@ fn shape(f: &FlowDecl, src: &Source<'_>, duration_s: f64) -> Result<Shape, Scena
             src.at(g.span(), format!("gbps {} is not a rate in (0, {MAX_FLOW_GBPS}]", g.get_ref()))
         );
     }
-    if let Some(p) = &f.protocol
-        && p.get_ref() != "udp"
-    {
-        return Err(src.at(
-            p.span(),
-            format!("protocol `{}`: the traffic generator speaks `udp` only", p.get_ref()),
-        ));
-    }
+    let protocol = match f.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "udp")) => vnic::policy::PROTO_UDP,
+        Some((_, "tcp")) => vnic::policy::PROTO_TCP,
+        Some((p, other)) => {
+            return Err(src.at(p.span(), format!("protocol `{other}`: expected `udp` or `tcp`")));
+        }
+    };
     let path = f.path.as_ref().map(|p| parse_path(p, src)).transpose()?;
     let arrivals = match &f.arrivals {
         None => Arrivals::Periodic,
@@ -178,6 +180,7 @@ fn shape(f: &FlowDecl, src: &Source<'_>, duration_s: f64) -> Result<Shape, Scena
         }
     }
     Ok(Shape {
+        protocol,
         gbps: f.gbps.as_ref().map(|g| *g.get_ref()),
         path,
         arrivals,

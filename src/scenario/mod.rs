@@ -21,6 +21,7 @@ mod decl;
 mod failures;
 mod flows;
 mod place;
+pub mod security;
 mod settings;
 mod source;
 mod subnets;
@@ -28,7 +29,9 @@ mod subnets;
 mod tests;
 
 pub use decl::RunSettings;
+pub use security::Security;
 use source::Source;
+use vnic::policy::EphemeralPorts;
 
 /// Most hosts `run --live` simulates (each is at least one engine thread).
 pub const MAX_LIVE_HOSTS: usize = 16;
@@ -98,6 +101,8 @@ pub struct Subnet {
     pub network: Ipv4Addr,
     /// Prefix length.
     pub prefix: u8,
+    /// Its network ACL.
+    pub nacl: String,
 }
 
 /// One VM, resolved and placed.
@@ -125,6 +130,12 @@ pub struct Vm {
     pub src_dst_check: bool,
     /// Cluster group name, if in one.
     pub cluster_group: Option<String>,
+    /// Primary ENI address (the first free of its subnet, in launch order, as EC2 gives them).
+    pub ip: Ipv4Addr,
+    /// Primary ENI security groups.
+    pub security_groups: Vec<String>,
+    /// Where its clients' source ports come from.
+    pub ephemeral: EphemeralPorts,
 }
 
 /// A secondary ENI, resolved.
@@ -142,6 +153,10 @@ pub struct Eni {
     pub ips: Vec<Ipv4Addr>,
     /// Source/destination check.
     pub src_dst_check: bool,
+    /// Primary address.
+    pub ip: Ipv4Addr,
+    /// Security groups.
+    pub security_groups: Vec<String>,
 }
 
 /// One flow, resolved.
@@ -173,6 +188,11 @@ pub struct Flow {
     pub efa: bool,
     /// One way, or every frame or message answered (round trips in the report).
     pub pattern: Pattern,
+    /// IP protocol: UDP, or TCP (`plan` only, for now).
+    pub protocol: u8,
+    /// Source port: the sender's `n`-th ephemeral port for the scenario's `n`-th flow, so
+    /// NACL rules for replies see the port a client of its OS would use.
+    pub src_port: u16,
 }
 
 /// A failure, resolved.
@@ -213,6 +233,8 @@ pub struct Placed {
     pub flows: Vec<Flow>,
     /// Failures.
     pub failures: Vec<RackFailure>,
+    /// Security groups and NACLs.
+    pub security: Security,
 }
 
 impl Placed {
@@ -269,12 +291,15 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     let s = decl::parse(&src)?;
     let settings = settings::check(&s, &src)?;
     let az_names: Vec<String> = settings.topology.azs.iter().map(|a| a.name.clone()).collect();
-    let subnets = subnets::resolve(&s, &src, &az_names)?;
+    let security = security::resolve(&s, &src)?;
+    let subnets = subnets::resolve(&s, &src, &az_names, &security)?;
     let (mut fleet, cluster_groups) = place::fleet(&s, &src, settings.topology, &settings.types)?;
-    let vms = place::vms(&s, &src, &mut fleet, &subnets, &az_names, &cluster_groups)?;
-    let enis = place::enis(&s, &src, &vms, &subnets)?;
+    let mut vms =
+        place::vms(&s, &src, &mut fleet, &subnets, &az_names, &cluster_groups, &security)?;
+    let mut enis = place::enis(&s, &src, &vms, &subnets, &security)?;
     let flows = flows::resolve(&s, &src, settings.duration_s, &vms, &enis)?;
     subnets::check_room(&src, &s, &subnets, &vms, &enis)?;
+    subnets::assign_addresses(&src, &subnets, &mut vms, &mut enis)?;
     let failures = failures::resolve(&s, &src, settings.duration_s, &fleet, &vms)?;
     let name = s.name.clone().unwrap_or_else(|| {
         std::path::Path::new(file)
@@ -294,6 +319,7 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
         enis,
         flows,
         failures,
+        security,
     })
 }
 

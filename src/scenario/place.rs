@@ -7,8 +7,10 @@ use std::net::Ipv4Addr;
 use placement::{Fleet, InstanceType, LaunchRequest, PlacementStrategy, Topology};
 
 use super::decl::{EniDecl, Scenario, VmDecl};
+use super::security::{self, Security};
 use super::source::parse_path;
 use super::{Eni, PathName, ScenarioError, Source, Subnet, Vm};
+use vnic::policy::EphemeralPorts;
 
 /// Seconds full burst credits last when a VM entry does not say.
 const DEFAULT_BURST_S: f64 = 300.0;
@@ -130,6 +132,7 @@ pub(super) fn vms(
     subnets: &[Subnet],
     az_names: &[String],
     cluster_groups: &[String],
+    security: &Security,
 ) -> Result<Vec<Vm>, ScenarioError> {
     let mut vms: Vec<Vm> = Vec::new();
     for d in &s.vms {
@@ -144,6 +147,15 @@ pub(super) fn vms(
         };
         let subnet = declared_subnet(d, src, subnets, az_names)?;
         let interfaces = interfaces(d, src)?;
+        let security_groups =
+            security::eni_groups(&d.security_groups, security, name_at.clone(), src)?;
+        let ephemeral = match &d.ephemeral_ports {
+            None => EphemeralPorts::Linux,
+            Some(e) => e
+                .get_ref()
+                .parse()
+                .map_err(|x: vnic::policy::PolicyError| src.at(e.span(), x.to_string()))?,
+        };
         if d.count == Some(0) {
             return Err(src.at(name_at.clone(), "count 0: a VM entry launches at least one"));
         }
@@ -196,6 +208,9 @@ pub(super) fn vms(
                 burst_s: interfaces.burst_s,
                 src_dst_check: d.src_dst_check.unwrap_or(true),
                 cluster_group: cluster_group.clone(),
+                ip: std::net::Ipv4Addr::UNSPECIFIED,
+                security_groups: security_groups.clone(),
+                ephemeral,
             });
         }
     }
@@ -208,6 +223,7 @@ pub(super) fn enis(
     src: &Source<'_>,
     vms: &[Vm],
     subnets: &[Subnet],
+    security: &Security,
 ) -> Result<Vec<Eni>, ScenarioError> {
     let mut enis: Vec<Eni> = Vec::new();
     for d in &s.enis {
@@ -235,6 +251,8 @@ pub(super) fn enis(
                 src.at(d.name.span(), format!("ENI `{}` is defined twice", d.name.get_ref()))
             );
         }
+        let security_groups =
+            security::eni_groups(&d.security_groups, security, d.name.span(), src)?;
         enis.push(Eni {
             name: d.name.get_ref().clone(),
             subnet,
@@ -242,6 +260,8 @@ pub(super) fn enis(
             path,
             ips,
             src_dst_check: d.src_dst_check.unwrap_or(true),
+            ip: Ipv4Addr::UNSPECIFIED,
+            security_groups,
         });
     }
     Ok(enis)

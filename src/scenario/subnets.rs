@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 use super::decl::Scenario;
+use super::security::{self, Security};
 use super::{Eni, ScenarioError, Source, Subnet, Vm};
 
 /// `a.b.c.d/n`.
@@ -21,6 +22,7 @@ pub(super) fn resolve(
     s: &Scenario,
     src: &Source<'_>,
     az_names: &[String],
+    security: &Security,
 ) -> Result<Vec<Subnet>, ScenarioError> {
     let mut subnets: Vec<Subnet> = Vec::new();
     for d in &s.subnets {
@@ -47,6 +49,7 @@ pub(super) fn resolve(
             az: d.az.get_ref().clone(),
             network,
             prefix,
+            nacl: security::subnet_nacl(&d.nacl, security, src)?,
         });
     }
     if s.subnets.is_empty() {
@@ -56,6 +59,7 @@ pub(super) fn resolve(
                 az: az.clone(),
                 network: Ipv4Addr::new(10, (i % 256) as u8, 0, 0),
                 prefix: 16,
+                nacl: vnic::policy::vpc::DEFAULT_NACL.to_string(),
             });
         }
     }
@@ -93,6 +97,48 @@ pub(super) fn check_room(
                 None => src.whole(message),
             });
         }
+    }
+    Ok(())
+}
+
+/// Gives every ENI its primary address as EC2 does: the first free one of its subnet after the
+/// four AWS reserves, VM by VM in declaration order, each VM's secondary ENIs before its
+/// primary (the order `run` launches them in); declared secondary addresses are taken first.
+pub(super) fn assign_addresses(
+    src: &Source<'_>,
+    subnets: &[Subnet],
+    vms: &mut [Vm],
+    enis: &mut [Eni],
+) -> Result<(), ScenarioError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut used: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    for e in enis.iter() {
+        used.entry(e.subnet.clone()).or_default().extend(e.ips.iter().copied());
+    }
+    let mut next = |subnet_name: &str, who: &str| -> Result<Ipv4Addr, ScenarioError> {
+        let Some(subnet) = subnets.iter().find(|s| s.name == subnet_name) else {
+            return Err(src.whole(format!("{who}: no subnet named `{subnet_name}`")));
+        };
+        let base = u32::from(subnet.network);
+        let taken = used.entry(subnet.name.clone()).or_default();
+        let first = hypervisor_sim::eni::AWS_RESERVED_ADDRESSES - 1;
+        let free = (first..first + hypervisor_sim::eni::Subnet::usable_addresses(subnet.prefix))
+            .map(|k| Ipv4Addr::from(base.wrapping_add(k as u32)))
+            .find(|ip| !taken.contains(ip));
+        let Some(ip) = free else {
+            return Err(src.whole(format!(
+                "{who}: subnet {} ({}/{}) has no free address left",
+                subnet.name, subnet.network, subnet.prefix
+            )));
+        };
+        taken.insert(ip);
+        Ok(ip)
+    };
+    for (i, vm) in vms.iter_mut().enumerate() {
+        for e in enis.iter_mut().filter(|e| e.vm == i) {
+            e.ip = next(&e.subnet, &e.name)?;
+        }
+        vm.ip = next(&vm.subnet, &vm.name)?;
     }
     Ok(())
 }

@@ -9,6 +9,16 @@ fn error(text: &str) -> String {
     }
 }
 
+/// The default scenario with a security group `name` of `body`'s rules.
+fn sg(name: &str, body: &str) -> String {
+    format!("{DEFAULT}\n[[security_groups]]\nname = \"{name}\"\n{body}\n")
+}
+
+/// The default scenario with a network ACL `acl-a` of `body`'s rules.
+fn nacl(body: &str) -> String {
+    format!("{DEFAULT}\n[[nacls]]\nname = \"acl-a\"\n{body}\n")
+}
+
 fn replaced(from: &str, to: &str) -> String {
     assert!(DEFAULT.contains(from), "the default scenario has no `{from}`");
     DEFAULT.replacen(from, to, 1)
@@ -107,7 +117,10 @@ fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
         (replaced("gbps = 1.5", "gbps = -1.5"), "gbps -1.5 is not a rate"),
         (replaced("gbps = 1.5", "gbps = 1000.0"), "gbps 1000 is not a rate"),
         (replaced("frame = 9015", "frame = 20"), "frame 20 B"),
-        (replaced("frame = 1514", "frame = 9015\nprotocol = \"tcp\""), "speaks `udp` only"),
+        (
+            replaced("frame = 1514", "frame = 9015\nprotocol = \"icmp\""),
+            "protocol `icmp`: expected `udp` or `tcp`",
+        ),
         (replaced("start_s = 1.5", "start_s = 5.0"), "start_s 5 is not within"),
         (replaced("start_s = 1.5", "start_s = 1.5\nstop_s = 1.0"), "stop_s 1 is not after"),
         (
@@ -207,6 +220,107 @@ fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
                  count = 20\n"
             ),
             "subnet tiny (10.9.0.0/28) has 11 usable addresses (AWS reserves 5) for 26 (26 VMs'",
+        ),
+        // Security groups and NACLs.
+        (
+            sg("sg-a", "inbound = [{ protocol = \"tcp\", ports = \"80-\", from = \"0.0.0.0/0\" }]"),
+            "ports `80-`: expected a port",
+        ),
+        (
+            sg(
+                "sg-a",
+                "inbound = [{ protocol = \"tcp\", ports = \"90-80\", from = \"0.0.0.0/0\" }]",
+            ),
+            "port range 90-80 is reversed",
+        ),
+        (
+            sg("sg-a", "inbound = [{ protocol = \"gre\", from = \"0.0.0.0/0\" }]"),
+            "protocol `gre`: expected tcp, udp, icmp, -1",
+        ),
+        (
+            sg("sg-a", "inbound = [{ protocol = \"icmp\", ports = \"8\", from = \"0.0.0.0/0\" }]"),
+            "an ICMP rule takes icmp_type",
+        ),
+        (
+            sg("sg-a", "inbound = [{ protocol = \"tcp\", ports = \"22\", from = \"sg-nope\" }]"),
+            "`sg-nope` is neither a CIDR",
+        ),
+        (
+            sg("sg-a", "inbound = [{ protocol = \"tcp\", ports = \"22\", to = \"0.0.0.0/0\" }]"),
+            "an inbound rule names its peer with `from`",
+        ),
+        (
+            sg(
+                "sg-a",
+                "inbound = [{ protocol = \"tcp\", ports = \"22\", from = \"10.0.0.0/33\" }]",
+            ),
+            "`10.0.0.0/33` is not a.b.c.d/n",
+        ),
+        (sg("default", ""), "security group `default` is defined twice"),
+        (
+            sg(
+                "sg-a",
+                &format!(
+                    "inbound = [{}]",
+                    (0..61)
+                        .map(|p| format!(
+                            "{{ protocol = \"tcp\", ports = \"{p}\", from = \"0.0.0.0/0\" }}"
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            "RulesPerSecurityGroupLimitExceeded: security group sg-a would have 61 inbound rules, the quota is 60",
+        ),
+        (
+            replaced("name = \"db\"\n", "name = \"db\"\nsecurity_groups = [\"sg-x\"]\n"),
+            "no security group named `sg-x`",
+        ),
+        (
+            replaced(
+                "name = \"db\"\n",
+                &format!("name = \"db\"\nsecurity_groups = [{}]\n", ["\"default\""; 6].join(", ")),
+            ),
+            "SecurityGroupsPerInterfaceLimitExceeded: 6 security groups on one interface, the quota is 5",
+        ),
+        (
+            nacl(
+                "inbound = [{ rule = 0, protocol = \"-1\", cidr = \"0.0.0.0/0\", action = \"allow\" }]",
+            ),
+            "rule number 0 is not 1 to 32766",
+        ),
+        (
+            nacl(
+                "inbound = [{ rule = 10, protocol = \"-1\", cidr = \"0.0.0.0/0\", action = \"permit\" }]",
+            ),
+            "action `permit`: expected allow or deny",
+        ),
+        (
+            nacl(
+                "inbound = [{ rule = 10, protocol = \"-1\", cidr = \"0.0.0.0/0\", action = \"allow\" }, { rule = 10, protocol = \"tcp\", cidr = \"0.0.0.0/0\", action = \"deny\" }]",
+            ),
+            "acl-a already has inbound rule 10",
+        ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"s\"\naz = \"us-east-1a\"\ncidr = \"10.9.0.0/24\"\nnacl = \"acl-none\"\n"
+            ),
+            "no network ACL named `acl-none`",
+        ),
+        (
+            format!("{DEFAULT}\n[quotas]\nsecurity_groups_per_eni = 17\n"),
+            "security groups per interface quota 17 is above EC2's most, 16",
+        ),
+        (
+            replaced("name = \"client\"\n", "name = \"client\"\nephemeral_ports = \"bsd\"\n"),
+            "ephemeral ports `bsd`: expected linux, windows or nat-gateway",
+        ),
+        (
+            replaced(
+                "from = \"web-1\"\nto = \"web-0\"\n",
+                "from = \"web-1\"\nto = \"web-0\"\nprotocol = \"sctp\"\n",
+            ),
+            "protocol `sctp`: expected `udp` or `tcp`",
         ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());

@@ -389,7 +389,7 @@ fn fifty_packet_decisions_in_a_three_tier_vpc() {
                 decided += 1;
                 let from_eni = vpc.eni_at(t.src).unwrap_or_else(|| panic!("step {i}: {from}?"));
                 assert_eq!(vpc.eni_name(from_eni), from, "step {i}");
-                let p = vpc.send(at_s * S, from_eni, &t, flags);
+                let p = vpc.send(at_s * S, from_eni, &t, flags).unwrap();
                 let hops: Vec<String> = p
                     .hops
                     .iter()
@@ -418,7 +418,7 @@ fn the_allowance_counts_what_it_refused() {
     let tiny = vpc.eni_at(ip("10.0.1.40")).unwrap();
     let web0 = vpc.eni_at(ip("10.0.1.10")).unwrap();
     for port in 1..=5 {
-        vpc.send(0, web0, &tcp("10.0.1.10", port, "10.0.1.40", 443), SYN);
+        vpc.send(0, web0, &tcp("10.0.1.10", port, "10.0.1.40", 443), SYN).unwrap();
     }
     let ct = vpc.filter(tiny).unwrap().conntrack();
     assert_eq!((ct.len(), ct.available(), ct.exceeded()), (2, 0, 3));
@@ -444,6 +444,8 @@ fn quotas_are_ec2s() {
     }
     let names: Vec<&str> = six.iter().map(String::as_str).collect();
     let e = vpc.add_eni("e", ip("10.0.1.5"), s, &names, 10, Timeouts::default()).unwrap_err();
+    let unknown = vpc.add_eni("e", ip("10.0.1.5"), s, &["sg-none"], 10, Timeouts::default());
+    assert!(unknown.unwrap_err().to_string().starts_with("InvalidGroup.NotFound"));
     assert!(e.to_string().starts_with("SecurityGroupsPerInterfaceLimitExceeded"), "{e}");
     vpc.add_eni("e", ip("10.0.1.5"), s, &names[..5], 10, Timeouts::default()).unwrap();
     let mut acl = Nacl::new("acl");

@@ -68,7 +68,7 @@ use policy::class_between;
 pub use policy::flow_cap_gbps;
 use provision::nic_slot_bytes;
 use spec::check_spec;
-pub use spec::{CloudError, CloudSpec, HostSpec, VmExit, VmSpec};
+pub use spec::{CloudError, CloudSpec, DEFAULT_CONNTRACK_MAX, HostSpec, VmExit, VmSpec};
 
 /// Where guest memory starts in the guest's physical address space (the IOVA its VFs use).
 pub const GUEST_MEMORY_BASE: u64 = 0x1_0000_0000;

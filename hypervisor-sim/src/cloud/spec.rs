@@ -50,6 +50,9 @@ pub struct CloudSpec {
     pub link_gbps: f64,
 }
 
+/// Connections an ENI tracks at most unless its VM says otherwise (the conntrack allowance).
+pub const DEFAULT_CONNTRACK_MAX: usize = 1_000_000;
+
 /// A VM to launch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
@@ -103,7 +106,7 @@ impl VmSpec {
             mtu: 1500,
             burst_duration: Duration::from_secs(300),
             pps: 14_000_000,
-            conntrack_max: 1_000_000,
+            conntrack_max: DEFAULT_CONNTRACK_MAX,
             rx_notification: Notification::BusyPoll,
             shared_file: false,
         }

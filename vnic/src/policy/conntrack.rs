@@ -69,43 +69,45 @@ impl Timeouts {
     }
 }
 
-/// A connection's key, from the ENI's side.
+/// A connection's key, from the ENI's side: protocol, local and remote address and port
+/// packed into one integer (one hash of 16 bytes per lookup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ConnKey {
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
-    local_port: u16,
-    remote_port: u16,
-    proto: u8,
-}
+struct ConnKey(u128);
 
 impl ConnKey {
+    fn pack(
+        proto: u8,
+        local: Ipv4Addr,
+        local_port: u16,
+        remote: Ipv4Addr,
+        remote_port: u16,
+    ) -> Self {
+        Self(
+            u128::from(u32::from(local)) << 96
+                | u128::from(u32::from(remote)) << 64
+                | u128::from(local_port) << 48
+                | u128::from(remote_port) << 32
+                | u128::from(proto),
+        )
+    }
+
+    #[inline]
     fn of(dir: Direction, t: &Tuple) -> Self {
-        if t.proto == PROTO_ICMP {
+        let (local, remote) = match dir {
+            Direction::Outbound => (t.src, t.dst),
+            Direction::Inbound => (t.dst, t.src),
+        };
+        match t.proto {
             // Request and reply differ in type; the identifier is the connection.
-            let (local, remote) = match dir {
-                Direction::Outbound => (t.src, t.dst),
-                Direction::Inbound => (t.dst, t.src),
-            };
-            return Self { local, remote, local_port: t.src_port, remote_port: 0, proto: t.proto };
-        }
-        let ports = matches!(t.proto, PROTO_TCP | PROTO_UDP);
-        let (sp, dp) = if ports { (t.src_port, t.dst_port) } else { (0, 0) };
-        match dir {
-            Direction::Outbound => Self {
-                local: t.src,
-                remote: t.dst,
-                local_port: sp,
-                remote_port: dp,
-                proto: t.proto,
-            },
-            Direction::Inbound => Self {
-                local: t.dst,
-                remote: t.src,
-                local_port: dp,
-                remote_port: sp,
-                proto: t.proto,
-            },
+            PROTO_ICMP => Self::pack(t.proto, local, t.src_port, remote, 0),
+            PROTO_TCP | PROTO_UDP => {
+                let (lp, rp) = match dir {
+                    Direction::Outbound => (t.src_port, t.dst_port),
+                    Direction::Inbound => (t.dst_port, t.src_port),
+                };
+                Self::pack(t.proto, local, lp, remote, rp)
+            }
+            _ => Self::pack(t.proto, local, 0, remote, 0),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Vpc {
     nacls: BTreeMap<String, Nacl>,
     subnets: Vec<Subnet>,
     enis: Vec<Eni>,
+    /// ENIs were added since the rules were compiled.
+    stale: bool,
 }
 
 /// The id of every VPC's default security group here.
@@ -111,6 +113,7 @@ impl Vpc {
             nacls,
             subnets: Vec::new(),
             enis: Vec::new(),
+            stale: false,
         })
     }
 
@@ -166,7 +169,20 @@ impl Vpc {
             )));
         }
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        // Compiled once with the new member counted, then every ENI again for the membership.
+        if groups.is_empty() {
+            return Err(PolicyError::NoSecurityGroup);
+        }
+        if groups.len() > self.quotas.groups_per_eni {
+            return Err(PolicyError::SecurityGroupsPerInterfaceLimitExceeded {
+                groups: groups.len(),
+                quota: self.quotas.groups_per_eni,
+            });
+        }
+        if let Some(g) = groups.iter().find(|g| !self.groups.contains_key(*g)) {
+            return Err(PolicyError::GroupNotFound(g.clone()));
+        }
+        // Every ENI's rules are compiled again, once, before the next packet: a new member
+        // changes what rules naming its groups allow.
         self.enis.push(Eni {
             name: name.to_string(),
             ip,
@@ -174,12 +190,16 @@ impl Vpc {
             groups,
             filter: EniFilter::new(self.placeholder_groups()?, max_connections, timeouts),
         });
-        if let Err(e) = self.recompile() {
-            self.enis.pop();
-            self.recompile()?;
-            return Err(e);
-        }
+        self.stale = true;
         Ok(self.enis.len() - 1)
+    }
+
+    /// Compiles every ENI's rules if an ENI was added since they last were.
+    fn compile_if_stale(&mut self) -> Result<(), PolicyError> {
+        if self.stale {
+            self.recompile()?;
+        }
+        Ok(())
     }
 
     fn placeholder_groups(&self) -> Result<CompiledGroups, PolicyError> {
@@ -243,6 +263,7 @@ impl Vpc {
         for (e, c) in self.enis.iter_mut().zip(compiled) {
             e.filter.set_groups(c);
         }
+        self.stale = false;
         Ok(())
     }
 
@@ -256,7 +277,7 @@ impl Vpc {
         self.enis.get(eni).map_or("?", |e| e.name.as_str())
     }
 
-    /// An ENI's filter (its compiled groups and connections).
+    /// An ENI's filter (its compiled groups and connections; compiled by the last `send`).
     pub fn filter(&self, eni: usize) -> Option<&EniFilter> {
         self.enis.get(eni).map(|e| &e.filter)
     }
@@ -321,7 +342,14 @@ impl Vpc {
     /// Sends `t` (TCP flags `flags`) from ENI `from` at `now_ns`, through every filter on its
     /// way (see the module docs), stopping at the first that refuses it. Connections are
     /// tracked as it goes.
-    pub fn send(&mut self, now_ns: u64, from: usize, t: &Tuple, flags: u8) -> Passage {
+    pub fn send(
+        &mut self,
+        now_ns: u64,
+        from: usize,
+        t: &Tuple,
+        flags: u8,
+    ) -> Result<Passage, PolicyError> {
+        self.compile_if_stale()?;
         let to = self.eni_at(t.dst);
         let mut hops = vec![self.sg_hop(now_ns, from, Direction::Outbound, t, flags)];
         let from_subnet = self.enis[from].subnet;
@@ -339,12 +367,17 @@ impl Vpc {
         {
             hops.push(self.sg_hop(now_ns, to, Direction::Inbound, t, flags));
         }
-        Passage { hops, to }
+        Ok(Passage { hops, to })
     }
 
     /// Why `t` from ENI `from` would pass every filter or not, by the rules alone (connection
     /// tracking aside): each filter's decision, including those after one that refuses it.
-    pub fn explain(&self, from: usize, t: &Tuple) -> Vec<(Hop, bool, String)> {
+    pub fn explain(
+        &mut self,
+        from: usize,
+        t: &Tuple,
+    ) -> Result<Vec<(Hop, bool, String)>, PolicyError> {
+        self.compile_if_stale()?;
         let mut out = Vec::new();
         let sg = |eni: usize, dir: Direction| {
             let e = &self.enis[eni];
@@ -369,6 +402,6 @@ impl Vpc {
             let (p, w) = sg(to, Direction::Inbound);
             out.push((Hop::SgIn(to), p, w));
         }
-        out
+        Ok(out)
     }
 }
