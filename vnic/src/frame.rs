@@ -83,6 +83,10 @@ pub mod field {
     pub const L4_SPORT: Range<usize> = 0..2;
     /// TCP/UDP destination port.
     pub const L4_DPORT: Range<usize> = 2..4;
+    /// TCP flags.
+    pub const TCP_FLAGS: usize = 13;
+    /// ICMP echo identifier.
+    pub const ICMP_ID: Range<usize> = 4..6;
 }
 
 /// Why a frame could not be parsed.
@@ -107,6 +111,10 @@ pub struct Ipv4Info {
     pub protocol: u8,
     /// Source and destination ports, for TCP and UDP with a whole port field.
     pub ports: Option<(u16, u16)>,
+    /// TCP flags (byte 13 of the TCP header), 0 for other protocols or a short header.
+    pub tcp_flags: u8,
+    /// ICMP type, code and identifier (bytes 0, 1 and 4..6 of the ICMP header).
+    pub icmp: Option<(u8, u8, u16)>,
 }
 
 /// What the device needs to know of a frame.
@@ -172,7 +180,20 @@ fn parse_ipv4(ip: &[u8]) -> Result<Ipv4Info, FrameError> {
     let l4 = &ip[ihl..];
     let ports = (matches!(protocol, 6 | 17) && l4.len() >= field::L4_DPORT.end)
         .then(|| (be16(&l4[field::L4_SPORT]), be16(&l4[field::L4_DPORT])));
-    Ok(Ipv4Info { src: addr(field::IP_SRC), dst: addr(field::IP_DST), protocol, ports })
+    let tcp_flags = match (protocol, l4.get(field::TCP_FLAGS)) {
+        (6, Some(&f)) => f,
+        _ => 0,
+    };
+    let icmp = (protocol == 1 && l4.len() >= field::ICMP_ID.end)
+        .then(|| (l4[0], l4[1], be16(&l4[field::ICMP_ID])));
+    Ok(Ipv4Info {
+        src: addr(field::IP_SRC),
+        dst: addr(field::IP_DST),
+        protocol,
+        ports,
+        tcp_flags,
+        icmp,
+    })
 }
 
 /// The Internet checksum (RFC 1071) of an IPv4 header whose checksum field is zero: the one's

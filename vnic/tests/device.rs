@@ -632,3 +632,75 @@ fn a_chain_split_across_two_polls_keeps_its_bytes_while_other_vfs_send() {
     sent.sort();
     assert!(got == sent, "every frame arrives byte for byte");
 }
+
+/// The ENI's security groups and its subnet's NACL in the device: a frame their rules refuse
+/// is dropped and counted on the side that refused it; a NACL applies only to frames that
+/// cross the subnet's boundary; a new connection beyond the conntrack allowance is refused.
+#[test]
+fn security_groups_and_nacls_filter_every_frame_in_the_device() {
+    use vnic::policy::conntrack::{EniFilter, Timeouts};
+    use vnic::policy::nacl::Nacl;
+    use vnic::policy::sg::{CompiledGroups, Peer, SecurityGroup, SgRule};
+    use vnic::policy::{Cidr, Direction, Ports, Protocol, Quotas};
+    let q = Quotas::default();
+    let compile = |g: &SecurityGroup| {
+        CompiledGroups::compile(&[g], &std::collections::BTreeMap::new(), &q).unwrap()
+    };
+    let udp_from = |cidr: &str, port: u16| {
+        SgRule::new(Protocol::Number(17), Ports::port(port), Peer::Cidr(cidr.parse().unwrap()))
+    };
+    let policy = |g: &SecurityGroup, subnet: &str, nacl: Nacl, max: usize| VfPolicy {
+        filter: EniFilter::new(compile(g), max, Timeouts::default()),
+        subnet: subnet.parse::<Cidr>().unwrap(),
+        nacl: Arc::new(nacl),
+    };
+    let mut pf = PhysicalFunction::new(4).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0x10_0000_0000, 4 * MB);
+    let w1 = guest(&mut pf, 1, 0x20_0000_0000, 4 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 64);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    let mut round = |pf: &mut PhysicalFunction, frames: &[Vec<u8>]| {
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        assert_eq!(tx.send_burst(&refs), refs.len());
+        pf.poll();
+        tx.reap_tx();
+        rx.recv(|_, _| {})
+    };
+    // `udp` sends 10.0.0.1:sport -> 10.0.0.2:9000 from VF 0 to VF 1.
+    let frames = |n: u16| (0..n).map(|k| udp(128, 0, 1, 40_000 + k, 0)).collect::<Vec<_>>();
+    let mut server = SecurityGroup::empty("sg-server", "vpc");
+    server.authorize(Direction::Inbound, udp_from("10.0.0.1/32", 9000), &q).unwrap();
+    let client = SecurityGroup::new("sg-client", "vpc");
+    pf.set_policy(0, Some(policy(&client, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    pf.set_policy(1, Some(policy(&server, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    assert_eq!(round(&mut pf, &frames(3)), 3, "allowed both ways");
+    // A server that allows only 8000: refused on arrival.
+    let mut other = SecurityGroup::empty("sg-server", "vpc");
+    other.authorize(Direction::Inbound, udp_from("10.0.0.1/32", 8000), &q).unwrap();
+    pf.set_policy(1, Some(policy(&other, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 0);
+    assert_eq!(pf.vf(1).unwrap().totals().1.rx_security_group_drops, 2);
+    // A NACL that denies everything does not apply inside the subnet ...
+    pf.set_policy(1, Some(policy(&server, "10.0.0.0/24", Nacl::new("acl-deny"), 100))).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 2);
+    // ... but does to a sender outside it (the server's subnet is now 10.0.0.2/31).
+    pf.set_policy(1, Some(policy(&server, "10.0.0.2/31", Nacl::new("acl-deny"), 100))).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 0);
+    assert_eq!(pf.vf(1).unwrap().totals().1.rx_nacl_drops, 2);
+    // A client whose group allows nothing out.
+    pf.set_policy(1, Some(policy(&server, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    let mute = SecurityGroup::empty("sg-mute", "vpc");
+    pf.set_policy(0, Some(policy(&mute, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 0);
+    assert_eq!(pf.vf(0).unwrap().totals().1.tx_security_group_drops, 2);
+    // The server tracks one connection at most: the second flow is refused.
+    pf.set_policy(0, Some(policy(&client, "10.0.0.0/24", Nacl::vpc_default("acl"), 100))).unwrap();
+    pf.set_policy(1, Some(policy(&server, "10.0.0.0/24", Nacl::vpc_default("acl"), 1))).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 1);
+    assert_eq!(pf.vf(1).unwrap().totals().1.conntrack_allowance_exceeded, 1);
+    assert_eq!(pf.policy(1).unwrap().unwrap().filter.conntrack().len(), 1);
+    // Without a policy nothing is filtered.
+    pf.set_policy(1, None).unwrap();
+    assert_eq!(round(&mut pf, &frames(2)), 2);
+}

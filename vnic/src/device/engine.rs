@@ -33,6 +33,7 @@ use super::{
 };
 use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
 use crate::frame::FrameInfo;
+use crate::policy::Direction;
 use crate::shaper::Clock;
 use crate::switch::{Forward, Port, SwitchDrop};
 
@@ -328,12 +329,19 @@ impl PhysicalFunction {
             _ => {}
         }
         let v = &mut self.vfs[vf];
+        if let (Some(policy), Some(ip)) = (v.policy.as_deref_mut(), &info.ipv4)
+            && let Err(refused) = policy.egress(now_ns, ip)
+        {
+            return count_refusal(&v.stats, refused, Direction::Outbound);
+        }
         if let (Some(shaper), Some(ip)) = (v.shaper.as_deref_mut(), &info.ipv4)
             && !shape(shaper, now_ns, frame, ip, &v.stats)
         {
             return;
         }
-        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        let now_ns = self.clock.now_ns();
+        let to =
+            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
         to.dispatch(&self.switch, from, decision, frame, &info);
     }
 
@@ -342,7 +350,9 @@ impl PhysicalFunction {
         let Ok(info) = FrameInfo::parse(frame) else { return };
         let from = Port::Vf(vf as u16);
         let decision = self.switch.forward(from, &info);
-        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        let now_ns = self.clock.now_ns();
+        let to =
+            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
         to.dispatch(&self.switch, from, decision, frame, &info);
     }
 
@@ -379,7 +389,9 @@ impl PhysicalFunction {
     pub fn receive_from_uplink(&mut self, frame: &[u8]) {
         let Ok(info) = FrameInfo::parse(frame) else { return };
         let decision = self.switch.forward(Port::Uplink, &info);
-        let to = Targets { vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
+        let now_ns = self.clock.now_ns();
+        let to =
+            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
         to.dispatch(&self.switch, Port::Uplink, decision, frame, &info);
         self.flush_rx();
     }
@@ -406,6 +418,7 @@ impl PhysicalFunction {
 
 /// Where a switched frame may go: the VFs' RX queues and the uplink.
 struct Targets<'a> {
+    now_ns: u64,
     vfs: &'a mut [VirtualFunction],
     dirty: &'a mut Vec<(u16, u16)>,
     uplink: &'a Option<std::sync::Arc<dyn crate::switch::Uplink>>,
@@ -424,7 +437,7 @@ impl Targets<'_> {
         let mut send = |port: Port| match port {
             Port::Vf(dst) => {
                 if let Some(vf) = self.vfs.get_mut(usize::from(dst)) {
-                    deliver(vf, self.dirty, frame, info);
+                    deliver(vf, self.dirty, frame, info, self.now_ns);
                 }
             }
             Port::Uplink => {
@@ -439,6 +452,19 @@ impl Targets<'_> {
             Forward::Drop(_) => {}
         }
     }
+}
+
+/// Counts a frame the VF's security groups or its subnet's NACL refused.
+fn count_refusal(stats: &super::stats::VfStats, refused: super::Refusal, dir: Direction) {
+    use super::Refusal;
+    let counter = match (refused, dir) {
+        (Refusal::SecurityGroup, Direction::Outbound) => &stats.tx_security_group_drops,
+        (Refusal::SecurityGroup, Direction::Inbound) => &stats.rx_security_group_drops,
+        (Refusal::Conntrack, _) => &stats.conntrack_allowance_exceeded,
+        (Refusal::Nacl, Direction::Outbound) => &stats.tx_nacl_drops,
+        (Refusal::Nacl, Direction::Inbound) => &stats.rx_nacl_drops,
+    };
+    add(counter, 1);
 }
 
 /// Offers a frame to the VF's shaper: true to send it now; false if it is held (it leaves from
@@ -565,7 +591,13 @@ fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<RxDesc> {
 
 /// Puts a frame into one of `vf`'s RX queues (chosen by RSS), using as many posted buffers as
 /// it needs; the completions wait in the queue until [`PhysicalFunction::flush_rx`].
-fn deliver(vf: &mut VirtualFunction, dirty: &mut Vec<(u16, u16)>, frame: &[u8], info: &FrameInfo) {
+fn deliver(
+    vf: &mut VirtualFunction,
+    dirty: &mut Vec<(u16, u16)>,
+    frame: &[u8],
+    info: &FrameInfo,
+    now_ns: u64,
+) {
     if vf.queues.is_empty() {
         return;
     }
@@ -575,6 +607,11 @@ fn deliver(vf: &mut VirtualFunction, dirty: &mut Vec<(u16, u16)>, frame: &[u8], 
     {
         add(&vf.stats.rx_src_dst_check, 1);
         return;
+    }
+    if let (Some(policy), Some(ip)) = (vf.policy.as_deref_mut(), &info.ipv4)
+        && let Err(refused) = policy.ingress(now_ns, ip)
+    {
+        return count_refusal(&vf.stats, refused, Direction::Inbound);
     }
     let hash = match info.ipv4 {
         Some(ip) => match ip.ports {

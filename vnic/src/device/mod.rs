@@ -209,6 +209,8 @@ pub struct VirtualFunction {
     pub(crate) addresses: Option<Arc<[[u8; 4]]>>,
     /// The ENI's shaper on the VF's outbound traffic, and the frames it holds.
     pub(crate) shaper: Option<Box<EgressShaper>>,
+    /// The ENI's security groups and its subnet's NACL, on every frame both ways.
+    pub(crate) policy: Option<Box<VfPolicy>>,
     /// Its share of the engine.
     pub(crate) engine: EngineShare,
 }
@@ -226,6 +228,72 @@ pub(crate) struct EngineShare {
 
 /// A flow-cap policy the device can own: a closure from a flow to its cap in bits/s.
 pub type FlowCapPolicy = Box<dyn Fn(&FlowKey) -> u64 + Send>;
+
+/// Why a VF's filters refused a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No security group rule allows it.
+    SecurityGroup,
+    /// A rule allows it but the conntrack allowance is spent.
+    Conntrack,
+    /// The subnet's NACL denies it.
+    Nacl,
+}
+
+/// A VF's security groups (with their connection tracking) and its subnet's network ACL: the
+/// filters EC2 applies to an ENI's traffic before the shaper, the NACL only for traffic that
+/// crosses the subnet's boundary (`vnic::policy`).
+#[derive(Debug)]
+pub struct VfPolicy {
+    /// The ENI's compiled groups and tracked connections.
+    pub filter: crate::policy::conntrack::EniFilter,
+    /// The ENI's subnet.
+    pub subnet: crate::policy::Cidr,
+    /// The subnet's NACL.
+    pub nacl: Arc<crate::policy::nacl::Nacl>,
+}
+
+impl VfPolicy {
+    /// Decides a frame the VF sends: its groups, then its subnet's NACL if it leaves the
+    /// subnet.
+    #[inline]
+    pub fn egress(&mut self, now_ns: u64, ip: &crate::frame::Ipv4Info) -> Result<(), Refusal> {
+        self.decide(now_ns, ip, crate::policy::Direction::Outbound)
+    }
+
+    /// Decides a frame arriving for the VF: its subnet's NACL if it comes from outside the
+    /// subnet, then its groups.
+    #[inline]
+    pub fn ingress(&mut self, now_ns: u64, ip: &crate::frame::Ipv4Info) -> Result<(), Refusal> {
+        self.decide(now_ns, ip, crate::policy::Direction::Inbound)
+    }
+
+    fn decide(
+        &mut self,
+        now_ns: u64,
+        ip: &crate::frame::Ipv4Info,
+        dir: crate::policy::Direction,
+    ) -> Result<(), Refusal> {
+        use crate::policy::Direction;
+        use crate::policy::conntrack::SgVerdict;
+        use crate::policy::nacl::Action;
+        let t = crate::policy::Tuple::of_frame(ip);
+        let crosses = !self.subnet.contains(t.remote(dir));
+        let nacl_ok = || !crosses || self.nacl.decide(dir, &t).action() == Action::Allow;
+        if dir == Direction::Inbound && !nacl_ok() {
+            return Err(Refusal::Nacl);
+        }
+        match self.filter.decide(now_ns, dir, &t, ip.tcp_flags) {
+            SgVerdict::Denied => return Err(Refusal::SecurityGroup),
+            SgVerdict::ConntrackFull => return Err(Refusal::Conntrack),
+            SgVerdict::Tracked | SgVerdict::Opened | SgVerdict::Untracked => {}
+        }
+        if dir == Direction::Outbound && !nacl_ok() {
+            return Err(Refusal::Nacl);
+        }
+        Ok(())
+    }
+}
 
 /// A VF's outbound shaper and the frames it holds until their departure time.
 pub(crate) struct EgressShaper {
@@ -259,6 +327,7 @@ impl VirtualFunction {
             trusted: false,
             addresses: None,
             shaper: None,
+            policy: None,
             engine: EngineShare {
                 weight: engine::DEFAULT_ENGINE_WEIGHT,
                 balance: 0,
@@ -576,6 +645,39 @@ impl PhysicalFunction {
     /// VF `vf`'s engine weight.
     pub fn engine_weight(&self, vf: u16) -> Result<u32, DeviceError> {
         Ok(self.vfs[self.check(vf)?].engine.weight)
+    }
+
+    /// Puts a VF behind its ENI's security groups and its subnet's NACL (`None`: nothing is
+    /// filtered, as before). Frames are decided before the shaper on the way out and after the
+    /// source/destination check on the way in; what is refused is counted in the VF's stats
+    /// (`tx_security_group_drops`, `rx_nacl_drops`, ...).
+    pub fn set_policy(&mut self, vf: u16, policy: Option<VfPolicy>) -> Result<(), DeviceError> {
+        let i = self.check(vf)?;
+        self.vfs[i].policy = policy.map(Box::new);
+        Ok(())
+    }
+
+    /// New rules for a VF's groups (a group's rules or members changed): its tracked
+    /// connections live on, as in EC2. False if the VF has no policy.
+    pub fn update_policy_groups(
+        &mut self,
+        vf: u16,
+        groups: crate::policy::sg::CompiledGroups,
+    ) -> Result<bool, DeviceError> {
+        let i = self.check(vf)?;
+        Ok(match self.vfs[i].policy.as_deref_mut() {
+            Some(p) => {
+                p.filter.set_groups(groups);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The VF's policy (its groups, NACL and tracked connections), if it has one.
+    pub fn policy(&self, vf: u16) -> Result<Option<&VfPolicy>, DeviceError> {
+        let i = self.check(vf)?;
+        Ok(self.vfs[i].policy.as_deref())
     }
 
     /// Shapes the VF's outbound traffic with an ENI's limits (flow caps from `policy`,

@@ -76,6 +76,17 @@ counters!(
         rx_src_dst_check,
         /// Frames the egress shaper dropped (its queue full, or conntrack exhausted).
         tx_shaper_drops,
+        /// Frames sent that no rule of the VF's security groups allows.
+        tx_security_group_drops,
+        /// Frames arriving that no rule of the VF's security groups allows.
+        rx_security_group_drops,
+        /// New connections the security groups allowed but could not track (the conntrack
+        /// allowance spent): the frame is dropped.
+        conntrack_allowance_exceeded,
+        /// Frames sent out of the VF's subnet that its NACL denies.
+        tx_nacl_drops,
+        /// Frames arriving from outside the VF's subnet that its NACL denies.
+        rx_nacl_drops,
         /// TX descriptors the engine took from the VF's rings, valid or not.
         engine_descriptors,
         /// Engine work charged to the VF for them: one unit per descriptor plus one per

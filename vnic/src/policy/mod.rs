@@ -411,6 +411,16 @@ impl Tuple {
         }
     }
 
+    /// A parsed frame's tuple, if it is IPv4.
+    pub fn of_frame(ip: &crate::frame::Ipv4Info) -> Self {
+        let (src, dst) = (Ipv4Addr::from(ip.src), Ipv4Addr::from(ip.dst));
+        match (ip.protocol, ip.icmp, ip.ports) {
+            (PROTO_ICMP, Some((ty, code, id)), _) => Tuple::icmp(src, dst, ty, code, id),
+            (proto, _, Some((sp, dp))) => Tuple::new(proto, src, sp, dst, dp),
+            (proto, _, None) => Tuple::new(proto, src, 0, dst, 0),
+        }
+    }
+
     /// The ICMP type.
     pub fn icmp_type(&self) -> u8 {
         (self.dst_port >> 8) as u8
