@@ -659,6 +659,8 @@ fn the_html_reports_load_in_a_headless_browser() {
         "shaper_drops",
         "rx_drops",
         "src_dst_check_drops",
+        "security_group_drops",
+        "nacl_drops",
         "engine_share_exhausted",
     ];
     let nonzero_counters: usize =
@@ -730,21 +732,26 @@ fn the_three_tier_vpc_names_its_broken_rule() {
     assert_matches_schema("plan", &out.stdout);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let flows = plan["flows"].as_array().unwrap();
-    assert_eq!(flows.len(), 5);
+    assert_eq!(flows.len(), 6);
     for f in flows {
         let to_db = f["to"] == "db-0";
         assert_eq!(f["allowed"], !to_db, "{f}");
-        if to_db {
-            let why = f["limited_by"].as_str().unwrap();
+        let why = f["limited_by"].as_str().unwrap();
+        if to_db && f["from"] == "app-0" {
             assert!(why.contains("acl-db outbound denies tcp/"), "{why}");
             assert!(why.contains("connection timeout"), "{why}");
-            assert_eq!(f["gbps"], 0.0);
-            assert_eq!(f["bottleneck"], serde_json::Value::Null);
+        } else if to_db {
+            assert!(why.contains("acl-db inbound denies udp/5432"), "{why}");
+            assert!(why.contains("every datagram is dropped"), "{why}");
         } else {
             assert_eq!(f["gbps"], 0.5, "{f}");
         }
+        if to_db {
+            assert_eq!(f["gbps"], 0.0);
+            assert_eq!(f["bottleneck"], serde_json::Value::Null);
+        }
     }
-    assert!((plan["unmet_demand_gbps"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    assert!((plan["unmet_demand_gbps"].as_f64().unwrap() - 0.3).abs() < 1e-9);
 
     let why = vnic_lab(&["why", file, "app-0", "db-0", "5432"]);
     assert!(why.status.success(), "{}", String::from_utf8_lossy(&why.stderr));
@@ -763,10 +770,21 @@ fn the_three_tier_vpc_names_its_broken_rule() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_matches_schema("run", &run.stdout);
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let db = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "db-0").unwrap();
+    let db_nacl_drops = db["enis"][0]["nacl_drops"].as_u64().unwrap();
     for f in report["flows"].as_array().unwrap() {
         if f["to"] == "db-0" {
             assert!(f["blocked"].as_str().unwrap().contains("acl-db"), "{f}");
             assert_eq!(f["received_frames"], 0);
+            if f["from"] == "web-1" {
+                // The UDP flow sends; the database's device drops every datagram at its NACL.
+                let sent = f["sent_frames"].as_u64().unwrap();
+                assert!(sent > 1000, "{f}");
+                assert_eq!(db_nacl_drops, sent);
+            } else {
+                // The TCP flow never gets past its handshake: it sends no data.
+                assert_eq!(f["sent_frames"], 0);
+            }
         } else {
             assert_eq!(f["blocked"], serde_json::Value::Null);
             assert!((f["achieved_gbps"].as_f64().unwrap() - 0.5).abs() < 0.01, "{f}");

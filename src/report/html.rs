@@ -332,7 +332,7 @@ fn latency_table(what: &str, unit: &str, paths: &[PathLatency]) -> Markup {
 }
 
 /// An ENI's counters that say something was held back or dropped, by name.
-fn problem_counters(e: &EniReport) -> [(&'static str, u64); 9] {
+fn problem_counters(e: &EniReport) -> [(&'static str, u64); 11] {
     [
         ("bw_out", e.bw_out_allowance_exceeded),
         ("bw_in", e.bw_in_allowance_exceeded),
@@ -343,6 +343,8 @@ fn problem_counters(e: &EniReport) -> [(&'static str, u64); 9] {
         ("shaper drops", e.shaper_drops),
         ("rx drops", e.rx_drops),
         ("src/dst check", e.src_dst_check_drops),
+        ("SG drops", e.security_group_drops),
+        ("NACL drops", e.nacl_drops),
     ]
 }
 

@@ -148,7 +148,7 @@ impl fmt::Display for RunReport {
                     f,
                     "  {:<16} {} {:<12} bw_out {} bw_in {} pps {} conntrack {} linklocal {} \
                      flow_cap {} shaper_drops {} | tx {} rx {} rx_drops {} src_dst {} \
-                     engine_share_exhausted {}",
+                     sg_drops {} nacl_drops {} engine_share_exhausted {}",
                     e.name,
                     e.mac,
                     e.ip,
@@ -163,6 +163,8 @@ impl fmt::Display for RunReport {
                     e.rx_packets,
                     e.rx_drops,
                     e.src_dst_check_drops,
+                    e.security_group_drops,
+                    e.nacl_drops,
                     e.engine_share_exhausted
                 )?;
             }

@@ -170,6 +170,10 @@ pub struct EniReport {
     pub rx_drops: u64,
     /// Frames dropped by the source/destination check.
     pub src_dst_check_drops: u64,
+    /// Frames its security groups refused, sent and received.
+    pub security_group_drops: u64,
+    /// Frames its subnet's NACL refused, sent and received.
+    pub nacl_drops: u64,
     /// Polls in which the ENI's VF had TX descriptors waiting when its share of the device
     /// engine ran out.
     pub engine_share_exhausted: u64,
@@ -409,6 +413,8 @@ pub(crate) struct Launched {
     pub vm_ids: Vec<VmId>,
     /// Every ENI's report name and path.
     pub eni_names: BTreeMap<EniId, (String, PathName)>,
+    /// Every ENI in the order `reach::vpc` adds them: each VM's primary, then its secondaries.
+    pub eni_order: Vec<EniId>,
 }
 
 /// Everything the traffic stage is handed: the scenario, the VMs launched, the flows wired.
@@ -434,6 +440,7 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     let Built { mut cloud, host_of, host_names } = build_cloud(file, placed, clock)?;
     let launched = launch(file, &mut cloud, placed, &host_of)?;
     let reach = crate::plan::flow_reach(placed).map_err(scenario_err(file))?;
+    filter_in_devices(file, &mut cloud, placed, &launched)?;
     let tcp = placed.flows.iter().zip(&reach).find(|(f, r)| f.protocol != PROTO_UDP && r.allowed);
     if let Some((f, _)) = tcp {
         return Err(scenario_err(file)(format!(
@@ -542,6 +549,7 @@ fn launch(
 ) -> Result<Launched, RunError> {
     let mut vm_ids: Vec<VmId> = Vec::new();
     let mut eni_names: BTreeMap<EniId, (String, PathName)> = BTreeMap::new();
+    let mut eni_order = Vec::new();
     for (i, v) in placed.vms.iter().enumerate() {
         let mut secondary = Vec::new();
         for e in placed.enis.iter().filter(|e| e.vm == i) {
@@ -566,6 +574,7 @@ fn launch(
         // The address the scenario gave it, which `plan` and the security groups saw too.
         spec.primary.primary_ip = Some(v.ip);
         spec.path = v.path.io_path();
+        let spec_secondary = secondary.clone();
         spec.secondary = secondary;
         spec.cluster_group = v.cluster_group.clone();
         spec.queues = v.queues;
@@ -576,12 +585,41 @@ fn launch(
         let id = cloud.launch(spec).map_err(cloud_err(format!("vm {}", v.name)))?;
         let primary = cloud.enis().enis_of(id)[0].id;
         eni_names.insert(primary, (format!("{}/eni0", v.name), v.path));
+        eni_order.push(primary);
+        eni_order.extend(spec_secondary.iter().copied());
         if !v.src_dst_check {
             cloud.set_src_dst_check(primary, false).map_err(cloud_err(format!("vm {}", v.name)))?;
         }
         vm_ids.push(id);
     }
-    Ok(Launched { vm_ids, eni_names })
+    Ok(Launched { vm_ids, eni_names, eni_order })
+}
+
+/// Puts every ENI's device behind its security groups and its subnet's NACL, compiled from
+/// the scenario (nothing to do when it declares none: the defaults allow every flow between
+/// its VMs, and the devices stay unfiltered).
+fn filter_in_devices(
+    file: &str,
+    cloud: &mut Cloud,
+    placed: &Placed,
+    launched: &Launched,
+) -> Result<(), RunError> {
+    if !placed.security.is_declared() {
+        return Ok(());
+    }
+    let mut vpc = crate::reach::vpc(placed).map_err(scenario_err(file))?;
+    for (k, &id) in launched.eni_order.iter().enumerate() {
+        let (groups, subnet, nacl) =
+            vpc.device_parts(k).map_err(|e| scenario_err(file)(e.to_string()))?;
+        let filter = vnic::policy::conntrack::EniFilter::new(
+            groups,
+            hypervisor_sim::cloud::DEFAULT_CONNTRACK_MAX,
+            vnic::policy::conntrack::Timeouts::default(),
+        );
+        let policy = vnic::device::VfPolicy { filter, subnet, nacl: std::sync::Arc::new(nacl) };
+        cloud.set_eni_policy(id, Some(policy)).map_err(cloud_err("security groups"))?;
+    }
+    Ok(())
 }
 
 /// Which ENI each end of every flow uses, its frame, its schedule and its cap; a flow the
@@ -628,8 +666,11 @@ fn wire_flows(
         let blocked = reach.get(i).and_then(|r| r.blocked.clone());
         let start_ns = (f.start_s * 1e9) as u64;
         let stop_ns = f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns));
+        // A blocked TCP flow never gets past its handshake: it sends no data. UDP flows send,
+        // and the devices' filters drop what the rules refuse.
+        let never_connects = blocked.is_some() && f.protocol != PROTO_UDP;
         flows.push(WiredFlow {
-            stop_ns: if blocked.is_some() { start_ns } else { stop_ns },
+            stop_ns: if never_connects { start_ns } else { stop_ns },
             blocked,
             from: f.from,
             to: f.to,
@@ -833,7 +874,8 @@ fn collect(
                 bw_in_allowance_exceeded: c.allowance.bw_in_allowance_exceeded,
                 bw_out_allowance_exceeded: c.allowance.bw_out_allowance_exceeded,
                 pps_allowance_exceeded: c.allowance.pps_allowance_exceeded,
-                conntrack_allowance_exceeded: c.allowance.conntrack_allowance_exceeded,
+                conntrack_allowance_exceeded: c.allowance.conntrack_allowance_exceeded
+                    + c.port.conntrack_allowance_exceeded,
                 linklocal_allowance_exceeded: c.allowance.linklocal_allowance_exceeded,
                 flow_cap_exceeded: c.allowance.flow_cap_exceeded,
                 shaper_drops: c.allowance.shaper_drops,
@@ -843,6 +885,9 @@ fn collect(
                 rx_bytes: c.queues.rx_bytes,
                 rx_drops: c.queues.rx_drops,
                 src_dst_check_drops: c.port.tx_src_dst_check + c.port.rx_src_dst_check,
+                security_group_drops: c.port.tx_security_group_drops
+                    + c.port.rx_security_group_drops,
+                nacl_drops: c.port.tx_nacl_drops + c.port.rx_nacl_drops,
                 engine_share_exhausted: c.port.engine_share_exhausted,
             });
         }

@@ -284,6 +284,31 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// Puts an ENI's device behind its security groups and its subnet's NACL (`None`: no
+    /// filter), on its VF or its emulated NIC's port: every frame it sends or receives is
+    /// decided there, in the device, before the shaper.
+    pub fn set_eni_policy(
+        &mut self,
+        eni: EniId,
+        policy: Option<vnic::device::VfPolicy>,
+    ) -> Result<(), CloudError> {
+        let e = self.registry.eni(eni)?.clone();
+        let Some(a) = e.attachment else { return Ok(()) };
+        let Some(record) = self.vms.get(&a.vm) else { return Ok(()) };
+        let Some(nic) = record.nics.iter().find(|n| n.eni == eni) else { return Ok(()) };
+        let host = &self.hosts[record.spec.host];
+        let result = match nic.device {
+            NicDevice::Vf(vf) => host.pfs[vf.pf].call(move |pf| pf.set_policy(vf.vf, policy))?,
+            NicDevice::SoftPort(port) => match host.emulated.as_ref() {
+                Some(em) => em.device.call(move |pf| pf.set_policy(port, policy)).unwrap_or(Ok(())),
+                None => Ok(()),
+            },
+        };
+        result.map_err(|source| CloudError::Device { host: host.spec.name.clone(), source })
+    }
+}
+
 /// What the hypervisor programs into a VF (or a software port) for one ENI.
 pub(super) struct DeviceSetup {
     mac: MacAddr,

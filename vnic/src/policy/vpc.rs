@@ -267,6 +267,24 @@ impl Vpc {
         Ok(())
     }
 
+    /// What a device needs to filter ENI `eni`'s traffic itself: its compiled groups, its
+    /// subnet's prefix and its subnet's NACL.
+    pub fn device_parts(
+        &mut self,
+        eni: usize,
+    ) -> Result<(CompiledGroups, Cidr, Nacl), PolicyError> {
+        self.compile_if_stale()?;
+        let e = self
+            .enis
+            .get(eni)
+            .ok_or_else(|| PolicyError::InvalidParameterValue(format!("no ENI {eni}")))?;
+        let s = &self.subnets[e.subnet];
+        let nacl = self.nacls.get(&s.nacl).cloned().ok_or_else(|| {
+            PolicyError::InvalidParameterValue(format!("no network ACL {}", s.nacl))
+        })?;
+        Ok((e.filter.groups().clone(), s.cidr, nacl))
+    }
+
     /// The ENI at `ip`.
     pub fn eni_at(&self, ip: Ipv4Addr) -> Option<usize> {
         self.enis.iter().position(|e| e.ip == ip)
