@@ -766,7 +766,9 @@ fn the_three_tier_vpc_names_its_broken_rule() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no VM named `nobody`"));
 
-    let run = vnic_lab(&["run", file, "--json"]);
+    let scratch = Scratch::new("three-tier");
+    let out_dir = scratch.0.join("out");
+    let run = vnic_lab(&["run", file, "--json", "--out", out_dir.to_str().unwrap()]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_matches_schema("run", &run.stdout);
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
@@ -781,6 +783,29 @@ fn the_three_tier_vpc_names_its_broken_rule() {
                 let sent = f["sent_frames"].as_u64().unwrap();
                 assert!(sent > 1000, "{f}");
                 assert_eq!(db_nacl_drops, sent);
+                // The database's flow log (1 s intervals over a 1 s run and its 0.2 s drain):
+                // one REJECT record of every datagram, then an interval with nothing.
+                let log = std::fs::read_to_string(out_dir.join("flow-log-db-0_eni0.log")).unwrap();
+                let lines: Vec<&str> = log.lines().collect();
+                assert_eq!(
+                    lines[0],
+                    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+                );
+                let fields: Vec<&str> = lines[1].split(' ').collect();
+                assert_eq!(fields.len(), 14, "{}", lines[1]);
+                assert_eq!(
+                    (fields[0], fields[3], fields[4], fields[6], fields[7]),
+                    ("2", "10.0.1.5", "10.0.3.4", "5432", "17")
+                );
+                assert_eq!(fields[8].parse::<u64>().unwrap(), sent, "{}", lines[1]);
+                assert_eq!(
+                    fields[9].parse::<u64>().unwrap(),
+                    sent * f["frame_bytes"].as_u64().unwrap()
+                );
+                assert_eq!((fields[12], fields[13]), ("REJECT", "OK"));
+                assert!(lines[2].ends_with(" - NODATA"), "{log}");
+                assert_eq!(lines.len(), 3, "{log}");
+                assert_eq!(report["flow_logs"][0]["records"], 2);
             } else {
                 // The TCP flow never gets past its handshake: it sends no data.
                 assert_eq!(f["sent_frames"], 0);

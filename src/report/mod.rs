@@ -184,6 +184,13 @@ impl fmt::Display for RunReport {
             "\nfabric: {} frames between hosts, {} dropped; emulated NIC traps: {}",
             self.fabric_frames, self.fabric_drops, self.emulated_traps
         )?;
+        for l in &self.flow_logs {
+            writeln!(
+                f,
+                "flow log of {} ({}): {} records (--out writes {})",
+                l.eni, l.interface_id, l.records, l.file
+            )?;
+        }
         for c in &self.captures {
             write!(f, "capture of {} into {}: {} frames", c.vm, c.file, c.frames)?;
             if c.not_captured > 0 {
@@ -273,6 +280,15 @@ pub fn write_out(dir: &Path, report: &RunReport) -> Result<Vec<String>, String> 
     put(dir, "latency.svg", latency.as_bytes(), &mut written)?;
     let page = html::run_page(report, &throughput, &latency);
     put(dir, "report.html", page.as_bytes(), &mut written)?;
+    for log in &report.flow_logs {
+        let mut text = String::from(vnic::policy::flowlog::HEADER);
+        text.push('\n');
+        for line in &log.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        put(dir, &log.file, text.as_bytes(), &mut written)?;
+    }
     Ok(written)
 }
 

@@ -262,6 +262,24 @@ pub struct RunReport {
     pub hypervisor_cpu: Vec<HostCpuReport>,
     /// The `--pcap` captures: what each wrote, and what it could not keep up with.
     pub captures: Vec<CaptureReport>,
+    /// Flow logs (`[[flow_logs]]`).
+    pub flow_logs: Vec<FlowLogReport>,
+}
+
+/// An ENI's flow log in the report; `run --out` writes its records to `file`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct FlowLogReport {
+    /// The ENI (as the report names it).
+    pub eni: String,
+    /// Its id in the records (`eni-` and 17 hex digits).
+    pub interface_id: String,
+    /// The file `--out DIR` writes them to.
+    pub file: String,
+    /// Records (lines).
+    pub records: usize,
+    /// The records, AWS's default format.
+    #[serde(skip)]
+    pub lines: Vec<String>,
 }
 
 /// One `--pcap` capture in the report.
@@ -457,7 +475,8 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     } else {
         simulated::drive(&wired, &mut cloud, captures, options.progress)?
     };
-    let report = collect(file, placed, &cloud, &launched, &flows, &host_names, measured)?;
+    let mut report = collect(file, placed, &cloud, &launched, &flows, &host_names, measured)?;
+    report.flow_logs = take_flow_logs(&mut cloud, placed, &launched)?;
     cloud.shut_down();
     Ok(report)
 }
@@ -608,18 +627,76 @@ fn filter_in_devices(
         return Ok(());
     }
     let mut vpc = crate::reach::vpc(placed).map_err(scenario_err(file))?;
+    let vpc_cidr = vpc.cidr;
+    let enis = enis_in_vpc_order(placed);
     for (k, &id) in launched.eni_order.iter().enumerate() {
         let (groups, subnet, nacl) =
             vpc.device_parts(k).map_err(|e| scenario_err(file)(e.to_string()))?;
+        let flow_log = enis.get(k).and_then(|&(vm, eni_subnet)| {
+            let interval = placed.security.flow_log_interval(&placed.vms[vm].name, eni_subnet)?;
+            Some(vnic::policy::flowlog::FlowLog::new(
+                crate::scenario::security::ACCOUNT_ID,
+                &interface_id(id),
+                interval,
+                crate::scenario::security::FLOW_LOG_EPOCH_UNIX_S,
+                vpc_cidr,
+                subnet,
+            ))
+        });
         let filter = vnic::policy::conntrack::EniFilter::new(
             groups,
             hypervisor_sim::cloud::DEFAULT_CONNTRACK_MAX,
             vnic::policy::conntrack::Timeouts::default(),
         );
-        let policy = vnic::device::VfPolicy { filter, subnet, nacl: std::sync::Arc::new(nacl) };
+        let policy =
+            vnic::device::VfPolicy { filter, subnet, nacl: std::sync::Arc::new(nacl), flow_log };
         cloud.set_eni_policy(id, Some(policy)).map_err(cloud_err("security groups"))?;
     }
     Ok(())
+}
+
+/// Every ENI's VM and subnet, in the order `reach::vpc` adds them (each VM's primary, then its
+/// secondaries): the order of [`Launched::eni_order`].
+fn enis_in_vpc_order(placed: &Placed) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    for (i, v) in placed.vms.iter().enumerate() {
+        out.push((i, v.subnet.as_str()));
+        out.extend(placed.enis.iter().filter(|e| e.vm == i).map(|e| (i, e.subnet.as_str())));
+    }
+    out
+}
+
+/// An ENI's id as EC2 writes it: `eni-` and 17 hex digits.
+fn interface_id(id: EniId) -> String {
+    format!("eni-{:017x}", id.0)
+}
+
+/// Ends every ENI's flow log at the end of the run and takes its records.
+fn take_flow_logs(
+    cloud: &mut Cloud,
+    placed: &Placed,
+    launched: &Launched,
+) -> Result<Vec<FlowLogReport>, RunError> {
+    if placed.security.flow_logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let end_ns = (placed.duration_s * 1e9) as u64 + DRAIN.as_nanos() as u64;
+    let mut out = Vec::new();
+    for &id in &launched.eni_order {
+        let Some(lines) = cloud.take_flow_log(id, end_ns).map_err(cloud_err("flow logs"))? else {
+            continue;
+        };
+        let name =
+            launched.eni_names.get(&id).map_or_else(|| format!("eni-{}", id.0), |(n, _)| n.clone());
+        out.push(FlowLogReport {
+            file: format!("flow-log-{}.log", name.replace('/', "_")),
+            eni: name,
+            interface_id: interface_id(id),
+            records: lines.len(),
+            lines,
+        });
+    }
+    Ok(out)
 }
 
 /// Which ENI each end of every flow uses, its frame, its schedule and its cap; a flow the
@@ -925,6 +1002,7 @@ fn collect(
         cpu: measured.cpu,
         hypervisor_cpu: measured.hypervisor_cpu,
         captures: measured.captures,
+        flow_logs: Vec::new(),
     })
 }
 

@@ -74,6 +74,19 @@ pub struct Scenario {
     pub nacls: Vec<NaclDecl>,
     /// EC2's quotas on security groups and NACLs.
     pub quotas: Option<Spanned<QuotasDecl>>,
+    /// VPC flow logs (written by `run --out`).
+    #[serde(default)]
+    pub flow_logs: Vec<FlowLogDecl>,
+}
+
+/// A flow log on the ENIs of a VM, of a subnet, or of the whole VPC.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowLogDecl {
+    /// `vm:NAME` (its ENIs), `subnet:NAME` (every ENI in it) or `vpc`.
+    pub of: Spanned<String>,
+    /// Aggregation interval, s (EC2: 60 or 600; 1 to 600 here; default 60).
+    pub interval_s: Option<Spanned<u64>>,
 }
 
 /// EC2's quotas (each absent: EC2's default).

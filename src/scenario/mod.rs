@@ -301,6 +301,10 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     subnets::check_room(&src, &s, &subnets, &vms, &enis)?;
     subnets::assign_addresses(&src, &subnets, &mut vms, &mut enis)?;
     let failures = failures::resolve(&s, &src, settings.duration_s, &fleet, &vms)?;
+    let mut security = security;
+    let vm_names: Vec<String> = vms.iter().map(|v| v.name.clone()).collect();
+    let subnet_names: Vec<String> = subnets.iter().map(|s| s.name.clone()).collect();
+    security.flow_logs = security::flow_logs(&s, &src, &vm_names, &subnet_names)?;
     let name = s.name.clone().unwrap_or_else(|| {
         std::path::Path::new(file)
             .file_stem()

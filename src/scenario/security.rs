@@ -29,13 +29,87 @@ pub struct Security {
     pub groups: Vec<SecurityGroup>,
     /// Every NACL, `acl-default` first.
     pub nacls: Vec<Nacl>,
+    /// Flow logs.
+    pub flow_logs: Vec<FlowLogSpec>,
 }
 
+/// What a flow log covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowLogOf {
+    /// A VM's ENIs.
+    Vm(String),
+    /// Every ENI in a subnet.
+    Subnet(String),
+    /// Every ENI in the VPC.
+    Vpc,
+}
+
+/// A flow log, checked.
+#[derive(Debug, Clone)]
+pub struct FlowLogSpec {
+    /// What it covers.
+    pub of: FlowLogOf,
+    /// Aggregation interval, s.
+    pub interval_s: u64,
+}
+
+/// The account id flow log records carry.
+pub const ACCOUNT_ID: &str = "123456789012";
+/// The Unix second a run's clock starts at in flow logs: 2026-01-01T00:00:00Z, the same on
+/// every run so that a virtual run's logs are too.
+pub const FLOW_LOG_EPOCH_UNIX_S: u64 = 1_767_225_600;
+
 impl Security {
-    /// Whether the scenario declares any group or NACL of its own (else everything passes).
+    /// Whether the scenario declares any group, NACL or flow log of its own (else everything
+    /// passes and nothing is logged: the devices need no filter).
     pub fn is_declared(&self) -> bool {
-        self.groups.len() > 1 || self.nacls.len() > 1
+        self.groups.len() > 1 || self.nacls.len() > 1 || !self.flow_logs.is_empty()
     }
+
+    /// The interval of the flow log covering an ENI of `vm` in `subnet`, if one does.
+    pub fn flow_log_interval(&self, vm: &str, subnet: &str) -> Option<u64> {
+        self.flow_logs
+            .iter()
+            .find(|l| match &l.of {
+                FlowLogOf::Vm(v) => v == vm,
+                FlowLogOf::Subnet(s) => s == subnet,
+                FlowLogOf::Vpc => true,
+            })
+            .map(|l| l.interval_s)
+    }
+}
+
+/// The scenario's flow logs, each naming a VM or subnet it has.
+pub(super) fn flow_logs(
+    s: &Scenario,
+    src: &Source<'_>,
+    vm_names: &[String],
+    subnet_names: &[String],
+) -> Result<Vec<FlowLogSpec>, ScenarioError> {
+    let mut out = Vec::new();
+    for d in &s.flow_logs {
+        let text = d.of.get_ref().as_str();
+        let of = match text.split_once(':') {
+            _ if text == "vpc" => FlowLogOf::Vpc,
+            Some(("vm", v)) if vm_names.iter().any(|n| n == v) => FlowLogOf::Vm(v.into()),
+            Some(("subnet", n)) if subnet_names.iter().any(|x| x == n) => {
+                FlowLogOf::Subnet(n.into())
+            }
+            Some(("vm", v)) => return Err(src.at(d.of.span(), format!("no VM named `{v}`"))),
+            Some(("subnet", n)) => {
+                return Err(src.at(d.of.span(), format!("no subnet named `{n}`")));
+            }
+            _ => {
+                return Err(src.at(
+                    d.of.span(),
+                    format!("flow log of `{text}`: expected `vm:NAME`, `subnet:NAME` or `vpc`"),
+                ));
+            }
+        };
+        let interval_s = src.ranged(&d.interval_s, "interval_s", 1..=600, 60)?;
+        out.push(FlowLogSpec { of, interval_s });
+    }
+    Ok(out)
 }
 
 fn protocol(s: &Spanned<String>, src: &Source<'_>) -> Result<Protocol, ScenarioError> {
@@ -221,7 +295,7 @@ pub(super) fn resolve(s: &Scenario, src: &Source<'_>) -> Result<Security, Scenar
         }
         nacls.push(nacl);
     }
-    Ok(Security { quotas, groups, nacls })
+    Ok(Security { quotas, groups, nacls, flow_logs: Vec::new() })
 }
 
 /// The groups an ENI names (checked: defined, within the quota, none twice), or `default`.

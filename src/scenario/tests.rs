@@ -322,6 +322,15 @@ fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
             ),
             "protocol `sctp`: expected `udp` or `tcp`",
         ),
+        (format!("{DEFAULT}\n[[flow_logs]]\nof = \"vm:nobody\"\n"), "no VM named `nobody`"),
+        (
+            format!("{DEFAULT}\n[[flow_logs]]\nof = \"eni\"\n"),
+            "expected `vm:NAME`, `subnet:NAME` or `vpc`",
+        ),
+        (
+            format!("{DEFAULT}\n[[flow_logs]]\nof = \"vpc\"\ninterval_s = 0\n"),
+            "interval_s 0 is not 1 to 600",
+        ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());
     for (text, want) in &cases {

@@ -653,6 +653,7 @@ fn security_groups_and_nacls_filter_every_frame_in_the_device() {
         filter: EniFilter::new(compile(g), max, Timeouts::default()),
         subnet: subnet.parse::<Cidr>().unwrap(),
         nacl: Arc::new(nacl),
+        flow_log: None,
     };
     let mut pf = PhysicalFunction::new(4).unwrap();
     pf.set_num_vfs(2).unwrap();

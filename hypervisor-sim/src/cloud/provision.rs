@@ -309,6 +309,31 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// Ends an ENI's flow log at `end_ns` and returns its records (`None`: it has none).
+    pub fn take_flow_log(
+        &mut self,
+        eni: EniId,
+        end_ns: u64,
+    ) -> Result<Option<Vec<String>>, CloudError> {
+        let e = self.registry.eni(eni)?.clone();
+        let Some(a) = e.attachment else { return Ok(None) };
+        let Some(record) = self.vms.get(&a.vm) else { return Ok(None) };
+        let Some(nic) = record.nics.iter().find(|n| n.eni == eni) else { return Ok(None) };
+        let host = &self.hosts[record.spec.host];
+        let result = match nic.device {
+            NicDevice::Vf(vf) => host.pfs[vf.pf].call(move |pf| pf.take_flow_log(vf.vf, end_ns))?,
+            NicDevice::SoftPort(port) => match host.emulated.as_ref() {
+                Some(em) => {
+                    em.device.call(move |pf| pf.take_flow_log(port, end_ns)).unwrap_or(Ok(None))
+                }
+                None => Ok(None),
+            },
+        };
+        result.map_err(|source| CloudError::Device { host: host.spec.name.clone(), source })
+    }
+}
+
 /// What the hypervisor programs into a VF (or a software port) for one ENI.
 pub(super) struct DeviceSetup {
     mac: MacAddr,

@@ -330,7 +330,7 @@ impl PhysicalFunction {
         }
         let v = &mut self.vfs[vf];
         if let (Some(policy), Some(ip)) = (v.policy.as_deref_mut(), &info.ipv4)
-            && let Err(refused) = policy.egress(now_ns, ip)
+            && let Err(refused) = policy.egress(now_ns, ip, frame.len())
         {
             return count_refusal(&v.stats, refused, Direction::Outbound);
         }
@@ -609,7 +609,7 @@ fn deliver(
         return;
     }
     if let (Some(policy), Some(ip)) = (vf.policy.as_deref_mut(), &info.ipv4)
-        && let Err(refused) = policy.ingress(now_ns, ip)
+        && let Err(refused) = policy.ingress(now_ns, ip, frame.len())
     {
         return count_refusal(&vf.stats, refused, Direction::Inbound);
     }

@@ -251,21 +251,49 @@ pub struct VfPolicy {
     pub subnet: crate::policy::Cidr,
     /// The subnet's NACL.
     pub nacl: Arc<crate::policy::nacl::Nacl>,
+    /// The ENI's flow log, if it has one: every decision is recorded in it.
+    pub flow_log: Option<crate::policy::flowlog::FlowLog>,
 }
 
 impl VfPolicy {
     /// Decides a frame the VF sends: its groups, then its subnet's NACL if it leaves the
     /// subnet.
     #[inline]
-    pub fn egress(&mut self, now_ns: u64, ip: &crate::frame::Ipv4Info) -> Result<(), Refusal> {
-        self.decide(now_ns, ip, crate::policy::Direction::Outbound)
+    pub fn egress(
+        &mut self,
+        now_ns: u64,
+        ip: &crate::frame::Ipv4Info,
+        len: usize,
+    ) -> Result<(), Refusal> {
+        self.decide_and_log(now_ns, ip, len, crate::policy::Direction::Outbound)
     }
 
     /// Decides a frame arriving for the VF: its subnet's NACL if it comes from outside the
     /// subnet, then its groups.
     #[inline]
-    pub fn ingress(&mut self, now_ns: u64, ip: &crate::frame::Ipv4Info) -> Result<(), Refusal> {
-        self.decide(now_ns, ip, crate::policy::Direction::Inbound)
+    pub fn ingress(
+        &mut self,
+        now_ns: u64,
+        ip: &crate::frame::Ipv4Info,
+        len: usize,
+    ) -> Result<(), Refusal> {
+        self.decide_and_log(now_ns, ip, len, crate::policy::Direction::Inbound)
+    }
+
+    fn decide_and_log(
+        &mut self,
+        now_ns: u64,
+        ip: &crate::frame::Ipv4Info,
+        len: usize,
+        dir: crate::policy::Direction,
+    ) -> Result<(), Refusal> {
+        use crate::policy::flowlog::LogAction;
+        let verdict = self.decide(now_ns, ip, dir);
+        if let Some(log) = self.flow_log.as_mut() {
+            let action = if verdict.is_ok() { LogAction::Accept } else { LogAction::Reject };
+            log.record(now_ns, &crate::policy::Tuple::of_frame(ip), len as u64, action);
+        }
+        verdict
     }
 
     fn decide(
@@ -672,6 +700,20 @@ impl PhysicalFunction {
             }
             None => false,
         })
+    }
+
+    /// Ends the VF's flow log at `end_ns` and returns its records (`None`: it has none).
+    pub fn take_flow_log(
+        &mut self,
+        vf: u16,
+        end_ns: u64,
+    ) -> Result<Option<Vec<String>>, DeviceError> {
+        let i = self.check(vf)?;
+        Ok(self.vfs[i]
+            .policy
+            .as_deref_mut()
+            .and_then(|p| p.flow_log.take())
+            .map(|l| l.finish(end_ns)))
     }
 
     /// The VF's policy (its groups, NACL and tracked connections), if it has one.
