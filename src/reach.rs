@@ -210,27 +210,19 @@ pub fn explain(
     let reach = walk(&mut vpc, &t);
     let mut out = String::new();
     let _ = writeln!(out, "{t}  ({from} -> {to})");
-    for h in &reach.request {
-        let _ = writeln!(
-            out,
-            "  {} {:<20} {}",
-            if h.passed { "pass" } else { "STOP" },
-            h.filter,
-            h.why
-        );
-    }
+    hop_lines(&mut out, &reach.request);
     if !reach.reply.is_empty() {
         let _ = writeln!(out, "{}  (the reply)", t.reply());
-        for h in &reach.reply {
-            let _ = writeln!(
-                out,
-                "  {} {:<20} {}",
-                if h.passed { "pass" } else { "STOP" },
-                h.filter,
-                h.why
-            );
-        }
+        hop_lines(&mut out, &reach.reply);
     }
     let _ = writeln!(out, "{}", reach.blocked.as_deref().unwrap_or("allowed, both ways"));
     Ok(out)
+}
+
+/// One line per hop: `pass` or `STOP`, the filter, why.
+fn hop_lines(out: &mut String, hops: &[HopReport]) {
+    for h in hops {
+        let verdict = if h.passed { "pass" } else { "STOP" };
+        let _ = writeln!(out, "  {verdict} {:<20} {}", h.filter, h.why);
+    }
 }
