@@ -14,8 +14,6 @@ use std::net::Ipv4Addr;
 use super::sg::{CompiledGroups, SgReason};
 use super::{Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PolicyError, Tuple};
 
-const NS_PER_S: u64 = 1_000_000_000;
-
 /// TCP flags connection tracking reads.
 pub mod tcp_flags {
     /// FIN.
@@ -70,9 +68,13 @@ impl Timeouts {
 }
 
 /// A connection's key, from the ENI's side: protocol, local and remote address and port
-/// packed into one integer (one hash of 16 bytes per lookup).
+/// packed into two words (two hash rounds per lookup; 8-byte aligned, so an entry with its
+/// 8-byte state is 24 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ConnKey(u128);
+struct ConnKey {
+    addresses: u64,
+    ports: u64,
+}
 
 impl ConnKey {
     fn pack(
@@ -82,13 +84,10 @@ impl ConnKey {
         remote: Ipv4Addr,
         remote_port: u16,
     ) -> Self {
-        Self(
-            u128::from(u32::from(local)) << 96
-                | u128::from(u32::from(remote)) << 64
-                | u128::from(local_port) << 48
-                | u128::from(remote_port) << 32
-                | u128::from(proto),
-        )
+        Self {
+            addresses: u64::from(u32::from(local)) << 32 | u64::from(u32::from(remote)),
+            ports: u64::from(local_port) << 32 | u64::from(remote_port) << 16 | u64::from(proto),
+        }
     }
 
     #[inline]
@@ -114,6 +113,7 @@ impl ConnKey {
 
 /// What a tracked connection has seen, for its timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ConnState {
     /// TCP, one way so far (or a SYN only).
     TcpOpening,
@@ -129,31 +129,44 @@ pub enum ConnState {
     Other,
 }
 
+/// A tracked connection's state: 8 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Conn {
-    opened: Direction,
-    last_ns: u64,
+    /// When it was last seen, ms on the device's clock (saturating after 49 days; timeouts
+    /// are whole seconds, so a millisecond is fine enough).
+    last_ms: u32,
     state: ConnState,
-    /// The direction of the last packet (to count UDP exchanges).
-    last_dir: Direction,
-    /// Replies seen.
-    replied: bool,
+    /// Who opened it (bit 0: inbound), the direction of the last packet (bit 1: inbound, to
+    /// count UDP exchanges), whether a reply was seen (bit 2).
+    bits: u8,
+}
+
+const OPENED_INBOUND: u8 = 1;
+const LAST_INBOUND: u8 = 2;
+const REPLIED: u8 = 4;
+
+fn ms(now_ns: u64) -> u32 {
+    u32::try_from(now_ns / 1_000_000).unwrap_or(u32::MAX)
+}
+
+fn inbound_bit(dir: Direction, bit: u8) -> u8 {
+    if dir == Direction::Inbound { bit } else { 0 }
 }
 
 impl Conn {
-    fn timeout_ns(&self, t: &Timeouts) -> u64 {
-        NS_PER_S
-            * match self.state {
-                ConnState::TcpOpening | ConnState::TcpClosing => TCP_TRANSITORY_TIMEOUT_S,
-                ConnState::TcpEstablished => t.tcp_established_s,
-                ConnState::Udp => t.udp_s,
-                ConnState::UdpStream => t.udp_stream_s,
-                ConnState::Other => OTHER_TIMEOUT_S,
-            }
+    fn timeout_s(&self, t: &Timeouts) -> u64 {
+        match self.state {
+            ConnState::TcpOpening | ConnState::TcpClosing => TCP_TRANSITORY_TIMEOUT_S,
+            ConnState::TcpEstablished => t.tcp_established_s,
+            ConnState::Udp => t.udp_s,
+            ConnState::UdpStream => t.udp_stream_s,
+            ConnState::Other => OTHER_TIMEOUT_S,
+        }
     }
 
+    #[inline]
     fn expired(&self, now_ns: u64, t: &Timeouts) -> bool {
-        now_ns.saturating_sub(self.last_ns) > self.timeout_ns(t)
+        u64::from(ms(now_ns).saturating_sub(self.last_ms)) > self.timeout_s(t) * 1_000
     }
 
     fn new(dir: Direction, proto: u8, now_ns: u64) -> Self {
@@ -162,28 +175,41 @@ impl Conn {
             PROTO_UDP => ConnState::Udp,
             _ => ConnState::Other,
         };
-        Self { opened: dir, last_ns: now_ns, state, last_dir: dir, replied: false }
+        let bits = inbound_bit(dir, OPENED_INBOUND) | inbound_bit(dir, LAST_INBOUND);
+        Self { last_ms: ms(now_ns), state, bits }
+    }
+
+    fn opened(&self) -> Direction {
+        if self.bits & OPENED_INBOUND != 0 { Direction::Inbound } else { Direction::Outbound }
     }
 
     /// Sees one more packet in `dir`.
+    #[inline]
     fn see(&mut self, dir: Direction, flags: u8, now_ns: u64) {
-        let reply = dir != self.opened;
+        let reply = dir != self.opened();
+        let replied = self.bits & REPLIED != 0;
+        let last_dir =
+            if self.bits & LAST_INBOUND != 0 { Direction::Inbound } else { Direction::Outbound };
         self.state = match self.state {
             ConnState::TcpOpening | ConnState::TcpEstablished if flags & tcp_flags::FIN != 0 => {
                 ConnState::TcpClosing
             }
-            ConnState::TcpOpening if reply || self.replied => ConnState::TcpEstablished,
-            ConnState::Udp if !reply && self.last_dir != dir && self.replied => {
+            ConnState::TcpOpening if reply || replied => ConnState::TcpEstablished,
+            ConnState::Udp if !reply && last_dir != dir && replied => {
                 // A new request after a response: a second exchange.
                 ConnState::UdpStream
             }
             s => s,
         };
-        self.replied |= reply;
-        self.last_dir = dir;
-        self.last_ns = now_ns;
+        let opened = self.bits & OPENED_INBOUND;
+        let replied = if reply || replied { REPLIED } else { 0 };
+        self.bits = opened | inbound_bit(dir, LAST_INBOUND) | replied;
+        self.last_ms = ms(now_ns);
     }
 }
+
+const _: () = assert!(std::mem::size_of::<Conn>() == 8);
+const _: () = assert!(std::mem::size_of::<(ConnKey, Conn)>() == 24);
 
 /// The tracked connections of one ENI, at most `max`.
 #[derive(Debug)]
