@@ -47,6 +47,15 @@ impl Subnet {
         (1u64 << (32 - u32::from(prefix.min(32)))).saturating_sub(AWS_RESERVED_ADDRESSES)
     }
 
+    /// The addresses a subnet `network/prefix` gives ENIs, in the order EC2 hands them out:
+    /// after the network address, the router, DNS and the one reserved for future use, up to
+    /// the one before broadcast.
+    pub fn usable(network: Ipv4Addr, prefix: u8) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u32::from(network);
+        (AWS_RESERVED_ADDRESSES - 1..AWS_RESERVED_ADDRESSES - 1 + Self::usable_addresses(prefix))
+            .map(move |k| Ipv4Addr::from(base.wrapping_add(k as u32)))
+    }
+
     /// Whether `ip` lies in the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix.min(32))).unwrap_or(0);
@@ -283,10 +292,7 @@ impl EniRegistry {
     }
 
     fn free_ip(&self, subnet: &Subnet) -> Option<Ipv4Addr> {
-        // AWS reserves the first four addresses and the last of every subnet.
-        let base = u32::from(subnet.network);
-        (4..4 + Subnet::usable_addresses(subnet.prefix))
-            .map(|k| Ipv4Addr::from(base.wrapping_add(k as u32)))
+        Subnet::usable(subnet.network, subnet.prefix)
             .find(|&ip| !self.enis.values().any(|e| e.owns(ip)))
     }
 

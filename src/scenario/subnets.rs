@@ -9,14 +9,6 @@ use super::decl::Scenario;
 use super::security::{self, Security};
 use super::{Eni, ScenarioError, Source, Subnet, Vm};
 
-/// `a.b.c.d/n`.
-fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (ip, prefix) = s.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok()?;
-    (prefix <= 32).then_some((ip, prefix))
-}
-
 /// The scenario's subnets, each in a known AZ with a VPC prefix and a unique name.
 pub(super) fn resolve(
     s: &Scenario,
@@ -32,9 +24,16 @@ pub(super) fn resolve(
                 format!("subnet {}: no AZ named `{}`", d.name.get_ref(), d.az.get_ref()),
             ));
         }
-        let Some((network, prefix)) = parse_cidr(d.cidr.get_ref()) else {
-            return Err(src.at(d.cidr.span(), format!("`{}` is not a.b.c.d/n", d.cidr.get_ref())));
-        };
+        let text = d.cidr.get_ref();
+        let cidr: vnic::policy::Cidr = text
+            .parse()
+            .map_err(|e: vnic::policy::PolicyError| src.at(d.cidr.span(), e.to_string()))?;
+        let (network, prefix) = (cidr.network(), cidr.prefix_len());
+        if text.split_once('/').and_then(|(ip, _)| ip.parse::<Ipv4Addr>().ok()) != Some(network) {
+            return Err(
+                src.at(d.cidr.span(), format!("`{text}` has host bits set: the subnet is {cidr}"))
+            );
+        }
         if !(16..=28).contains(&prefix) {
             return Err(src
                 .at(d.cidr.span(), format!("a VPC subnet's prefix is /16 to /28, not /{prefix}")));
@@ -119,11 +118,8 @@ pub(super) fn assign_addresses(
         let Some(subnet) = subnets.iter().find(|s| s.name == subnet_name) else {
             return Err(src.whole(format!("{who}: no subnet named `{subnet_name}`")));
         };
-        let base = u32::from(subnet.network);
         let taken = used.entry(subnet.name.clone()).or_default();
-        let first = hypervisor_sim::eni::AWS_RESERVED_ADDRESSES - 1;
-        let free = (first..first + hypervisor_sim::eni::Subnet::usable_addresses(subnet.prefix))
-            .map(|k| Ipv4Addr::from(base.wrapping_add(k as u32)))
+        let free = hypervisor_sim::eni::Subnet::usable(subnet.network, subnet.prefix)
             .find(|ip| !taken.contains(ip));
         let Some(ip) = free else {
             return Err(src.whole(format!(

@@ -322,6 +322,12 @@ fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
             ),
             "protocol `sctp`: expected `udp` or `tcp`",
         ),
+        (
+            format!(
+                "{DEFAULT}\n[[subnets]]\nname = \"s\"\naz = \"us-east-1a\"\ncidr = \"10.9.0.5/24\"\n"
+            ),
+            "`10.9.0.5/24` has host bits set: the subnet is 10.9.0.0/24",
+        ),
         (format!("{DEFAULT}\n[[flow_logs]]\nof = \"vm:nobody\"\n"), "no VM named `nobody`"),
         (
             format!("{DEFAULT}\n[[flow_logs]]\nof = \"eni\"\n"),

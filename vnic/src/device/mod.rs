@@ -288,10 +288,11 @@ impl VfPolicy {
         dir: crate::policy::Direction,
     ) -> Result<(), Refusal> {
         use crate::policy::flowlog::LogAction;
-        let verdict = self.decide(now_ns, ip, dir);
+        let t = crate::policy::Tuple::of_frame(ip);
+        let verdict = self.decide(now_ns, &t, ip.tcp_flags, dir);
         if let Some(log) = self.flow_log.as_mut() {
             let action = if verdict.is_ok() { LogAction::Accept } else { LogAction::Reject };
-            log.record(now_ns, &crate::policy::Tuple::of_frame(ip), len as u64, action);
+            log.record(now_ns, &t, len as u64, action);
         }
         verdict
     }
@@ -299,19 +300,19 @@ impl VfPolicy {
     fn decide(
         &mut self,
         now_ns: u64,
-        ip: &crate::frame::Ipv4Info,
+        t: &crate::policy::Tuple,
+        tcp_flags: u8,
         dir: crate::policy::Direction,
     ) -> Result<(), Refusal> {
         use crate::policy::Direction;
         use crate::policy::conntrack::SgVerdict;
         use crate::policy::nacl::Action;
-        let t = crate::policy::Tuple::of_frame(ip);
         let crosses = !self.subnet.contains(t.remote(dir));
-        let nacl_ok = || !crosses || self.nacl.decide(dir, &t).action() == Action::Allow;
+        let nacl_ok = || !crosses || self.nacl.decide(dir, t).action() == Action::Allow;
         if dir == Direction::Inbound && !nacl_ok() {
             return Err(Refusal::Nacl);
         }
-        match self.filter.decide(now_ns, dir, &t, ip.tcp_flags) {
+        match self.filter.decide(now_ns, dir, t, tcp_flags) {
             SgVerdict::Denied => return Err(Refusal::SecurityGroup),
             SgVerdict::ConntrackFull => return Err(Refusal::Conntrack),
             SgVerdict::Tracked | SgVerdict::Opened | SgVerdict::Untracked => {}

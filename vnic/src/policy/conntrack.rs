@@ -246,12 +246,6 @@ impl Conntrack {
         self.exceeded
     }
 
-    /// The state of the connection `t` belongs to, seen going `dir`, if tracked and live.
-    pub fn state(&self, now_ns: u64, dir: Direction, t: &Tuple) -> Option<ConnState> {
-        let c = self.table.get(&ConnKey::of(dir, t))?;
-        (!c.expired(now_ns, &self.timeouts)).then_some(c.state)
-    }
-
     /// If `t` belongs to a live connection, notes it and returns true; forgets it if expired.
     #[inline]
     fn continue_conn(&mut self, now_ns: u64, dir: Direction, t: &Tuple, flags: u8) -> bool {

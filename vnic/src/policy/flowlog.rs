@@ -15,7 +15,7 @@
 //! 67 and 68), instance metadata (169.254.169.254), Amazon Time Sync (169.254.169.123) and the
 //! subnet's router (its base + 1).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::{Cidr, PROTO_TCP, PROTO_UDP, Tuple};
@@ -52,7 +52,7 @@ impl LogAction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct RecordKey {
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -81,7 +81,8 @@ pub struct FlowLog {
     max_records: usize,
     /// The interval being aggregated, and its records.
     window: u64,
-    records: BTreeMap<RecordKey, Aggregate>,
+    /// This interval's flows (sorted by first packet when written).
+    records: HashMap<RecordKey, Aggregate, foldhash::fast::FixedState>,
     skipped: bool,
     /// Intervals already written.
     written_to: u64,
@@ -108,7 +109,7 @@ impl FlowLog {
             excluded: vec![METADATA, TIME_SYNC, DNS_LINK_LOCAL, base(vpc, 2), base(subnet, 1)],
             max_records: DEFAULT_MAX_RECORDS,
             window: 0,
-            records: BTreeMap::new(),
+            records: HashMap::default(),
             skipped: false,
             written_to: 0,
             lines: Vec::new(),

@@ -35,12 +35,10 @@ pub mod nacl;
 pub mod sg;
 pub mod vpc;
 
-/// IP protocol numbers the rules name.
+pub use crate::shaper::{PROTO_TCP, PROTO_UDP};
+
+/// ICMP's IP protocol number (TCP's and UDP's are the shaper's).
 pub const PROTO_ICMP: u8 = 1;
-/// TCP.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
 
 /// An error in a security group, NACL or their use, with EC2's error code where EC2 has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,11 +224,6 @@ impl Cidr {
         self.len
     }
 
-    /// True for `0.0.0.0/0`.
-    pub fn is_any(&self) -> bool {
-        self.len == 0
-    }
-
     /// Its network address.
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.network)
@@ -352,11 +345,6 @@ impl Ports {
                     && code.is_none_or(|c| c == t.icmp_code())
             }
         }
-    }
-
-    /// True for every port.
-    pub fn is_all(self) -> bool {
-        matches!(self, Ports::All | Ports::Range(0, u16::MAX))
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use super::conntrack::{EniFilter, SgVerdict, Timeouts};
 use super::nacl::{Action, Nacl};
-use super::sg::{CompiledGroups, SecurityGroup, SgReason, SgRule};
+use super::sg::{CompiledGroups, SecurityGroup, SgRule};
 use super::{Cidr, Direction, PolicyError, Quotas, Tuple};
 
 /// Where a packet is decided on its way.
@@ -33,8 +33,6 @@ pub struct HopDecision {
     pub hop: Hop,
     /// Whether it let the packet on.
     pub passed: bool,
-    /// For security groups, how (tracked connection, rule, untracked, allowance spent).
-    pub sg: Option<SgVerdict>,
     /// Why, in words.
     pub why: String,
 }
@@ -332,7 +330,7 @@ impl Vpc {
                 format!("{}: {reason}{untracked}", e.name)
             }
         };
-        HopDecision { hop, passed: verdict.passes(), sg: Some(verdict), why }
+        HopDecision { hop, passed: verdict.passes(), why }
     }
 
     fn nacl_hop(&self, subnet: usize, dir: Direction, t: &Tuple) -> HopDecision {
@@ -345,13 +343,11 @@ impl Vpc {
             Some(n) => HopDecision {
                 hop,
                 passed: n.decide(dir, t).action() == Action::Allow,
-                sg: None,
                 why: format!("subnet {}: {}", s.name, n.describe(dir, t)),
             },
             None => HopDecision {
                 hop,
                 passed: false,
-                sg: None,
                 why: format!("subnet {}: no network ACL {}", s.name, s.nacl),
             },
         }
@@ -386,40 +382,5 @@ impl Vpc {
             hops.push(self.sg_hop(now_ns, to, Direction::Inbound, t, flags));
         }
         Ok(Passage { hops, to })
-    }
-
-    /// Why `t` from ENI `from` would pass every filter or not, by the rules alone (connection
-    /// tracking aside): each filter's decision, including those after one that refuses it.
-    pub fn explain(
-        &mut self,
-        from: usize,
-        t: &Tuple,
-    ) -> Result<Vec<(Hop, bool, String)>, PolicyError> {
-        self.compile_if_stale()?;
-        let mut out = Vec::new();
-        let sg = |eni: usize, dir: Direction| {
-            let e = &self.enis[eni];
-            let reason = e.filter.explain(dir, t);
-            let passed = matches!(reason, SgReason::Allowed { .. });
-            (passed, format!("{}: {}", e.name, reason.describe(dir, t)))
-        };
-        let (p, w) = sg(from, Direction::Outbound);
-        out.push((Hop::SgOut(from), p, w));
-        let to = self.eni_at(t.dst);
-        let fs = self.enis[from].subnet;
-        let ts = to.map(|e| self.enis[e].subnet);
-        if ts != Some(fs) {
-            let h = self.nacl_hop(fs, Direction::Outbound, t);
-            out.push((h.hop, h.passed, h.why));
-            if let Some(ts) = ts {
-                let h = self.nacl_hop(ts, Direction::Inbound, t);
-                out.push((h.hop, h.passed, h.why));
-            }
-        }
-        if let Some(to) = to {
-            let (p, w) = sg(to, Direction::Inbound);
-            out.push((Hop::SgIn(to), p, w));
-        }
-        Ok(out)
     }
 }

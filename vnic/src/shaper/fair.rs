@@ -31,6 +31,18 @@ pub(crate) struct Held {
     pub len: u32,
 }
 
+/// What a flow has waiting in one direction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiting {
+    /// Packets.
+    pub packets: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The TAT of what the flow has offered while its packets wait (`None` with nothing
+    /// waiting: then what left is what arrived, and the flow's own TAT says it).
+    pub offered_tat_ps: Option<u64>,
+}
+
 /// One direction of one flow's queue.
 #[derive(Debug, Default)]
 struct Backlog {
@@ -98,20 +110,19 @@ impl FairQueue {
         !self.rounds[dir as usize].active.is_empty()
     }
 
-    /// Packets and bytes `flow` has waiting in `dir`.
-    pub fn waiting(&self, flow: &FlowState, dir: Direction) -> (usize, u64) {
+    /// What `flow` has waiting in `dir`.
+    pub fn waiting(&self, flow: &FlowState, dir: Direction) -> Waiting {
         match flow.queue().and_then(|q| self.queues.get(q as usize)) {
-            Some(q) => (q.dirs[dir as usize].packets.len(), q.dirs[dir as usize].bytes),
-            None => (0, 0),
+            Some(q) => {
+                let b = &q.dirs[dir as usize];
+                Waiting {
+                    packets: b.packets.len(),
+                    bytes: b.bytes,
+                    offered_tat_ps: (!b.packets.is_empty()).then_some(b.offered_tat_ps),
+                }
+            }
+            None => Waiting { packets: 0, bytes: 0, offered_tat_ps: None },
         }
-    }
-
-    /// The TAT of what `flow` has offered in `dir` while its packets wait there (`None` with
-    /// nothing waiting: then what left is what arrived, and the flow's own TAT says it).
-    pub fn offered_tat(&self, flow: &FlowState, dir: Direction) -> Option<u64> {
-        let q = self.queues.get(flow.queue()? as usize)?;
-        let backlog = &q.dirs[dir as usize];
-        (!backlog.packets.is_empty()).then_some(backlog.offered_tat_ps)
     }
 
     /// Files a packet of `flow` (keyed `key`) at the back of its queue in `dir`, with the TAT

@@ -9,7 +9,7 @@
 //! (2²¹ buckets of 57 bytes plus a control byte) costs 122 bytes per flow.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// IP protocol numbers that carry ports.
 pub const PROTO_TCP: u8 = 6;
@@ -45,8 +45,8 @@ const _: () = assert!(size_of::<FlowKey>() == 37);
 
 /// The two link-local service addresses, v4-mapped, as the `u128`s [`FlowKey`] compares.
 const LINK_LOCAL_SERVICES: [u128; 2] = [
-    u128::from_ne_bytes(Ipv4Addr::new(169, 254, 169, 253).to_ipv6_mapped().octets()),
-    u128::from_ne_bytes(Ipv4Addr::new(169, 254, 169, 254).to_ipv6_mapped().octets()),
+    u128::from_ne_bytes(crate::policy::flowlog::DNS_LINK_LOCAL.to_ipv6_mapped().octets()),
+    u128::from_ne_bytes(crate::policy::flowlog::METADATA.to_ipv6_mapped().octets()),
 ];
 
 impl PartialEq for FlowKey {

@@ -471,7 +471,8 @@ impl<P: FlowPolicy> Shaper<P> {
         let flow_at = now.max(flow.tat(pkt.dir).saturating_sub(flow_limit.tau_ps));
         let bw_at = self.bw[dir].earliest_ps(now);
         let pps_at = self.pps.state.earliest_ps(&self.pps.limit, now);
-        let (waiting, waiting_bytes) = self.fair.waiting(flow, pkt.dir);
+        let queued = self.fair.waiting(flow, pkt.dir);
+        let (waiting, waiting_bytes) = (queued.packets, queued.bytes);
         if flow_at.max(bw_at).max(pps_at) == now && waiting == 0 && !self.fair.has_turns(pkt.dir) {
             let bytes = u64::from(pkt.len);
             flow.set_tat(pkt.dir, flow.tat(pkt.dir).max(now) + flow_limit.cost_ps(bytes));
@@ -489,7 +490,7 @@ impl<P: FlowPolicy> Shaper<P> {
         // cap (its arrivals, not its departures: packets waiting behind the ENI's allowances
         // are the ENI's to count), and the ENI's allowances, which hold it too when it waits
         // behind other flows' turns (then against the tighter one).
-        let offered_tat = self.fair.offered_tat(flow, pkt.dir).unwrap_or(flow.tat(pkt.dir));
+        let offered_tat = queued.offered_tat_ps.unwrap_or(flow.tat(pkt.dir));
         let over_cap = offered_tat.saturating_sub(flow_limit.tau_ps) > now;
         let offered_tat = offered_tat.max(now) + flow_limit.cost_ps(u64::from(pkt.len));
         let c = &self.counters;
