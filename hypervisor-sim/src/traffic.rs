@@ -1,20 +1,30 @@
 //! Test traffic: UDP frames that carry a sequence number and a send timestamp, and the echo that
 //! reflects them.
 //!
-//! The first 16 bytes of the UDP payload (bytes 42..58 of the frame, so every frame of 60 bytes
-//! or more has room) hold the sequence number and the sender's clock in nanoseconds, both big
-//! endian. Receivers check sequence numbers for loss and reordering and take latency from the
+//! The first 16 bytes of the payload (bytes 42..58 of a UDP frame, so every frame of 60 bytes
+//! or more has room; 54..70 of a TCP segment) hold the sequence number and the sender's clock in
+//! nanoseconds, both big endian. Receivers check sequence numbers for loss and reordering and take latency from the
 //! timestamp, on the clock of one process ([`TrafficClock`]).
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use vnic::frame::{MacAddr, build_udp_frame};
+use vnic::frame::{MacAddr, TCP_HEADERS, UDP_HEADERS, build_tcp_frame, build_udp_frame, tcp_flags};
 
-/// Where the stamp starts: after Ethernet (14), IPv4 (20) and UDP (8) headers.
-pub const STAMP_AT: usize = 42;
-/// Smallest frame that carries a stamp.
+/// Where the stamp of a UDP frame starts: after Ethernet (14), IPv4 (20) and UDP (8) headers.
+pub const STAMP_AT: usize = UDP_HEADERS;
+/// Smallest UDP frame that carries a stamp.
 pub const MIN_FRAME: usize = 60;
+/// Smallest TCP segment that carries a stamp: 54 bytes of headers and the 16 of the stamp.
+pub const MIN_TCP_FRAME: usize = TCP_HEADERS + 16;
+
+/// Where a frame's payload (and its stamp) starts: after the TCP header of a TCP segment, else
+/// after UDP's.
+#[inline]
+pub fn payload_at(frame: &[u8]) -> usize {
+    let proto = vnic::frame::field::ETH_LEN + vnic::frame::field::IP_PROTO;
+    if frame.get(proto) == Some(&vnic::frame::ip_proto::TCP) { TCP_HEADERS } else { STAMP_AT }
+}
 
 /// The clock senders stamp with and receivers read.
 #[derive(Debug, Clone, Copy)]
@@ -142,14 +152,14 @@ impl LatencyLog {
     }
 }
 
-/// One end of a UDP flow.
+/// One end of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
     /// MAC.
     pub mac: MacAddr,
     /// IPv4 address.
     pub ip: Ipv4Addr,
-    /// UDP port.
+    /// UDP or TCP port.
     pub port: u16,
 }
 
@@ -175,6 +185,29 @@ impl FlowFrame {
         Self { frame }
     }
 
+    /// A data segment of a TCP connection from `src` to `dst`, `len` bytes (at least
+    /// [`MIN_TCP_FRAME`]), PSH-ACK; its sequence numbers are set as it is sent.
+    pub fn tcp(src: Endpoint, dst: Endpoint, len: usize) -> Self {
+        let len = len.max(MIN_TCP_FRAME);
+        let mut frame = vec![0u8; len];
+        let _ = build_tcp_frame(
+            &mut frame,
+            len - TCP_HEADERS,
+            dst.mac,
+            src.mac,
+            (src.ip.octets(), dst.ip.octets()),
+            (src.port, dst.port),
+            (0, 0),
+            tcp_flags::PSH | tcp_flags::ACK,
+        );
+        Self { frame }
+    }
+
+    /// Whether it is a TCP segment.
+    pub fn is_tcp(&self) -> bool {
+        payload_at(&self.frame) == TCP_HEADERS
+    }
+
     /// The frame with `seq` and `t_ns` stamped in.
     #[inline]
     pub fn stamped(&mut self, seq: u64, t_ns: u64) -> &[u8] {
@@ -191,7 +224,8 @@ impl FlowFrame {
 /// Writes a sequence number and a timestamp into a frame.
 #[inline]
 pub fn stamp(frame: &mut [u8], seq: u64, t_ns: u64) {
-    if let Some(s) = frame.get_mut(STAMP_AT..STAMP_AT + 16) {
+    let at = payload_at(frame);
+    if let Some(s) = frame.get_mut(at..at + 16) {
         s[..8].copy_from_slice(&seq.to_be_bytes());
         s[8..].copy_from_slice(&t_ns.to_be_bytes());
     }
@@ -200,13 +234,14 @@ pub fn stamp(frame: &mut [u8], seq: u64, t_ns: u64) {
 /// Reads a frame's sequence number and timestamp.
 #[inline]
 pub fn read_stamp(frame: &[u8]) -> Option<(u64, u64)> {
-    let s = frame.get(STAMP_AT..STAMP_AT + 16)?;
+    let at = payload_at(frame);
+    let s = frame.get(at..at + 16)?;
     let seq = u64::from_be_bytes(s[..8].try_into().ok()?);
     let t = u64::from_be_bytes(s[8..].try_into().ok()?);
     Some((seq, t))
 }
 
-/// The frame's UDP source port, if it is an untagged IPv4/UDP frame.
+/// The frame's UDP or TCP source port, if it is an untagged IPv4 frame.
 pub fn source_port(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*frame.get(34)?, *frame.get(35)?]))
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::plan::{PlanReport, VmPlacement};
-use crate::run::{EniReport, FlowReport, PathLatency, RunReport};
+use crate::run::{ConnectOutcome, EniReport, FlowReport, PathLatency, RunReport};
 
 /// Racks drawn side by side before the diagram starts a new row.
 const RACKS_PER_ROW: usize = 6;
@@ -159,13 +159,20 @@ pub fn run_page(report: &RunReport, throughput_svg: &str, latency_svg: &str) -> 
                 (run_flows(report.flows.iter()))
             }
         }
-        @let blocked: Vec<&FlowReport> =
-            report.flows.iter().filter(|f| f.blocked.is_some()).collect();
-        @if !blocked.is_empty() {
-            h3 { "Blocked by security groups or network ACLs" }
+        @let troubled: Vec<&FlowReport> = report
+            .flows
+            .iter()
+            .filter(|f| f.blocked.is_some() || f.connection.as_ref().is_some_and(|c| c.outcome != ConnectOutcome::Connected))
+            .collect();
+        @if !troubled.is_empty() {
+            h3 { "Flows that did not get through" }
             ul {
-                @for f in blocked {
-                    li.warn { (f.from) " → " (f.to) ": " (f.blocked.as_deref().unwrap_or_default()) }
+                @for f in troubled {
+                    li.warn {
+                        (f.from) " → " (f.to)
+                        @if let Some(c) = &f.connection { ": " strong { (c.says) } }
+                        @if let Some(why) = &f.blocked { br; (why) }
+                    }
                 }
             }
         }

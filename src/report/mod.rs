@@ -98,9 +98,38 @@ impl fmt::Display for RunReport {
             sum(|f| f.achieved_gbps),
             sum(|f| f.achieved_mpps)
         )?;
-        for fl in self.flows.iter().filter(|fl| fl.blocked.is_some()) {
-            let why = fl.blocked.as_deref().unwrap_or_default();
-            writeln!(f, "  {} -> {} {why}", fl.from, fl.to)?;
+        let tcp: Vec<&crate::run::ConnectionReport> =
+            self.flows.iter().filter_map(|fl| fl.connection.as_ref()).collect();
+        if !tcp.is_empty() {
+            use crate::run::ConnectOutcome as O;
+            let count = |o: O| tcp.iter().filter(|c| c.outcome == o).count();
+            writeln!(
+                f,
+                "  TCP connections: {} connected, {} refused, {} timed out, {} still trying",
+                count(O::Connected),
+                count(O::Refused),
+                count(O::TimedOut),
+                count(O::Connecting)
+            )?;
+        }
+        // Flows that did not get through: what the client saw, then why.
+        let troubled = self.flows.iter().filter(|fl| {
+            fl.blocked.is_some()
+                || fl.connection.as_ref().is_some_and(|c| c.outcome != crate::run::ConnectOutcome::Connected)
+        });
+        for (k, fl) in troubled.enumerate() {
+            if k == SHOWN {
+                writeln!(f, "  ... more (--json for all)")?;
+                break;
+            }
+            match (&fl.connection, &fl.blocked) {
+                (Some(c), Some(why)) => {
+                    writeln!(f, "  {} -> {}: {}\n      {why}", fl.from, fl.to, c.says)?
+                }
+                (Some(c), None) => writeln!(f, "  {} -> {}: {}", fl.from, fl.to, c.says)?,
+                (None, Some(why)) => writeln!(f, "  {} -> {} {why}", fl.from, fl.to)?,
+                (None, None) => {}
+            }
         }
         writeln!(f, "\nlatency, one way:")?;
         for l in &self.latency {

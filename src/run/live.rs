@@ -30,6 +30,7 @@ fn measure(c: &PacedCounters) -> FlowMeasure {
         gaps: load(&c.gaps),
         duplicates: 0,
         samples: c.samples.iter().map(load).collect(),
+        tcp: None,
     }
 }
 

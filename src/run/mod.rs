@@ -26,13 +26,13 @@ use hdrhistogram::Histogram;
 use hypervisor_sim::cloud::{Cloud, CloudSpec, HostSpec, VmSpec};
 use hypervisor_sim::eni::{EniId, EniSpec, Subnet, VmId};
 use hypervisor_sim::sim::VirtualClock;
-use hypervisor_sim::sim::traffic::Arrivals;
+use hypervisor_sim::sim::traffic::{Arrivals, Connect, TcpOutcome, TcpSpec, give_up_after_ns};
 use hypervisor_sim::traffic::LatencyLog;
 use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 use hypervisor_sim::vnic::device::Notification;
 use placement::NetworkClass;
 use serde::Serialize;
-use vnic::policy::PROTO_UDP;
+use vnic::policy::{PROTO_TCP, PROTO_UDP};
 
 use crate::scenario::{self, PathName, Placed};
 
@@ -129,8 +129,85 @@ pub struct FlowReport {
     pub throughput_gbps: Vec<f64>,
     /// The `[[flows]]` entry (0-based) it comes from.
     pub entry: usize,
-    /// Why a security group or network ACL stops it (it is not started), if one does.
+    /// Why a security group or network ACL stops it, if one does (`plan`'s answer: the rule, or
+    /// the missing rule).
     pub blocked: Option<String>,
+    /// A TCP flow's connection, as its client saw it.
+    pub connection: Option<ConnectionReport>,
+}
+
+/// What became of a TCP flow's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectOutcome {
+    /// Its start lay past the run, or its sender stopped first.
+    NotTried,
+    /// SYNs unanswered when the run ended; the client was still retrying.
+    Connecting,
+    /// The handshake completed.
+    Connected,
+    /// The server answered RST: nothing listens on the port.
+    Refused,
+    /// No SYN was answered and the client gave up.
+    TimedOut,
+}
+
+/// A TCP flow's connection, as its client saw it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ConnectionReport {
+    /// What became of it.
+    pub outcome: ConnectOutcome,
+    /// SYNs the client sent.
+    pub syns: u32,
+    /// From the first SYN to the SYN-ACK (connected), the RST (refused) or giving up (timed
+    /// out), ms.
+    pub answer_ms: Option<f64>,
+    /// ACKs the client received for its data (one per two segments).
+    pub acks: u64,
+    /// Whether the FIN exchange completed before the run ended.
+    pub closed: bool,
+    /// The same, as a sentence.
+    pub says: String,
+}
+
+impl ConnectionReport {
+    fn new(tcp: &TcpOutcome, syn_retries: u32, server: &str, port: u16) -> Self {
+        let answer_ms = tcp.answer_ns.map(|ns| ns as f64 / 1e6);
+        let ms = answer_ms.unwrap_or(0.0);
+        let syns = |n: u32| if n == 1 { "1 SYN".to_string() } else { format!("{n} SYNs") };
+        let (outcome, says) = match tcp.connect {
+            Connect::NotTried => (ConnectOutcome::NotTried, "never tried".to_string()),
+            Connect::Connecting => (
+                ConnectOutcome::Connecting,
+                format!(
+                    "timing out: {} unanswered when the run ended (with tcp_syn_retries = \
+                     {syn_retries} the client gives up {} s after its first SYN)",
+                    syns(tcp.syns),
+                    give_up_after_ns(syn_retries) / 1_000_000_000
+                ),
+            ),
+            Connect::Connected => (
+                ConnectOutcome::Connected,
+                format!(
+                    "connected in {:.3} ms{}",
+                    ms,
+                    if tcp.closed { ", closed" } else { ", still open at the end" }
+                ),
+            ),
+            Connect::Refused => (
+                ConnectOutcome::Refused,
+                format!(
+                    "connection refused: {server} answered RST after {ms:.3} ms (nothing listens \
+                     on tcp/{port})"
+                ),
+            ),
+            Connect::TimedOut => (
+                ConnectOutcome::TimedOut,
+                format!("connection timed out: {} unanswered, gave up after {:.1} s", syns(tcp.syns), ms / 1e3),
+            ),
+        };
+        Self { outcome, syns: tcp.syns, answer_ms, acks: tcp.acks, closed: tcp.closed, says }
+    }
 }
 
 /// An ENI in the report.
@@ -393,6 +470,8 @@ pub(crate) struct WiredFlow {
     pub efa: bool,
     /// One way or ping-pong.
     pub pattern: hypervisor_sim::sim::traffic::Pattern,
+    /// A TCP connection: whether the receiver listens, the client's SYN retries.
+    pub tcp: Option<TcpSpec>,
     pub offered_gbps: f64,
     pub cap_gbps: f64,
 }
@@ -409,6 +488,8 @@ pub(crate) struct FlowMeasure {
     pub duplicates: u64,
     /// Bytes received per sample window.
     pub samples: Vec<u64>,
+    /// A TCP flow's connection.
+    pub tcp: Option<TcpOutcome>,
 }
 
 /// What the traffic measured.
@@ -459,14 +540,6 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     let launched = launch(file, &mut cloud, placed, &host_of)?;
     let reach = crate::plan::flow_reach(placed).map_err(scenario_err(file))?;
     filter_in_devices(file, &mut cloud, placed, &launched)?;
-    let tcp = placed.flows.iter().zip(&reach).find(|(f, r)| f.protocol != PROTO_UDP && r.allowed);
-    if let Some((f, _)) = tcp {
-        return Err(scenario_err(file)(format!(
-            "flow {} -> {} is TCP: `run` sends UDP only so far (`plan` and `why` check TCP flows \
-             against the security groups and NACLs; a TCP flow they block runs as blocked)",
-            placed.vms[f.from].name, placed.vms[f.to].name
-        )));
-    }
     let flows = wire_flows(file, &cloud, placed, &launched, &reach)?;
     let captures = open_captures(placed, options)?;
     let wired = Wired { file, placed, launched: &launched, flows: &flows, host_names: &host_names };
@@ -494,6 +567,13 @@ fn check(file: &str, placed: &Placed, live: bool) -> Result<(), RunError> {
     if let Some(f) = placed.flows.iter().find(|f| live && f.pattern == ping_pong) {
         return Err(scenario_err(file)(format!(
             "flow {} -> {} is ping-pong, which runs in virtual time only (drop --live)",
+            placed.vms[f.from].name, placed.vms[f.to].name
+        )));
+    }
+    if let Some(f) = placed.flows.iter().find(|f| live && f.protocol != PROTO_UDP) {
+        return Err(scenario_err(file)(format!(
+            "flow {} -> {} is TCP, whose connections run in virtual time only so far (drop \
+             --live; live runs send UDP)",
             placed.vms[f.from].name, placed.vms[f.to].name
         )));
     }
@@ -743,18 +823,24 @@ fn wire_flows(
         let blocked = reach.get(i).and_then(|r| r.blocked.clone());
         let start_ns = (f.start_s * 1e9) as u64;
         let stop_ns = f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns));
-        // A blocked TCP flow never gets past its handshake: it sends no data. UDP flows send,
-        // and the devices' filters drop what the rules refuse.
-        let never_connects = blocked.is_some() && f.protocol != PROTO_UDP;
+        let tcp = (f.protocol == PROTO_TCP).then(|| TcpSpec {
+            listening: placed.vms[f.to].listens_on(f.dst_port),
+            syn_retries: placed.vms[f.from].tcp_syn_retries,
+        });
+        let frame = match tcp {
+            Some(_) => FlowFrame::tcp(src, dst, f.frame),
+            None => FlowFrame::new(src, dst, f.frame),
+        };
         flows.push(WiredFlow {
-            stop_ns: if never_connects { start_ns } else { stop_ns },
+            stop_ns,
             blocked,
+            tcp,
             from: f.from,
             to: f.to,
             src_eni,
             dst_eni,
             path,
-            frame: FlowFrame::new(src, dst, f.frame),
+            frame,
             port,
             interval_ns: (1e9 / pps.max(1.0)) as u64,
             start_ns,
@@ -926,6 +1012,10 @@ fn collect(
                     .collect(),
                 entry: f.decl,
                 blocked: w.blocked.clone(),
+                connection: m.tcp.as_ref().map(|t| {
+                    let syn_retries = w.tcp.map_or(0, |s| s.syn_retries);
+                    ConnectionReport::new(t, syn_retries, &placed.vms[f.to].name, f.dst_port)
+                }),
             }
         })
         .collect();

@@ -65,6 +65,7 @@ pub(super) fn drive(
                 arrivals: f.arrivals,
                 pattern: f.pattern,
                 path: path_index(f.path),
+                tcp: f.tcp,
             })
             .collect(),
         failures: placed
@@ -171,6 +172,7 @@ pub(super) fn drive(
                 gaps: u.gaps,
                 duplicates: 0,
                 samples: u.samples.clone(),
+                tcp: u.tcp,
             }),
             true => efa.next().map(|e| FlowMeasure {
                 sent_frames: e.flow.sent_frames,
@@ -180,6 +182,7 @@ pub(super) fn drive(
                 gaps: e.reordered,
                 duplicates: e.duplicates,
                 samples: e.flow.samples.clone(),
+                tcp: None,
             }),
         })
         .collect();

@@ -253,6 +253,12 @@ pub struct VmDecl {
     /// Where its clients' source ports come from: `linux` (32768-60999, default), `windows`
     /// (49152-65535) or `nat-gateway` (1024-65535).
     pub ephemeral_ports: Option<Spanned<String>>,
+    /// TCP ports a process listens on (default: every port a TCP flow to it names); a SYN to
+    /// any other is answered with RST, "connection refused".
+    pub listens: Option<Vec<Spanned<u16>>>,
+    /// SYN retries of its TCP clients, Linux's `net.ipv4.tcp_syn_retries` (default 6: a
+    /// connection nobody answers times out after 127 s; 1 gives up after 3 s).
+    pub tcp_syn_retries: Option<Spanned<u32>>,
 }
 
 /// A secondary ENI.
@@ -290,12 +296,12 @@ pub struct FlowDecl {
     /// ENA Express (SRD).
     #[serde(default)]
     pub srd: bool,
-    /// `udp` (the only protocol the traffic generator speaks).
+    /// `udp` (default: datagrams) or `tcp` (a connection: handshake, data, close).
     pub protocol: Option<Spanned<String>>,
-    /// Frame length in bytes, 60 up to the MTU plus 14 (default 1514, or 9015 with jumbo
-    /// frames).
+    /// Frame length in bytes, 60 (TCP: 70) up to the MTU plus 14 (default 1514, or 9015 with
+    /// jumbo frames).
     pub frame: Option<Spanned<usize>>,
-    /// UDP destination port (default 9000).
+    /// UDP or TCP destination port (default 9000).
     pub dst_port: Option<u16>,
     /// The path to use: the sender's and receiver's first ENI on it (default: primary ENIs).
     pub path: Option<Spanned<String>>,

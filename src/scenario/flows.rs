@@ -58,7 +58,12 @@ pub(super) fn resolve(
                 if efa {
                     check_efa_pair(src, f, vms, enis, from, to)?;
                 }
-                let frame = frame_len(f, src, efa, &vms[from], &vms[to])?;
+                let tcp = shape.protocol == vnic::policy::PROTO_TCP;
+                if efa && tcp {
+                    let at = f.protocol.as_ref().map_or(f.from.span(), |p| p.span());
+                    return Err(src.at(at, "protocol tcp on the EFA path: EFA flows are SRD messages"));
+                }
+                let frame = frame_len(f, src, efa, tcp, &vms[from], &vms[to])?;
                 if let (Some(p), Some(declared)) = (shape.path, &f.path) {
                     check_has_path(src, declared.span(), p, vms, enis, [from, to])?;
                 }
@@ -154,6 +159,19 @@ fn shape(f: &FlowDecl, src: &Source<'_>, duration_s: f64) -> Result<Shape, Scena
             ));
         }
     };
+    if let (Some(p), Some(proto)) = (&f.pattern, &f.protocol)
+        && pattern == Pattern::PingPong
+        && protocol == vnic::policy::PROTO_TCP
+    {
+        return Err(src.at(
+            p.span(),
+            format!(
+                "pattern ping-pong with protocol `{}`: ping-pong is UDP request/response; a TCP \
+                 flow streams, its receiver acknowledging",
+                proto.get_ref()
+            ),
+        ));
+    }
     let parallel = src.ranged(&f.parallel, "parallel", 1..=1024, 1)?;
     let start_s = f.start_s.as_ref().map_or(0.0, |s| *s.get_ref());
     if let Some(st) = &f.start_s
@@ -197,11 +215,14 @@ fn frame_len(
     f: &FlowDecl,
     src: &Source<'_>,
     efa: bool,
+    tcp: bool,
     from: &Vm,
     to: &Vm,
 ) -> Result<usize, ScenarioError> {
     let mtu = from.mtu.min(to.mtu);
     let largest = usize::from(mtu) + ETHERNET_HEADER;
+    // A TCP segment's stamp follows its 20-byte TCP header.
+    let min = if tcp { hypervisor_sim::traffic::MIN_TCP_FRAME } else { MIN_FRAME };
     Ok(match &f.frame {
         Some(fr) if efa && !(EFA_HEADER_BYTES..=EFA_MTU).contains(fr.get_ref()) => {
             return Err(src.at(
@@ -214,15 +235,16 @@ fn frame_len(
         }
         Some(fr) if efa => *fr.get_ref(),
         None if efa => EFA_MTU,
-        Some(fr) if !(MIN_FRAME..=largest).contains(fr.get_ref()) => {
+        Some(fr) if !(min..=largest).contains(fr.get_ref()) => {
             return Err(src.at(
                 fr.span(),
                 format!(
-                    "frame {} B: {} -> {} carries {MIN_FRAME} to {largest} B (MTU {mtu} + \
+                    "frame {} B: {} -> {} carries {min} to {largest} B{} (MTU {mtu} + \
                      {ETHERNET_HEADER})",
                     fr.get_ref(),
                     from.name,
-                    to.name
+                    to.name,
+                    if tcp { " of TCP" } else { "" }
                 ),
             ));
         }

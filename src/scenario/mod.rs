@@ -136,6 +136,17 @@ pub struct Vm {
     pub security_groups: Vec<String>,
     /// Where its clients' source ports come from.
     pub ephemeral: EphemeralPorts,
+    /// TCP ports a process listens on (`None`: every port its TCP flows name).
+    pub listens: Option<Vec<u16>>,
+    /// SYN retries of its TCP clients.
+    pub tcp_syn_retries: u32,
+}
+
+impl Vm {
+    /// Whether a process listens on TCP port `port`.
+    pub fn listens_on(&self, port: u16) -> bool {
+        self.listens.as_ref().is_none_or(|l| l.contains(&port))
+    }
 }
 
 /// A secondary ENI, resolved.

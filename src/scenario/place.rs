@@ -156,6 +156,21 @@ pub(super) fn vms(
                 .parse()
                 .map_err(|x: vnic::policy::PolicyError| src.at(e.span(), x.to_string()))?,
         };
+        let listens = match &d.listens {
+            None => None,
+            Some(ports) => {
+                if let Some(zero) = ports.iter().find(|p| *p.get_ref() == 0) {
+                    return Err(src.at(zero.span(), "listens: port 0 is not a port to listen on"));
+                }
+                Some(ports.iter().map(|p| *p.get_ref()).collect())
+            }
+        };
+        let tcp_syn_retries = src.ranged(
+            &d.tcp_syn_retries,
+            "tcp_syn_retries",
+            0..=hypervisor_sim::sim::traffic::MAX_SYN_RETRIES,
+            hypervisor_sim::sim::traffic::LINUX_SYN_RETRIES,
+        )?;
         if d.count == Some(0) {
             return Err(src.at(name_at.clone(), "count 0: a VM entry launches at least one"));
         }
@@ -211,6 +226,8 @@ pub(super) fn vms(
                 ip: std::net::Ipv4Addr::UNSPECIFIED,
                 security_groups: security_groups.clone(),
                 ephemeral,
+                listens: listens.clone(),
+                tcp_syn_retries,
             });
         }
     }

@@ -83,10 +83,44 @@ pub mod field {
     pub const L4_SPORT: Range<usize> = 0..2;
     /// TCP/UDP destination port.
     pub const L4_DPORT: Range<usize> = 2..4;
+    /// TCP sequence number.
+    pub const TCP_SEQ: Range<usize> = 4..8;
+    /// TCP acknowledgement number.
+    pub const TCP_ACK: Range<usize> = 8..12;
+    /// TCP data offset (header length in 32-bit words, high nibble).
+    pub const TCP_DATA_OFFSET: usize = 12;
     /// TCP flags.
     pub const TCP_FLAGS: usize = 13;
+    /// TCP receive window.
+    pub const TCP_WINDOW: Range<usize> = 14..16;
+    /// TCP header without options.
+    pub const TCP_MIN_LEN: usize = 20;
+    /// UDP header.
+    pub const UDP_LEN: usize = 8;
     /// ICMP echo identifier.
     pub const ICMP_ID: Range<usize> = 4..6;
+}
+
+/// TCP header flags (byte 13 of the TCP header).
+pub mod tcp_flags {
+    /// FIN: the sender has no more data.
+    pub const FIN: u8 = 0x01;
+    /// SYN: synchronise sequence numbers (opens a connection).
+    pub const SYN: u8 = 0x02;
+    /// RST: reset the connection (a closed port answers a SYN with it).
+    pub const RST: u8 = 0x04;
+    /// PSH: push the data to the application.
+    pub const PSH: u8 = 0x08;
+    /// ACK: the acknowledgement number is valid.
+    pub const ACK: u8 = 0x10;
+}
+
+/// IP protocol numbers the frame builders write.
+pub mod ip_proto {
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
 }
 
 /// Why a frame could not be parsed.
@@ -210,6 +244,42 @@ pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Writes the Ethernet and IPv4 headers of an untagged frame of `len` bytes carrying `l4_len`
+/// bytes of protocol `protocol` (the rest, up to `len`, is Ethernet padding), with its header
+/// checksum, and returns the L4 part.
+fn write_eth_ipv4(
+    f: &mut [u8],
+    l4_len: usize,
+    dst: MacAddr,
+    src: MacAddr,
+    ips: ([u8; 4], [u8; 4]),
+    protocol: u8,
+) -> &mut [u8] {
+    f.fill(0);
+    f[field::DST].copy_from_slice(&dst.0);
+    f[field::SRC].copy_from_slice(&src.0);
+    f[field::ETHERTYPE].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    let ip = &mut f[field::ETH_LEN..];
+    ip[field::IP_VHL] = 0x45;
+    ip[2..4].copy_from_slice(&((field::IP_MIN_LEN + l4_len) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[field::IP_PROTO] = protocol;
+    ip[field::IP_SRC].copy_from_slice(&ips.0);
+    ip[field::IP_DST].copy_from_slice(&ips.1);
+    let checksum = ipv4_header_checksum(&ip[..field::IP_MIN_LEN]);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    &mut ip[field::IP_MIN_LEN..]
+}
+
+/// Ethernet, IPv4 and UDP headers.
+pub const UDP_HEADERS: usize = field::ETH_LEN + field::IP_MIN_LEN + field::UDP_LEN;
+
+/// Ethernet, IPv4 and option-less TCP headers.
+pub const TCP_HEADERS: usize = field::ETH_LEN + field::IP_MIN_LEN + field::TCP_MIN_LEN;
+
+/// Shortest Ethernet frame without its FCS: shorter frames are padded to it.
+pub const ETH_MIN_FRAME: usize = 60;
+
 /// Writes an Ethernet + IPv4 + UDP frame of `len` bytes (at least 42) into `buf`, for tests,
 /// demos and benchmarks. Returns the frame. The IPv4 header carries its checksum; the UDP
 /// checksum is 0, which over IPv4 means "none" (RFC 768), as a sender leaving it to checksum
@@ -222,26 +292,48 @@ pub fn build_udp_frame(
     ips: ([u8; 4], [u8; 4]),
     ports: (u16, u16),
 ) -> &mut [u8] {
-    let len = len.clamp(42, buf.len());
+    let len = len.clamp(UDP_HEADERS, buf.len().max(UDP_HEADERS)).min(buf.len());
     let f = &mut buf[..len];
-    f.fill(0);
-    f[field::DST].copy_from_slice(&dst.0);
-    f[field::SRC].copy_from_slice(&src.0);
-    f[field::ETHERTYPE].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-    let ip = &mut f[field::ETH_LEN..];
-    ip[field::IP_VHL] = 0x45;
-    ip[2..4].copy_from_slice(&((len - field::ETH_LEN) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[field::IP_PROTO] = 17;
-    ip[field::IP_SRC].copy_from_slice(&ips.0);
-    ip[field::IP_DST].copy_from_slice(&ips.1);
-    let checksum = ipv4_header_checksum(&ip[..field::IP_MIN_LEN]);
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-    let udp = &mut ip[field::IP_MIN_LEN..];
+    let l4_len = len.saturating_sub(field::ETH_LEN + field::IP_MIN_LEN);
+    if len < UDP_HEADERS {
+        f.fill(0);
+        return f;
+    }
+    let udp = write_eth_ipv4(f, l4_len, dst, src, ips, ip_proto::UDP);
     udp[field::L4_SPORT].copy_from_slice(&ports.0.to_be_bytes());
     udp[field::L4_DPORT].copy_from_slice(&ports.1.to_be_bytes());
-    udp[4..6].copy_from_slice(&((len - 34) as u16).to_be_bytes());
+    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     f
+}
+
+/// Writes an Ethernet + IPv4 + TCP segment into `buf`: a 20-byte TCP header (no options) with
+/// `flags`, sequence and acknowledgement numbers `seq_ack` and a 65,535-byte window, then
+/// `payload` bytes of zeros. The frame is `TCP_HEADERS + payload` bytes, padded to
+/// [`ETH_MIN_FRAME`] (the IPv4 total length excludes the padding, as on a wire). The TCP
+/// checksum is left 0, as a sender leaving it to checksum offload hands it to its NIC. Returns
+/// the frame, or `None` if `buf` is too short for it.
+#[allow(clippy::too_many_arguments)]
+pub fn build_tcp_frame(
+    buf: &mut [u8],
+    payload: usize,
+    dst: MacAddr,
+    src: MacAddr,
+    ips: ([u8; 4], [u8; 4]),
+    ports: (u16, u16),
+    seq_ack: (u32, u32),
+    flags: u8,
+) -> Option<&mut [u8]> {
+    let len = (TCP_HEADERS + payload).max(ETH_MIN_FRAME);
+    let f = buf.get_mut(..len)?;
+    let tcp = write_eth_ipv4(f, field::TCP_MIN_LEN + payload, dst, src, ips, ip_proto::TCP);
+    tcp[field::L4_SPORT].copy_from_slice(&ports.0.to_be_bytes());
+    tcp[field::L4_DPORT].copy_from_slice(&ports.1.to_be_bytes());
+    tcp[field::TCP_SEQ].copy_from_slice(&seq_ack.0.to_be_bytes());
+    tcp[field::TCP_ACK].copy_from_slice(&seq_ack.1.to_be_bytes());
+    tcp[field::TCP_DATA_OFFSET] = ((field::TCP_MIN_LEN / 4) as u8) << 4;
+    tcp[field::TCP_FLAGS] = flags;
+    tcp[field::TCP_WINDOW].copy_from_slice(&u16::MAX.to_be_bytes());
+    Some(f)
 }
 
 #[cfg(test)]
@@ -268,6 +360,52 @@ mod tests {
             (ip.src, ip.dst, ip.protocol, ip.ports),
             ([10, 0, 0, 1], [10, 0, 0, 2], 17, Some((4000, 53)))
         );
+    }
+
+    /// A TCP segment as RFC 793 lays it out: after 14 bytes of Ethernet and 20 of IPv4, ports at
+    /// 34 and 36, the sequence number at 38, the acknowledgement at 42, the data offset (5 words)
+    /// at 46, the flags at 47, the window at 48; a header-only segment is padded to 60 bytes but
+    /// its IPv4 total length says 40.
+    #[test]
+    fn tcp_segments_are_laid_out_as_rfc_793_says() {
+        let mut buf = [0u8; 1514];
+        let syn = tcp_flags::SYN;
+        let f = build_tcp_frame(
+            &mut buf,
+            0,
+            MacAddr::local(2),
+            MacAddr::local(1),
+            ([10, 0, 2, 4], [10, 0, 3, 4]),
+            (40_000, 5432),
+            (0x0102_0304, 0),
+            syn,
+        )
+        .unwrap();
+        assert_eq!(f.len(), 60);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 40, "IPv4 total length");
+        assert_eq!(f[23], 6);
+        assert_eq!(&f[34..38], &[0x9c, 0x40, 0x15, 0x38]);
+        assert_eq!(&f[38..42], &[1, 2, 3, 4]);
+        assert_eq!((f[46], f[47]), (0x50, 0x02));
+        assert_eq!(&f[48..50], &[0xff, 0xff]);
+        assert_eq!(ipv4_header_checksum(&f[14..34]), 0);
+        let ip = FrameInfo::parse(f).unwrap().ipv4.unwrap();
+        assert_eq!((ip.protocol, ip.ports, ip.tcp_flags), (6, Some((40_000, 5432)), syn));
+        let data = build_tcp_frame(
+            &mut buf,
+            1446,
+            MacAddr::local(2),
+            MacAddr::local(1),
+            ([10, 0, 2, 4], [10, 0, 3, 4]),
+            (40_000, 5432),
+            (1, 1),
+            tcp_flags::PSH | tcp_flags::ACK,
+        )
+        .unwrap();
+        assert_eq!(data.len(), 1500);
+        assert_eq!(u16::from_be_bytes([data[16], data[17]]), 1486);
+        assert!(build_tcp_frame(&mut buf[..100], 100, MacAddr::local(2), MacAddr::local(1),
+            ([0; 4], [0; 4]), (1, 2), (0, 0), 0).is_none());
     }
 
     #[test]

@@ -32,8 +32,13 @@
 //! moderation delays, link queues), reported as `queueing`.
 
 mod efa;
+mod tcp;
 
 pub use efa::{EfaFlowSpec, EfaOutcome, HEADER_BYTES as EFA_HEADER_BYTES, Pattern};
+pub use tcp::{
+    Connect, INITIAL_RTO_NS, LINUX_SYN_RETRIES, MAX_SYN_RETRIES, SEGMENTS_PER_ACK, TcpOutcome,
+    TcpSpec, give_up_after_ns,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +56,10 @@ use crate::eni::{EniId, VmId};
 use crate::guest::GuestCtx;
 use crate::traffic::{FlowFrame, LatencyLog, STAMP_AT, read_stamp, reflect, source_port, stamp};
 
+/// The random stream TCP initial sequence numbers come from (one per flow, apart from the
+/// flows' arrival streams).
+const TCP_ISN_STREAM: u64 = 0x7463_705f_6973_6e00;
+
 /// Where a frame says it is a ping-pong reply: the byte after its stamp (every frame of
 /// [`crate::traffic::MIN_FRAME`] bytes or more has it).
 const REPLY_MARK_AT: usize = STAMP_AT + 16;
@@ -62,6 +71,52 @@ fn is_reply(frame: &[u8]) -> bool {
 fn mark_reply(frame: &mut [u8]) {
     if let Some(b) = frame.get_mut(REPLY_MARK_AT) {
         *b = 1;
+    }
+}
+
+/// The frame's (source, destination) ports.
+fn dest_ports(frame: &[u8]) -> Option<(u16, u16)> {
+    Some((source_port(frame)?, dest_port(frame)?))
+}
+
+/// When and how a frame of a poll was received, for the flow's counters and latency parts.
+#[derive(Clone, Copy)]
+struct Received {
+    /// The end of its receive work.
+    t: u64,
+    /// When the poll began.
+    start: u64,
+    wait: u64,
+    notify: u64,
+    hypervisor: u64,
+    sample_ns: u64,
+}
+
+impl Received {
+    /// A data frame of `flow` arrived: its latency (from its stamp), sequence, bytes and parts.
+    fn data(&self, flow: &mut Flow, latency: &mut [LatencyLog], frame: &[u8], moderation: &mut u64) {
+        let out = &mut flow.out;
+        if let Some((seq, due)) = read_stamp(frame) {
+            let one_way = self.t.saturating_sub(due).max(1);
+            if let Some(log) = latency.get_mut(flow.spec.path) {
+                log.record(self.t, one_way);
+            }
+            out.latency_sum_ns += one_way;
+            if flow.rx_seq.gap(seq) {
+                out.gaps += 1;
+            }
+        }
+        out.recv_frames += 1;
+        out.recv_bytes += frame.len() as u64;
+        if let Some(s) = out.samples.get_mut((self.t / self.sample_ns) as usize) {
+            *s += frame.len() as u64;
+        }
+        let parts = &mut out.rx_parts.sum_ns;
+        parts[RECEIVER_WAIT] += self.wait;
+        parts[INTERRUPT] += self.notify;
+        parts[MODERATION] += std::mem::take(moderation);
+        parts[HYPERVISOR] += self.hypervisor;
+        parts[GUEST_RX] += self.t - self.start;
     }
 }
 
@@ -98,6 +153,8 @@ pub struct FlowSpec {
     pub pattern: Pattern,
     /// The report's path index for this flow (latency histograms and breakdowns are per path).
     pub path: usize,
+    /// A TCP connection (the frame is then a TCP data segment): how its ends behave.
+    pub tcp: Option<TcpSpec>,
 }
 
 /// A simulated run.
@@ -201,6 +258,8 @@ pub struct FlowOutcome {
     pub rx_parts: Parts,
     /// Sum of one-way latencies of received frames, ns.
     pub latency_sum_ns: u64,
+    /// A TCP flow's connection.
+    pub tcp: Option<TcpOutcome>,
 }
 
 /// A path's mean one-way latency split by component.
@@ -295,6 +354,9 @@ enum Event {
     EfaPost(usize),
     EfaStep(usize),
     EfaApp(usize),
+    TcpOpen(usize),
+    TcpRetry { flow: usize, syns: u32 },
+    TcpClose(usize),
 }
 
 struct Flow {
@@ -317,6 +379,8 @@ struct Flow {
     posting: bool,
     rx_seq: SeqCheck,
     out: FlowOutcome,
+    /// A TCP flow's connection.
+    conn: Option<tcp::Conn>,
 }
 
 struct SimNic {
@@ -353,6 +417,8 @@ struct SimVm {
     flows_in: BTreeMap<u16, usize>,
     /// Ping-pong flows it started, by their UDP source port (a reply's destination port).
     replies_in: BTreeMap<u16, usize>,
+    /// TCP connections it is an end of, by the (source, destination) ports of what it receives.
+    tcp_in: BTreeMap<(u16, u16), (usize, tcp::Side)>,
 }
 
 struct EngineState {
@@ -421,6 +487,11 @@ pub fn simulate(
     for f in 0..sim.flows.len() {
         if let Some(at) = sim.flows[f].pacer.next_due() {
             sim.sched.at(at, Event::FlowDue(f));
+        }
+        let s = &sim.flows[f].spec;
+        if sim.flows[f].conn.is_some() && s.start_ns < s.stop_ns {
+            let at = s.start_ns;
+            sim.sched.at(at, Event::TcpOpen(f));
         }
     }
     for (i, (at, _)) in spec.failures.iter().enumerate() {
@@ -522,9 +593,11 @@ impl<'a> Sim<'a> {
                 nics,
                 flows_in: BTreeMap::new(),
                 replies_in: BTreeMap::new(),
+                tcp_in: BTreeMap::new(),
             });
         }
         let windows = ((spec.end_ns + spec.drain_ns) / spec.sample_ns.max(1) + 2) as usize;
+        let spec_seed = spec.seed;
         let mut flows = Vec::new();
         for (i, f) in spec.flows.iter().enumerate() {
             let missing = |what: &str| SimError::Flow { flow: i, what: what.into() };
@@ -537,11 +610,28 @@ impl<'a> Sim<'a> {
                 NicHome::Emulated { host, backend_pf } => (host, backend_pf, true),
             };
             let &engine = engine_of.get(&(host, pf)).ok_or_else(|| missing("its PF is gone"))?;
-            let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not a UDP frame"))?;
-            vms[dst].flows_in.insert(port, i);
-            if f.pattern == Pattern::PingPong {
-                vms[vm].replies_in.insert(port, i);
-            }
+            let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not an IPv4 frame"))?;
+            let conn = match f.tcp {
+                Some(spec) => {
+                    let isns = SplitMix64::new(spec_seed ^ TCP_ISN_STREAM, i as u64).next_u64();
+                    let conn = tcp::Conn::new(spec, f.frame.bytes(), isns)
+                        .ok_or_else(|| missing("a TCP flow whose frame is not a TCP segment"))?;
+                    let [to_client, to_server] = conn.ports_in();
+                    vms[vm].tcp_in.insert(to_client.0, (i, to_client.1));
+                    vms[dst].tcp_in.insert(to_server.0, (i, to_server.1));
+                    Some(conn)
+                }
+                None => {
+                    vms[dst].flows_in.insert(port, i);
+                    if f.pattern == Pattern::PingPong {
+                        vms[vm].replies_in.insert(port, i);
+                    }
+                    None
+                }
+            };
+            // A TCP flow's data starts once its connection is established.
+            let (start_ns, stop_ns) =
+                if conn.is_some() { (f.stop_ns, f.stop_ns) } else { (f.start_ns, f.stop_ns) };
             let vcpus = vms[vm].vcpu_free.len();
             let sends_before = flows.iter().filter(|g: &&Flow| g.vm == vm).count();
             let wire_ns = wire_ns(cloud, &homes, &engine_of, engine, f);
@@ -557,8 +647,8 @@ impl<'a> Sim<'a> {
                 wire_ns,
                 pacer: Pacer::new(
                     f.interval_ns,
-                    f.start_ns,
-                    f.stop_ns,
+                    start_ns,
+                    stop_ns,
                     f.arrivals,
                     SplitMix64::new(spec.seed, i as u64),
                 ),
@@ -568,6 +658,7 @@ impl<'a> Sim<'a> {
                 posting: false,
                 rx_seq: SeqCheck::default(),
                 out: FlowOutcome { samples: vec![0; windows], ..Default::default() },
+                conn,
             });
         }
         Ok(Self {
@@ -621,7 +712,83 @@ impl<'a> Sim<'a> {
             Event::EfaPost(f) => self.efa_post(now, f),
             Event::EfaStep(n) => self.efa_step(now, n),
             Event::EfaApp(n) => self.efa_app(now, n),
+            Event::TcpOpen(f) => self.tcp_syn(now, f),
+            Event::TcpRetry { flow, syns } => {
+                if self.flows[flow].conn.as_mut().is_some_and(|c| c.syn_timer(now, syns)) {
+                    self.tcp_syn(now, flow);
+                }
+            }
+            Event::TcpClose(f) => self.tcp_close(now, f),
         }
+    }
+
+    /// The client sends a SYN (its first, or a retransmission) and arms its timer.
+    fn tcp_syn(&mut self, now: u64, f: usize) {
+        let flow = &mut self.flows[f];
+        let Some(conn) = flow.conn.as_mut() else { return };
+        let (vm, nic, cpu) = (flow.vm, flow.nic, flow.vcpu);
+        let mut buf = self.vms[vm].nics[nic].spare.pop().unwrap_or_default();
+        let retry_at = conn.syn(now, &mut buf);
+        let syns = conn.out.syns;
+        self.send_control(now, vm, nic, cpu, buf);
+        self.sched.at(retry_at, Event::TcpRetry { flow: f, syns });
+    }
+
+    /// The client's data is done: it sends its FIN once its last burst is posted.
+    fn tcp_close(&mut self, now: u64, f: usize) {
+        let flow = &mut self.flows[f];
+        let (vm, nic, cpu) = (flow.vm, flow.nic, flow.vcpu);
+        if flow.posting || flow.pacer.next_due().is_some() {
+            let later = self.vms[vm].vcpu_free[cpu].max(now + 1);
+            self.sched.at(later, Event::TcpClose(f));
+            return;
+        }
+        let segments = flow.first_seq + flow.burst.len() as u64;
+        let Some(conn) = flow.conn.as_mut() else { return };
+        let mut buf = self.vms[vm].nics[nic].spare.pop().unwrap_or_default();
+        if conn.fin(&mut buf, segments) {
+            self.send_control(now, vm, nic, cpu, buf);
+        } else {
+            self.vms[vm].nics[nic].spare.push(buf);
+        }
+    }
+
+    /// A connection's handshake completed at the client at `t`: its data starts.
+    fn tcp_established(&mut self, t: u64, f: usize) {
+        let flow = &mut self.flows[f];
+        let s = &flow.spec;
+        let start = t.max(s.start_ns);
+        let rng = SplitMix64::new(self.seed, f as u64);
+        flow.pacer = Pacer::new(s.interval_ns, start, s.stop_ns, s.arrivals, rng);
+        if let Some(due) = flow.pacer.next_due() {
+            self.sched.at(due, Event::FlowDue(f));
+        }
+        let stop = flow.spec.stop_ns.max(t);
+        self.sched.at(stop, Event::TcpClose(f));
+    }
+
+    /// A segment of the guest's own (a SYN, an ACK, a FIN) joins its NIC's control queue; the
+    /// vCPU `cpu` pays the send path and the doorbell, unless a post is already on its way.
+    fn send_control(&mut self, now: u64, vm: usize, nic: usize, cpu: usize, frame: Vec<u8>) {
+        let c = self.costs;
+        let v = &mut self.vms[vm];
+        if !v.alive {
+            return;
+        }
+        let n = &mut v.nics[nic];
+        let len = frame.len();
+        n.replies.push(frame);
+        if n.reply_posting {
+            return;
+        }
+        let bell = if n.emulated { c.vm_exit_ns } else { c.doorbell_ns };
+        let cpu = cpu % v.vcpu_free.len().max(1);
+        let start = now.max(v.vcpu_free[cpu]);
+        let work = c.guest_tx_ns(len) + bell;
+        v.vcpu_free[cpu] = start + work;
+        v.busy_ns += work;
+        n.reply_posting = true;
+        self.sched.at(start + work, Event::ReplyPost { vm, nic });
     }
 
     /// A sender's vCPU takes the frames due and pays the send path for them.
@@ -678,7 +845,11 @@ impl<'a> Sim<'a> {
             flow.batch.push(flow.spec.frame.bytes().to_vec());
         }
         for (j, buf) in flow.batch.iter_mut().take(k).enumerate() {
-            stamp(buf, flow.first_seq + j as u64, flow.burst[j]);
+            let seq = flow.first_seq + j as u64;
+            stamp(buf, seq, flow.burst[j]);
+            if let Some(conn) = &flow.conn {
+                conn.number(buf, seq);
+            }
         }
         let mut refs: [&[u8]; BURST] = [&[]; BURST];
         for (r, buf) in refs.iter_mut().zip(&flow.batch) {
@@ -825,7 +996,7 @@ impl<'a> Sim<'a> {
     fn guest_rx(&mut self, now: u64, vm: usize, nic: usize, observer: &mut dyn Observer) {
         let c = self.costs;
         let sample_ns = self.sample_ns;
-        let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in, replies_in } =
+        let SimVm { id, ctx, vcpu_free, busy_ns, alive, nics, flows_in, replies_in, tcp_in } =
             &mut self.vms[vm];
         let n = &mut nics[nic];
         n.rx_scheduled = false;
@@ -841,6 +1012,7 @@ impl<'a> Sim<'a> {
         let guest = &mut ctx.nics[nic];
         let mut last_cpu_t = None;
         let mut again: Option<u64> = None;
+        let mut established = Vec::new();
         for q in 0..guest.queue_count() {
             let cpu = q % vcpu_free.len();
             if vcpu_free[cpu] > now {
@@ -860,6 +1032,38 @@ impl<'a> Sim<'a> {
                     if capture {
                         observer.frame(*id, t, frame);
                     }
+                    let received = Received { t, start, wait, notify, hypervisor, sample_ns };
+                    if let Some(seg) = tcp::Segment::of(frame) {
+                        let Some(&(f, side)) = dest_ports(frame).and_then(|p| tcp_in.get(&p))
+                        else {
+                            return;
+                        };
+                        let flow = &mut flows[f];
+                        let Some(conn) = flow.conn.as_mut() else { return };
+                        let mut answer = spare.pop().unwrap_or_default();
+                        let send = match side {
+                            tcp::Side::Server => {
+                                if seg.payload > 0 && conn.spec.listening {
+                                    received.data(flow, latency, frame, &mut moderation);
+                                }
+                                flow.conn.as_mut().is_some_and(|c| c.server_rx(seg, &mut answer))
+                            }
+                            tcp::Side::Client => match conn.client_rx(t, seg, &mut answer) {
+                                tcp::ClientStep::Quiet => false,
+                                tcp::ClientStep::Send => true,
+                                tcp::ClientStep::Established => {
+                                    established.push((f, t));
+                                    true
+                                }
+                            },
+                        };
+                        if send {
+                            replies.push(answer);
+                        } else {
+                            spare.push(answer);
+                        }
+                        return;
+                    }
                     if is_reply(frame) {
                         // A ping-pong reply back at the initiator: the round trip is done.
                         let f = dest_port(frame).and_then(|p| replies_in.get(&p));
@@ -874,28 +1078,7 @@ impl<'a> Sim<'a> {
                         return;
                     };
                     let flow = &mut flows[f];
-                    let out = &mut flow.out;
-                    if let Some((seq, due)) = read_stamp(frame) {
-                        let one_way = t.saturating_sub(due).max(1);
-                        if let Some(log) = latency.get_mut(flow.spec.path) {
-                            log.record(t, one_way);
-                        }
-                        out.latency_sum_ns += one_way;
-                        if flow.rx_seq.gap(seq) {
-                            out.gaps += 1;
-                        }
-                    }
-                    out.recv_frames += 1;
-                    out.recv_bytes += frame.len() as u64;
-                    if let Some(s) = out.samples.get_mut((t / sample_ns) as usize) {
-                        *s += frame.len() as u64;
-                    }
-                    let parts = &mut out.rx_parts.sum_ns;
-                    parts[RECEIVER_WAIT] += wait;
-                    parts[INTERRUPT] += notify;
-                    parts[MODERATION] += std::mem::take(&mut moderation);
-                    parts[HYPERVISOR] += hypervisor;
-                    parts[GUEST_RX] += t - start;
+                    received.data(flow, latency, frame, &mut moderation);
                     if flow.spec.pattern == Pattern::PingPong {
                         let mut reply = spare.pop().unwrap_or_default();
                         reply.clear();
@@ -931,6 +1114,9 @@ impl<'a> Sim<'a> {
             *busy_ns += stack + bell;
             n.reply_posting = true;
             self.sched.at(post, Event::ReplyPost { vm, nic });
+        }
+        for (f, t) in established {
+            self.tcp_established(t, f);
         }
     }
 
@@ -1079,7 +1265,11 @@ impl<'a> Sim<'a> {
         SimOutcome {
             efa_flows: self.efa.flows.iter().map(|f| f.out.clone()).collect(),
             rtt: std::mem::take(&mut self.efa.rtt),
-            flows: self.flows.into_iter().map(|f| f.out).collect(),
+            flows: self
+                .flows
+                .into_iter()
+                .map(|f| FlowOutcome { tcp: f.conn.map(|c| c.out), ..f.out })
+                .collect(),
             latency: self.latency.iter().map(LatencyLog::total).collect(),
             latency_log: self.latency,
             breakdown,

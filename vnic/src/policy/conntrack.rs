@@ -15,16 +15,7 @@ use super::sg::{CompiledGroups, SgReason};
 use super::{Direction, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PolicyError, Tuple};
 
 /// TCP flags connection tracking reads.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+pub use crate::frame::tcp_flags;
 
 /// Idle timeouts of tracked connections, seconds, as EC2 documents them and lets an ENI set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
-/// IP protocol numbers that carry ports.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
+pub use crate::frame::ip_proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
 
 /// Which way a packet goes through the ENI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
