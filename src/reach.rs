@@ -117,11 +117,20 @@ pub fn request(placed: &Placed, f: usize) -> Tuple {
 /// Walks every flow's request and reply through `vpc` (a fresh one per scenario: the walks
 /// open the connections their replies ride on).
 pub fn flows(placed: &Placed, vpc: &mut Vpc) -> Vec<FlowReach> {
-    (0..placed.flows.len()).map(|f| walk(vpc, &request(placed, f))).collect()
+    (0..placed.flows.len())
+        .map(|f| {
+            let fl = &placed.flows[f];
+            // A UDP stream is datagrams one way: whether a reply would pass is not its concern.
+            let one_way = fl.protocol != PROTO_TCP
+                && fl.pattern == hypervisor_sim::sim::traffic::Pattern::Stream;
+            walk(vpc, &request(placed, f), one_way)
+        })
+        .collect()
 }
 
-/// The request `t` and its reply through `vpc`.
-pub fn walk(vpc: &mut Vpc, t: &Tuple) -> FlowReach {
+/// The request `t` and its reply through `vpc`; a `one_way` flow is allowed if its request is
+/// (the reply is walked, and shown, all the same).
+pub fn walk(vpc: &mut Vpc, t: &Tuple, one_way: bool) -> FlowReach {
     let (first, answer) = if t.proto == PROTO_TCP {
         (tcp_flags::SYN, tcp_flags::SYN | tcp_flags::ACK)
     } else {
@@ -165,8 +174,8 @@ pub fn walk(vpc: &mut Vpc, t: &Tuple) -> FlowReach {
     };
     reach.reply = hops(&back);
     match back.blocked_at() {
-        Some(b) => reach.blocked = Some(blocked_words(t, b.why.as_str(), true)),
-        None => reach.allowed = true,
+        Some(b) if !one_way => reach.blocked = Some(blocked_words(t, b.why.as_str(), true)),
+        _ => reach.allowed = true,
     }
     reach
 }
@@ -207,7 +216,7 @@ pub fn explain(
         declared.map_or_else(|| a.ephemeral.port(placed.flows.len() as u64), |f| f.src_port);
     let t = Tuple::new(proto, a.ip, src_port, b.ip, port);
     let mut vpc = vpc(placed)?;
-    let reach = walk(&mut vpc, &t);
+    let reach = walk(&mut vpc, &t, false);
     let mut out = String::new();
     let _ = writeln!(out, "{t}  ({from} -> {to})");
     hop_lines(&mut out, &reach.request);

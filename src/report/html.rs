@@ -222,6 +222,14 @@ pub fn run_page(report: &RunReport, throughput_svg: &str, latency_svg: &str) -> 
                 }
             }
         }
+        @if !report.rule_changes.is_empty() {
+            h2 { "Rule changes" }
+            ul {
+                @for c in &report.rule_changes {
+                    li { (format!("{:.2}", c.at_s)) " s: " (c.says) }
+                }
+            }
+        }
         @if !report.failures.is_empty() {
             h2 { "Failures" }
             ul {

@@ -198,6 +198,12 @@ impl fmt::Display for RunReport {
                 )?;
             }
         }
+        if !self.rule_changes.is_empty() {
+            writeln!(f, "\nrule changes (the devices took them at these times):")?;
+            for c in &self.rule_changes {
+                writeln!(f, "  {:>8.3} s  {}", c.at_s, c.says)?;
+            }
+        }
         for x in &self.failures {
             writeln!(
                 f,

@@ -12,6 +12,7 @@ use hypervisor_sim::paced::{
     CaptureFn, PacedCounters, PacedPlan, PacedRecv, PacedSend, Pacer, SeqCheck, run_paced,
 };
 use hypervisor_sim::sim::SplitMix64;
+use hypervisor_sim::sim::traffic::RuleUpdate;
 use hypervisor_sim::traffic::{LatencyLog, TrafficClock};
 
 use super::{
@@ -100,7 +101,8 @@ pub(super) fn drive(
         }
     }
     drop(results_tx);
-    let failures = supervise(cloud, placed, launched, clock, duration_ns, progress);
+    let failures =
+        supervise(cloud, placed, launched, wired.rule_changes, clock, duration_ns, progress);
     let mut latency: Vec<LatencyLog> = PATHS
         .iter()
         .map(|_| LatencyLog::new(sample_ns, duration_ns + DRAIN.as_nanos() as u64))
@@ -146,11 +148,13 @@ pub(super) fn drive(
     }
 }
 
-/// Watches the run, injecting failures when they fall due and showing progress.
+/// Watches the run, injecting failures and rule changes when they fall due and showing
+/// progress.
 fn supervise(
     cloud: &mut Cloud,
     placed: &Placed,
     launched: &Launched,
+    rule_changes: &[(u64, Vec<RuleUpdate>)],
     clock: TrafficClock,
     duration_ns: u64,
     progress: bool,
@@ -160,8 +164,14 @@ fn supervise(
     let mut failures: Vec<FailureReport> = Vec::new();
     let mut pending: Vec<&scenario::RackFailure> = placed.failures.iter().collect();
     pending.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut changes = rule_changes.iter().peekable();
     let started = Instant::now();
     while started.elapsed() < total {
+        while let Some((_, updates)) = changes.next_if(|(at, _)| *at <= clock.now_ns()) {
+            for u in updates {
+                let _ = cloud.update_eni_rules(u.eni, u.groups.clone(), u.nacl.clone());
+            }
+        }
         let now_s = clock.now_ns() as f64 / 1e9;
         while let Some(f) = pending.first().filter(|f| f.at_s <= now_s).copied() {
             pending.remove(0);

@@ -26,7 +26,9 @@ use hdrhistogram::Histogram;
 use hypervisor_sim::cloud::{Cloud, CloudSpec, HostSpec, VmSpec};
 use hypervisor_sim::eni::{EniId, EniSpec, Subnet, VmId};
 use hypervisor_sim::sim::VirtualClock;
-use hypervisor_sim::sim::traffic::{Arrivals, Connect, TcpOutcome, TcpSpec, give_up_after_ns};
+use hypervisor_sim::sim::traffic::{
+    Arrivals, Connect, RuleUpdate, TcpOutcome, TcpSpec, give_up_after_ns,
+};
 use hypervisor_sim::traffic::LatencyLog;
 use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 use hypervisor_sim::vnic::device::Notification;
@@ -323,6 +325,8 @@ pub struct RunReport {
     pub rtt: Vec<PathLatency>,
     /// Failures injected.
     pub failures: Vec<FailureReport>,
+    /// Security group and NACL changes applied to the devices (`[[rule_changes]]`).
+    pub rule_changes: Vec<RuleChangeReport>,
     /// Frames the fabric carried between hosts.
     pub fabric_frames: u64,
     /// Frames the fabric dropped (a full link queue).
@@ -341,6 +345,15 @@ pub struct RunReport {
     pub captures: Vec<CaptureReport>,
     /// Flow logs (`[[flow_logs]]`).
     pub flow_logs: Vec<FlowLogReport>,
+}
+
+/// A rule change the devices took during the run.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RuleChangeReport {
+    /// When, s into the run.
+    pub at_s: f64,
+    /// What changed.
+    pub says: String,
 }
 
 /// An ENI's flow log in the report; `run --out` writes its records to `file`.
@@ -523,6 +536,8 @@ pub(crate) struct Wired<'a> {
     pub launched: &'a Launched,
     pub flows: &'a [WiredFlow],
     pub host_names: &'a [String],
+    /// The scenario's rule changes as every device takes them: (time, new rules per ENI).
+    pub rule_changes: &'a [(u64, Vec<RuleUpdate>)],
 }
 
 /// The hosts built: the cloud, and which simulated host each placement host became.
@@ -539,10 +554,17 @@ pub fn run(file: &str, placed: &Placed, options: &RunOptions) -> Result<RunRepor
     let Built { mut cloud, host_of, host_names } = build_cloud(file, placed, clock)?;
     let launched = launch(file, &mut cloud, placed, &host_of)?;
     let reach = crate::plan::flow_reach(placed).map_err(scenario_err(file))?;
-    filter_in_devices(file, &mut cloud, placed, &launched)?;
+    let rule_changes = filter_in_devices(file, &mut cloud, placed, &launched)?;
     let flows = wire_flows(file, &cloud, placed, &launched, &reach)?;
     let captures = open_captures(placed, options)?;
-    let wired = Wired { file, placed, launched: &launched, flows: &flows, host_names: &host_names };
+    let wired = Wired {
+        file,
+        placed,
+        launched: &launched,
+        flows: &flows,
+        host_names: &host_names,
+        rule_changes: &rule_changes,
+    };
     let measured = if options.live {
         live::drive(&wired, &mut cloud, captures, options.progress)
     } else {
@@ -697,14 +719,17 @@ fn launch(
 /// Puts every ENI's device behind its security groups and its subnet's NACL, compiled from
 /// the scenario (nothing to do when it declares none: the defaults allow every flow between
 /// its VMs, and the devices stay unfiltered).
+/// Programs every ENI's device with its security groups, its subnet's NACL and its flow log,
+/// and returns the scenario's rule changes as the devices will take them: after each change, the
+/// new rules of every ENI (a group's change reaches every ENI whose rules name the group).
 fn filter_in_devices(
     file: &str,
     cloud: &mut Cloud,
     placed: &Placed,
     launched: &Launched,
-) -> Result<(), RunError> {
+) -> Result<Vec<(u64, Vec<RuleUpdate>)>, RunError> {
     if !placed.security.is_declared() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut vpc = crate::reach::vpc(placed).map_err(scenario_err(file))?;
     let vpc_cidr = vpc.cidr;
@@ -732,7 +757,18 @@ fn filter_in_devices(
             vnic::device::VfPolicy { filter, subnet, nacl: std::sync::Arc::new(nacl), flow_log };
         cloud.set_eni_policy(id, Some(policy)).map_err(cloud_err("security groups"))?;
     }
-    Ok(())
+    let mut changes = Vec::new();
+    for c in &placed.security.changes {
+        let fail = |e: vnic::policy::PolicyError| scenario_err(file)(format!("{}: {e}", c.says));
+        c.change.apply(&mut vpc).map_err(fail)?;
+        let mut updates = Vec::with_capacity(launched.eni_order.len());
+        for (k, &eni) in launched.eni_order.iter().enumerate() {
+            let (groups, _, nacl) = vpc.device_parts(k).map_err(fail)?;
+            updates.push(RuleUpdate { eni, groups, nacl: std::sync::Arc::new(nacl) });
+        }
+        changes.push(((c.at_s * 1e9) as u64, updates));
+    }
+    Ok(changes)
 }
 
 /// Every ENI's VM and subnet, in the order `reach::vpc` adds them (each VM's primary, then its
@@ -820,7 +856,11 @@ fn wire_flows(
         };
         let offered = f.gbps.unwrap_or(cap);
         let pps = offered * 1e9 / (8.0 * f.frame as f64);
-        let blocked = reach.get(i).and_then(|r| r.blocked.clone());
+        let changes = !placed.security.changes.is_empty();
+        let blocked = reach.get(i).and_then(|r| r.blocked.clone()).map(|b| match changes {
+            true => format!("{b} (by the rules at 0 s, before the [[rule_changes]])"),
+            false => b,
+        });
         let start_ns = (f.start_s * 1e9) as u64;
         let stop_ns = f.stop_s.map_or(duration_ns, |s| ((s * 1e9) as u64).min(duration_ns));
         let tcp = (f.protocol == PROTO_TCP).then(|| TcpSpec {
@@ -1084,6 +1124,12 @@ fn collect(
         latency,
         rtt,
         failures: measured.failures,
+        rule_changes: placed
+            .security
+            .changes
+            .iter()
+            .map(|c| RuleChangeReport { at_s: c.at_s, says: c.says.clone() })
+            .collect(),
         fabric_frames: fabric.frames.load(Ordering::Relaxed),
         fabric_drops: fabric.fabric_drops.load(Ordering::Relaxed),
         emulated_traps: traps,

@@ -46,7 +46,7 @@ pub(super) fn drive(
     captures: BTreeMap<usize, Capture>,
     progress: bool,
 ) -> Result<Measured, RunError> {
-    let Wired { file, placed, launched, flows, host_names } = *wired;
+    let Wired { file, placed, launched, flows, host_names, rule_changes } = *wired;
     let end_ns = (placed.duration_s * 1e9) as u64;
     let drain_ns = DRAIN.as_nanos() as u64;
     let spec = TrafficSpec {
@@ -94,6 +94,7 @@ pub(super) fn drive(
             })
             .collect(),
         efa_loss: placed.run.efa_loss,
+        rule_changes: rule_changes.to_vec(),
     };
     let total_s = (end_ns + drain_ns) as f64 / 1e9;
     let mut watch = Watch {

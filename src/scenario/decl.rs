@@ -77,6 +77,47 @@ pub struct Scenario {
     /// VPC flow logs (written by `run --out`).
     #[serde(default)]
     pub flow_logs: Vec<FlowLogDecl>,
+    /// Security group and network ACL changes during `run`.
+    #[serde(default)]
+    pub rule_changes: Vec<Spanned<RuleChangeDecl>>,
+}
+
+/// A change to one security group's or one network ACL's rules at a time of the run (EC2's
+/// `AuthorizeSecurityGroupIngress`, `RevokeSecurityGroupEgress`, `ReplaceNetworkAclEntry`,
+/// `DeleteNetworkAclEntry`, ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleChangeDecl {
+    /// When, s into the run.
+    pub at_s: Spanned<f64>,
+    /// The security group changed.
+    pub group: Option<Spanned<String>>,
+    /// The network ACL changed.
+    pub nacl: Option<Spanned<String>>,
+    /// Group rules added in.
+    #[serde(default)]
+    pub authorize_inbound: Vec<SgRuleDecl>,
+    /// Group rules added out.
+    #[serde(default)]
+    pub authorize_outbound: Vec<SgRuleDecl>,
+    /// Group rules removed in (tracked connections they allowed live on).
+    #[serde(default)]
+    pub revoke_inbound: Vec<SgRuleDecl>,
+    /// Group rules removed out.
+    #[serde(default)]
+    pub revoke_outbound: Vec<SgRuleDecl>,
+    /// NACL rules created in, or replacing the rule of the same number.
+    #[serde(default)]
+    pub put_inbound: Vec<NaclRuleDecl>,
+    /// NACL rules created out, or replacing the rule of the same number.
+    #[serde(default)]
+    pub put_outbound: Vec<NaclRuleDecl>,
+    /// NACL rule numbers deleted in.
+    #[serde(default)]
+    pub delete_inbound: Vec<Spanned<i64>>,
+    /// NACL rule numbers deleted out.
+    #[serde(default)]
+    pub delete_outbound: Vec<Spanned<i64>>,
 }
 
 /// A flow log on the ENIs of a VM, of a subnet, or of the whole VPC.

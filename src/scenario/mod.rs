@@ -302,7 +302,7 @@ pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
     let s = decl::parse(&src)?;
     let settings = settings::check(&s, &src)?;
     let az_names: Vec<String> = settings.topology.azs.iter().map(|a| a.name.clone()).collect();
-    let security = security::resolve(&s, &src)?;
+    let security = security::resolve(&s, &src, settings.duration_s)?;
     let subnets = subnets::resolve(&s, &src, &az_names, &security)?;
     let (mut fleet, cluster_groups) = place::fleet(&s, &src, settings.topology, &settings.types)?;
     let mut vms =

@@ -31,6 +31,75 @@ pub struct Security {
     pub nacls: Vec<Nacl>,
     /// Flow logs.
     pub flow_logs: Vec<FlowLogSpec>,
+    /// Rule changes during the run, in time order.
+    pub changes: Vec<RuleChange>,
+}
+
+/// A change to one group's or one NACL's rules at a time of the run, checked against the rules
+/// as the changes before it left them.
+#[derive(Debug, Clone)]
+pub struct RuleChange {
+    /// When, s into the run.
+    pub at_s: f64,
+    /// What changes.
+    pub change: Change,
+    /// The same, in words ("sg-db: authorize inbound tcp 5432 from sg-app").
+    pub says: String,
+}
+
+/// What a [`RuleChange`] changes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A security group's rules: added, then removed.
+    Group {
+        /// Its id.
+        group: String,
+        /// Rules added.
+        authorize: Vec<(Direction, SgRule)>,
+        /// Rules removed.
+        revoke: Vec<(Direction, SgRule)>,
+    },
+    /// A NACL's rules: deleted, then created or replaced.
+    Nacl {
+        /// Its id.
+        nacl: String,
+        /// Rules created or replaced (by number).
+        put: Vec<(Direction, NaclRule)>,
+        /// Rule numbers deleted.
+        delete: Vec<(Direction, u16)>,
+    },
+}
+
+impl Change {
+    /// Applies the change to `vpc`'s rules (every ENI's groups recompiled, tracked connections
+    /// kept).
+    pub fn apply(&self, vpc: &mut vnic::policy::vpc::Vpc) -> Result<(), vnic::policy::PolicyError> {
+        match self {
+            Change::Group { group, authorize, revoke } => {
+                for (dir, r) in authorize {
+                    vpc.authorize(group, *dir, r.clone())?;
+                }
+                for (dir, r) in revoke {
+                    vpc.revoke(group, *dir, r)?;
+                }
+            }
+            Change::Nacl { nacl, put, delete } => {
+                let quotas = *vpc.quotas();
+                let mut n = vpc.nacl(nacl).cloned().ok_or_else(|| {
+                    vnic::policy::PolicyError::InvalidParameterValue(format!("no network ACL {nacl}"))
+                })?;
+                for (dir, number) in delete {
+                    n.remove(*dir, *number);
+                }
+                for (dir, r) in put {
+                    n.remove(*dir, r.number);
+                    n.add(*dir, *r, &quotas)?;
+                }
+                vpc.put_nacl(n);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a flow log covers.
@@ -224,7 +293,11 @@ fn nacl_rule(r: &NaclRuleDecl, src: &Source<'_>) -> Result<NaclRule, ScenarioErr
 }
 
 /// Checks the scenario's quotas, groups and NACLs.
-pub(super) fn resolve(s: &Scenario, src: &Source<'_>) -> Result<Security, ScenarioError> {
+pub(super) fn resolve(
+    s: &Scenario,
+    src: &Source<'_>,
+    duration_s: f64,
+) -> Result<Security, ScenarioError> {
     let defaults = Quotas::default();
     let quotas = match &s.quotas {
         None => defaults,
@@ -295,7 +368,158 @@ pub(super) fn resolve(s: &Scenario, src: &Source<'_>) -> Result<Security, Scenar
         }
         nacls.push(nacl);
     }
-    Ok(Security { quotas, groups, nacls, flow_logs: Vec::new() })
+    let changes = rule_changes(s, src, duration_s, &names, &quotas, &groups, &nacls)?;
+    Ok(Security { quotas, groups, nacls, flow_logs: Vec::new(), changes })
+}
+
+/// The scenario's rule changes, in time order, each checked against the rules the changes
+/// before it leave: a group or NACL the scenario has, group keys with `group` and NACL keys with
+/// `nacl`, a revoked rule the group has (EC2: `InvalidPermission.NotFound`), a deleted number
+/// the NACL has, EC2's quotas kept.
+fn rule_changes(
+    s: &Scenario,
+    src: &Source<'_>,
+    duration_s: f64,
+    names: &BTreeSet<String>,
+    quotas: &Quotas,
+    groups: &[SecurityGroup],
+    nacls: &[Nacl],
+) -> Result<Vec<RuleChange>, ScenarioError> {
+    let mut groups = groups.to_vec();
+    let mut nacls = nacls.to_vec();
+    let mut order: Vec<&Spanned<super::decl::RuleChangeDecl>> = s.rule_changes.iter().collect();
+    // Stable: changes at one time apply in the file's order.
+    order.sort_by(|a, b| a.get_ref().at_s.get_ref().total_cmp(b.get_ref().at_s.get_ref()));
+    let mut out = Vec::new();
+    for entry in order {
+        let d = entry.get_ref();
+        let at_s = *d.at_s.get_ref();
+        if !(at_s.is_finite() && at_s >= 0.0 && at_s < duration_s) {
+            return Err(src.at(
+                d.at_s.span(),
+                format!("at_s {at_s} is not within the run's {duration_s} s"),
+            ));
+        }
+        let sg_keys = !(d.authorize_inbound.is_empty()
+            && d.authorize_outbound.is_empty()
+            && d.revoke_inbound.is_empty()
+            && d.revoke_outbound.is_empty());
+        let nacl_keys = !(d.put_inbound.is_empty()
+            && d.put_outbound.is_empty()
+            && d.delete_inbound.is_empty()
+            && d.delete_outbound.is_empty());
+        let (change, says) = match (&d.group, &d.nacl) {
+            (Some(g), None) if !nacl_keys => {
+                let err = |e: vnic::policy::PolicyError| src.at(g.span(), e.to_string());
+                let Some(group) = groups.iter_mut().find(|x| x.id == *g.get_ref()) else {
+                    return Err(src.at(g.span(), format!("no security group `{}`", g.get_ref())));
+                };
+                let mut words = Vec::new();
+                let mut authorize = Vec::new();
+                for (dir, rules) in [
+                    (Direction::Inbound, &d.authorize_inbound),
+                    (Direction::Outbound, &d.authorize_outbound),
+                ] {
+                    for r in rules {
+                        let rule = sg_rule(r, dir, names, src)?;
+                        group.authorize(dir, rule.clone(), quotas).map_err(err)?;
+                        words.push(format!("authorize {dir} {rule}"));
+                        authorize.push((dir, rule));
+                    }
+                }
+                let mut revoke = Vec::new();
+                for (dir, rules) in [
+                    (Direction::Inbound, &d.revoke_inbound),
+                    (Direction::Outbound, &d.revoke_outbound),
+                ] {
+                    for r in rules {
+                        let rule = sg_rule(r, dir, names, src)?;
+                        if !group.revoke(dir, &rule) {
+                            return Err(src.at(
+                                r.protocol.span(),
+                                format!(
+                                    "InvalidPermission.NotFound: {} has no {dir} rule {rule} to \
+                                     revoke at {at_s} s",
+                                    group.id
+                                ),
+                            ));
+                        }
+                        words.push(format!("revoke {dir} {rule}"));
+                        revoke.push((dir, rule));
+                    }
+                }
+                let says = format!("{}: {}", group.id, words.join("; "));
+                (Change::Group { group: group.id.clone(), authorize, revoke }, says)
+            }
+            (None, Some(n)) if !sg_keys => {
+                let Some(nacl) = nacls.iter_mut().find(|x| x.id == *n.get_ref()) else {
+                    return Err(src.at(n.span(), format!("no network ACL `{}`", n.get_ref())));
+                };
+                let mut words = Vec::new();
+                let mut delete = Vec::new();
+                for (dir, numbers) in [
+                    (Direction::Inbound, &d.delete_inbound),
+                    (Direction::Outbound, &d.delete_outbound),
+                ] {
+                    for k in numbers {
+                        let number = u16::try_from(*k.get_ref()).ok().filter(|&x| nacl.remove(dir, x));
+                        let Some(number) = number else {
+                            return Err(src.at(
+                                k.span(),
+                                format!(
+                                    "InvalidNetworkAclEntry.NotFound: {} has no {dir} rule {} \
+                                     to delete at {at_s} s",
+                                    nacl.id,
+                                    k.get_ref()
+                                ),
+                            ));
+                        };
+                        words.push(format!("delete {dir} rule {number}"));
+                        delete.push((dir, number));
+                    }
+                }
+                let mut put = Vec::new();
+                for (dir, rules) in
+                    [(Direction::Inbound, &d.put_inbound), (Direction::Outbound, &d.put_outbound)]
+                {
+                    for r in rules {
+                        let rule = nacl_rule(r, src)?;
+                        let replaced = nacl.remove(dir, rule.number);
+                        nacl.add(dir, rule, quotas)
+                            .map_err(|e| src.at(r.rule.span(), e.to_string()))?;
+                        let verb = if replaced { "replace" } else { "create" };
+                        words.push(format!("{verb} {dir} {rule}"));
+                        put.push((dir, rule));
+                    }
+                }
+                let says = format!("{}: {}", nacl.id, words.join("; "));
+                (Change::Nacl { nacl: nacl.id.clone(), put, delete }, says)
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(src.at(
+                    entry.span(),
+                    "a rule change names one `group` or one `nacl`",
+                ));
+            }
+            (Some(g), None) => {
+                return Err(src.at(
+                    g.span(),
+                    "a security group's change takes authorize_*/revoke_* rules, not put_*/delete_*",
+                ));
+            }
+            (None, Some(n)) => {
+                return Err(src.at(
+                    n.span(),
+                    "a network ACL's change takes put_*/delete_* rules, not authorize_*/revoke_*",
+                ));
+            }
+        };
+        if says.ends_with(": ") {
+            return Err(src.at(entry.span(), "a rule change with no rule to change"));
+        }
+        out.push(RuleChange { at_s, change, says });
+    }
+    Ok(out)
 }
 
 /// The groups an ENI names (checked: defined, within the quota, none twice), or `default`.

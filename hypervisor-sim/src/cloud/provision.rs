@@ -310,6 +310,34 @@ impl Cloud {
 }
 
 impl Cloud {
+    /// New rules for an ENI whose device filters it ([`Cloud::set_eni_policy`]): its groups'
+    /// and its subnet's NACL, its tracked connections kept. False if its device has no filter.
+    pub fn update_eni_rules(
+        &mut self,
+        eni: EniId,
+        groups: vnic::policy::sg::CompiledGroups,
+        nacl: Arc<vnic::policy::nacl::Nacl>,
+    ) -> Result<bool, CloudError> {
+        let e = self.registry.eni(eni)?.clone();
+        let Some(a) = e.attachment else { return Ok(false) };
+        let Some(record) = self.vms.get(&a.vm) else { return Ok(false) };
+        let Some(nic) = record.nics.iter().find(|n| n.eni == eni) else { return Ok(false) };
+        let host = &self.hosts[record.spec.host];
+        let result = match nic.device {
+            NicDevice::Vf(vf) => {
+                host.pfs[vf.pf].call(move |pf| pf.update_policy_rules(vf.vf, groups, nacl))?
+            }
+            NicDevice::SoftPort(port) => match host.emulated.as_ref() {
+                Some(em) => em
+                    .device
+                    .call(move |pf| pf.update_policy_rules(port, groups, nacl))
+                    .unwrap_or(Ok(false)),
+                None => Ok(false),
+            },
+        };
+        result.map_err(|source| CloudError::Device { host: host.spec.name.clone(), source })
+    }
+
     /// Ends an ENI's flow log at `end_ns` and returns its records (`None`: it has none).
     pub fn take_flow_log(
         &mut self,

@@ -180,6 +180,19 @@ pub struct TrafficSpec {
     pub efa_flows: Vec<EfaFlowSpec>,
     /// Share of SRD packets the fabric loses (0 to 1), answered by SRD's retransmission.
     pub efa_loss: f64,
+    /// Security group and NACL changes: at a time, new rules for these ENIs' devices.
+    pub rule_changes: Vec<(u64, Vec<RuleUpdate>)>,
+}
+
+/// New rules for one ENI's device filter ([`Cloud::update_eni_rules`]).
+#[derive(Debug, Clone)]
+pub struct RuleUpdate {
+    /// The ENI.
+    pub eni: EniId,
+    /// Its groups, compiled with the change.
+    pub groups: vnic::policy::sg::CompiledGroups,
+    /// Its subnet's NACL with the change.
+    pub nacl: Arc<vnic::policy::nacl::Nacl>,
 }
 
 /// Who watches a run without changing it: captures and progress.
@@ -350,6 +363,7 @@ enum Event {
     HypervisorWake(usize),
     EmulatedTimer(usize),
     Failure(usize),
+    RuleChange(usize),
     EfaDue(usize),
     EfaPost(usize),
     EfaStep(usize),
@@ -460,6 +474,7 @@ struct Sim<'a> {
     sample_ns: u64,
     failures: Vec<(u64, Vec<VmId>)>,
     applied: Vec<(u64, Vec<VmId>)>,
+    rule_changes: Vec<(u64, Vec<RuleUpdate>)>,
     efa: efa::EfaWorld,
     seed: u64,
 }
@@ -496,6 +511,9 @@ pub fn simulate(
     }
     for (i, (at, _)) in spec.failures.iter().enumerate() {
         sim.sched.at(*at, Event::Failure(i));
+    }
+    for (i, (at, _)) in spec.rule_changes.iter().enumerate() {
+        sim.sched.at(*at, Event::RuleChange(i));
     }
     while let Some((now, event)) = sim.sched.next_until(horizon) {
         sim.handle(now, event, observer);
@@ -675,6 +693,7 @@ impl<'a> Sim<'a> {
             sample_ns: spec.sample_ns.max(1),
             failures: spec.failures.clone(),
             applied: Vec::new(),
+            rule_changes: spec.rule_changes.clone(),
             efa: efa::EfaWorld::default(),
             seed: spec.seed,
         })
@@ -708,6 +727,14 @@ impl<'a> Sim<'a> {
                 self.emulated_timer(now, h);
             }
             Event::Failure(i) => self.failure(now, i),
+            Event::RuleChange(i) => {
+                // The device takes new rules between two polls; an ENI gone (its VM stopped)
+                // has nothing to filter.
+                let updates = self.rule_changes.get(i).map(|c| c.1.clone()).unwrap_or_default();
+                for u in updates {
+                    let _ = self.cloud.update_eni_rules(u.eni, u.groups, u.nacl);
+                }
+            }
             Event::EfaDue(f) => self.efa_due(now, f),
             Event::EfaPost(f) => self.efa_post(now, f),
             Event::EfaStep(n) => self.efa_step(now, n),

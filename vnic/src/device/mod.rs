@@ -686,17 +686,20 @@ impl PhysicalFunction {
         Ok(())
     }
 
-    /// New rules for a VF's groups (a group's rules or members changed): its tracked
-    /// connections live on, as in EC2. False if the VF has no policy.
-    pub fn update_policy_groups(
+    /// New rules for a VF: its groups' (a group's rules or members changed) and its subnet's
+    /// NACL. Its tracked connections live on, as in EC2; so do its flow log and counters. False
+    /// if the VF has no policy.
+    pub fn update_policy_rules(
         &mut self,
         vf: u16,
         groups: crate::policy::sg::CompiledGroups,
+        nacl: Arc<crate::policy::nacl::Nacl>,
     ) -> Result<bool, DeviceError> {
         let i = self.check(vf)?;
         Ok(match self.vfs[i].policy.as_deref_mut() {
             Some(p) => {
                 p.filter.set_groups(groups);
+                p.nacl = nacl;
                 true
             }
             None => false,

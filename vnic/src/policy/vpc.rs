@@ -131,6 +131,11 @@ impl Vpc {
         self.nacls.insert(nacl.id.clone(), nacl);
     }
 
+    /// The NACL `id`.
+    pub fn nacl(&self, id: &str) -> Option<&Nacl> {
+        self.nacls.get(id)
+    }
+
     /// Adds a subnet with its NACL; returns its index.
     pub fn add_subnet(&mut self, name: &str, cidr: Cidr, nacl: &str) -> Result<usize, PolicyError> {
         if !self.cidr.contains(cidr.network()) || cidr.prefix_len() < self.cidr.prefix_len() {
