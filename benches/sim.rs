@@ -98,6 +98,7 @@ fn two_node(case: &Case, seconds: f64) -> Result<TwoNode, String> {
             arrivals: Arrivals::Periodic,
             pattern: Pattern::Stream,
             path: 0,
+            tcp: None,
         });
     }
     let spec = TrafficSpec {
@@ -111,6 +112,7 @@ fn two_node(case: &Case, seconds: f64) -> Result<TwoNode, String> {
         costs: CostModel::default(),
         efa_flows: Vec::new(),
         efa_loss: 0.0,
+        rule_changes: Vec::new(),
     };
     let out = simulate(&mut cloud, &spec, &mut NoObserver).map_err(|e| e.to_string())?;
     let frames: u64 = out.flows.iter().map(|f| f.recv_frames).sum();

@@ -721,9 +721,11 @@ fn many_flows_plot_as_a_total_and_the_worst() {
     assert!(html.contains("The 10 flows furthest below their offer"));
 }
 
-/// The three-tier example: `plan` finds the one flow its broken NACL rule stops and names the
-/// rule and what the client sees; `why` walks it filter by filter; `run` does not start it and
-/// reports it blocked, while the allowed flows get their offer.
+/// The three-tier example: `plan` finds the flows its broken NACL rule stops and names the
+/// rule and what the client sees; `why` walks it filter by filter; `run` sends every flow
+/// through the devices' filters: the TCP connection whose SYN-ACKs the NACL drops times out after
+/// the client's SYN retry, the health checks to a port nothing listens on are refused, the
+/// allowed flows get their offer.
 #[test]
 fn the_three_tier_vpc_names_its_broken_rule() {
     let file = "scenarios/three-tier.toml";
@@ -732,9 +734,10 @@ fn the_three_tier_vpc_names_its_broken_rule() {
     assert_matches_schema("plan", &out.stdout);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let flows = plan["flows"].as_array().unwrap();
-    assert_eq!(flows.len(), 6);
+    assert_eq!(flows.len(), 9);
     for f in flows {
         let to_db = f["to"] == "db-0";
+        // A refused connection is the application's doing: the rules allow it.
         assert_eq!(f["allowed"], !to_db, "{f}");
         let why = f["limited_by"].as_str().unwrap();
         if to_db && f["from"] == "app-0" {
@@ -743,6 +746,10 @@ fn the_three_tier_vpc_names_its_broken_rule() {
         } else if to_db {
             assert!(why.contains("acl-db inbound denies udp/5432"), "{why}");
             assert!(why.contains("every datagram is dropped"), "{why}");
+        } else if f["to"] == "web-0" {
+            assert_eq!(f["gbps"], 0.2, "{f}");
+        } else if f["from"] == "web-0" && f["gbps"] != 0.5 {
+            assert_eq!(f["gbps"], 0.01, "{f}");
         } else {
             assert_eq!(f["gbps"], 0.5, "{f}");
         }
@@ -774,45 +781,118 @@ fn the_three_tier_vpc_names_its_broken_rule() {
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let db = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "db-0").unwrap();
     let db_nacl_drops = db["enis"][0]["nacl_drops"].as_u64().unwrap();
-    for f in report["flows"].as_array().unwrap() {
-        if f["to"] == "db-0" {
-            assert!(f["blocked"].as_str().unwrap().contains("acl-db"), "{f}");
-            assert_eq!(f["received_frames"], 0);
-            if f["from"] == "web-1" {
-                // The UDP flow sends; the database's device drops every datagram at its NACL.
-                let sent = f["sent_frames"].as_u64().unwrap();
-                assert!(sent > 1000, "{f}");
-                assert_eq!(db_nacl_drops, sent);
-                // The database's flow log (1 s intervals over a 1 s run and its 0.2 s drain):
-                // one REJECT record of every datagram, then an interval with nothing.
-                let log = std::fs::read_to_string(out_dir.join("flow-log-db-0_eni0.log")).unwrap();
-                let lines: Vec<&str> = log.lines().collect();
-                assert_eq!(
-                    lines[0],
-                    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
-                );
-                let fields: Vec<&str> = lines[1].split(' ').collect();
-                assert_eq!(fields.len(), 14, "{}", lines[1]);
-                assert_eq!(
-                    (fields[0], fields[3], fields[4], fields[6], fields[7]),
-                    ("2", "10.0.1.5", "10.0.3.4", "5432", "17")
-                );
-                assert_eq!(fields[8].parse::<u64>().unwrap(), sent, "{}", lines[1]);
-                assert_eq!(
-                    fields[9].parse::<u64>().unwrap(),
-                    sent * f["frame_bytes"].as_u64().unwrap()
-                );
-                assert_eq!((fields[12], fields[13]), ("REJECT", "OK"));
-                assert!(lines[2].ends_with(" - NODATA"), "{log}");
-                assert_eq!(lines.len(), 3, "{log}");
-                assert_eq!(report["flow_logs"][0]["records"], 2);
-            } else {
-                // The TCP flow never gets past its handshake: it sends no data.
-                assert_eq!(f["sent_frames"], 0);
+    let flows = report["flows"].as_array().unwrap();
+    let udp_to_db = flows.iter().find(|f| f["from"] == "web-1" && f["to"] == "db-0").unwrap();
+    let sent = udp_to_db["sent_frames"].as_u64().unwrap();
+    // The UDP flow sends; the database's device drops every datagram at its NACL, and the two
+    // SYN-ACKs it answers app-0's two SYNs with at its NACL's outbound side.
+    assert!(sent > 4000, "{udp_to_db}");
+    assert_eq!(udp_to_db["received_frames"], 0);
+    assert_eq!(db_nacl_drops, sent + 2);
+    for f in flows {
+        let c = &f["connection"];
+        match (f["from"].as_str().unwrap(), f["to"].as_str().unwrap()) {
+            ("app-0", "db-0") => {
+                // tcp_syn_retries = 1: SYNs at 0 and 1 s, given up 1 + 2 = 3 s after the first.
+                assert_eq!(c["outcome"], "timed-out", "{f}");
+                assert_eq!(c["syns"], 2);
+                assert_eq!(c["answer_ms"], 3000.0);
+                assert!(c["says"].as_str().unwrap().contains("timed out"));
+                assert!(f["blocked"].as_str().unwrap().contains("acl-db"), "{f}");
+                assert_eq!(f["sent_frames"], 0, "no data without a connection");
             }
-        } else {
-            assert_eq!(f["blocked"], serde_json::Value::Null);
-            assert!((f["achieved_gbps"].as_f64().unwrap() - 0.5).abs() < 0.01, "{f}");
+            ("web-0", app) if f["protocol"] == "tcp" => {
+                assert_eq!(f["dst_port"], 8080);
+                assert_eq!(c["outcome"], "refused", "{f}");
+                assert_eq!(c["syns"], 1, "a refused client does not retry");
+                let says = c["says"].as_str().unwrap();
+                assert!(says.contains(&format!("{app} answered RST")), "{says}");
+                assert!(says.contains("nothing listens on tcp/8080"), "{says}");
+                assert_eq!(f["blocked"], serde_json::Value::Null);
+            }
+            ("app-1", "web-0") => {
+                assert_eq!(c["outcome"], "connected", "{f}");
+                assert_eq!((c["syns"].as_u64(), c["closed"].as_bool()), (Some(1), Some(true)));
+                let got = f["received_frames"].as_u64().unwrap();
+                assert_eq!(f["sent_frames"].as_u64(), Some(got), "{f}");
+                assert_eq!(c["acks"].as_u64(), Some(got / 2), "one ACK per two segments");
+                assert!((f["achieved_gbps"].as_f64().unwrap() - 0.2).abs() < 0.01, "{f}");
+            }
+            ("web-1", "db-0") => {}
+            _ => {
+                assert_eq!(f["blocked"], serde_json::Value::Null);
+                assert_eq!(f["connection"], serde_json::Value::Null, "UDP");
+                assert!((f["achieved_gbps"].as_f64().unwrap() - 0.5).abs() < 0.01, "{f}");
+            }
         }
     }
+    // The database's flow log, 1 s intervals over the 4 s run and its 0.2 s drain: per interval
+    // the datagrams it rejected; in the first two, app-0's SYN accepted and the SYN-ACK
+    // rejected; then an interval with nothing.
+    let log = std::fs::read_to_string(out_dir.join("flow-log-db-0_eni0.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[0],
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+    );
+    let records: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(' ').collect()).collect();
+    assert!(records.iter().all(|r| r.len() == 14), "{log}");
+    let packets = |src: &str, proto: &str, action: &str| -> u64 {
+        records
+            .iter()
+            .filter(|r| r[3] == src && r[7] == proto && r[12] == action)
+            .map(|r| r[8].parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(packets("10.0.1.5", "17", "REJECT"), sent);
+    let udp_bytes: u64 =
+        records.iter().filter(|r| r[3] == "10.0.1.5").map(|r| r[9].parse::<u64>().unwrap()).sum();
+    assert_eq!(udp_bytes, sent * udp_to_db["frame_bytes"].as_u64().unwrap());
+    assert_eq!(packets("10.0.2.4", "6", "ACCEPT"), 2, "the SYNs: {log}");
+    assert_eq!(packets("10.0.3.4", "6", "REJECT"), 2, "the SYN-ACKs: {log}");
+    assert_eq!(records.iter().filter(|r| r[3] == "10.0.1.5").count(), 4, "{log}");
+    assert!(lines.last().unwrap().ends_with(" - NODATA"), "{log}");
+    assert_eq!(report["flow_logs"][0]["records"], records.len());
+}
+
+/// Rules changing mid-run, as `scenarios/rule-changes.toml` scripts them: the tracked TCP
+/// connection outlives the revoked rule that allowed it, the untracked UDP stream stops when its
+/// rule goes, and the NACL fixed at 0.5 s lets the client's SYN retry at 1 s connect.
+#[test]
+fn rules_changed_mid_run_keep_tracked_connections_and_stop_the_rest() {
+    let file = "scenarios/rule-changes.toml";
+    let run = vnic_lab(&["run", file, "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_matches_schema("run", &run.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let changes = report["rule_changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0]["at_s"], 0.5);
+    assert!(changes[0]["says"].as_str().unwrap().starts_with("acl-db: replace outbound rule 100"));
+    let flows = report["flows"].as_array().unwrap();
+    // 1514-byte frames at 0.1 Gbps: one every 1514 × 8 / 0.1 ns = 121,120 ns.
+    let interval_ns = 1514.0 * 8.0 / 0.1;
+    let tracked = &flows[0];
+    assert_eq!(tracked["connection"]["outcome"], "connected");
+    let sent = tracked["sent_frames"].as_u64().unwrap();
+    assert_eq!(tracked["received_frames"].as_u64(), Some(sent), "{tracked}");
+    assert!(sent as f64 >= 2e9 / interval_ns - 2.0, "all 2 s of it: {tracked}");
+    let untracked = &flows[1];
+    let got = untracked["received_frames"].as_u64().unwrap();
+    // Frames due before 1.0 s arrive (less the one or two in flight at the change); none after.
+    let before = (1e9 / interval_ns).ceil() as u64;
+    assert!(got <= before && got + 2 >= before, "{got} of {before}: {untracked}");
+    assert!(untracked["sent_frames"].as_u64().unwrap() > 2 * before - 2);
+    let db = report["vms"].as_array().unwrap().iter().find(|v| v["name"] == "db-0").unwrap();
+    let sg_drops = db["enis"][0]["security_group_drops"].as_u64().unwrap();
+    assert_eq!(sg_drops, untracked["lost_frames"].as_u64().unwrap());
+    let fixed = &flows[2]["connection"];
+    assert_eq!(fixed["outcome"], "connected", "{fixed}");
+    assert_eq!(fixed["syns"], 2, "the first SYN-ACK was dropped, the retry's was not");
+    let ms = fixed["answer_ms"].as_f64().unwrap();
+    assert!((1000.0..1001.0).contains(&ms), "the retry at 1 s, answered in a round trip: {ms}");
+    let live = vnic_lab(&["run", file, "--live"]);
+    assert_eq!(live.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&live.stderr);
+    assert!(e.contains("app-0 -> db-0 is TCP, whose connections run in virtual time only"), "{e}");
 }

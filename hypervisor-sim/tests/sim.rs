@@ -60,6 +60,7 @@ fn flow(c: &Cloud, from: (VmId, EniId), to: (VmId, EniId), len: usize, gbps: f64
         arrivals: Arrivals::Periodic,
         pattern: Pattern::Stream,
         path: 0,
+        tcp: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> Si
         costs,
         efa_flows: Vec::new(),
         efa_loss: 0.0,
+        rule_changes: Vec::new(),
     };
     simulate(c, &spec, &mut NoObserver).unwrap()
 }
@@ -254,6 +256,7 @@ fn run_efa(c: &mut Cloud, flows: Vec<EfaFlowSpec>, end_ns: u64, loss: f64) -> Si
         costs: CostModel::default(),
         efa_flows: flows.into_iter().map(|f| EfaFlowSpec { stop_ns: end_ns, ..f }).collect(),
         efa_loss: loss,
+        rule_changes: Vec::new(),
     };
     simulate(c, &spec, &mut NoObserver).unwrap()
 }
@@ -372,4 +375,172 @@ fn a_receivers_vcpu_is_a_resource_one_queue_takes_what_its_receive_path_costs() 
     }
     let rx = c.eni_counters(b.1).unwrap();
     assert!(rx.queues.rx_drops > 300_000, "the ring overflowed: {:?}", rx.queues);
+}
+
+mod tcp {
+    //! TCP connections over the real device: the handshake's time from the cost table, a closed
+    //! port's RST, SYNs a security group drops timing out after the client's retries, and a
+    //! revoked rule that leaves the tracked connection it allowed alone.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use hypervisor_sim::sim::traffic::{
+        Connect, INITIAL_RTO_NS, RuleUpdate, SEGMENTS_PER_ACK, TcpSpec, give_up_after_ns,
+    };
+    use vnic::device::VfPolicy;
+    use vnic::policy::conntrack::{EniFilter, Timeouts};
+    use vnic::policy::nacl::Nacl;
+    use vnic::policy::sg::{CompiledGroups, Peer, SecurityGroup, SgRule};
+    use vnic::policy::{Direction, Ports, Protocol, Quotas};
+
+    /// Header-only segments (SYN, SYN-ACK, RST, ACK, FIN) are padded to 60 bytes.
+    const CONTROL: usize = 60;
+
+    /// A TCP flow of 1500-byte segments from `ports.0` to `ports.1`, one every 100 µs.
+    fn tcp_flow(
+        c: &Cloud,
+        from: (VmId, EniId),
+        to: (VmId, EniId),
+        ports: (u16, u16),
+        tcp: TcpSpec,
+    ) -> FlowSpec {
+        let end = |id: EniId, port| {
+            let e = c.enis().eni(id).unwrap();
+            Endpoint { mac: e.mac, ip: e.primary_ip, port }
+        };
+        let frame = FlowFrame::tcp(end(from.1, ports.0), end(to.1, ports.1), 1500);
+        FlowSpec { frame, tcp: Some(tcp), ..flow(c, from, to, 1500, IDLE_GBPS) }
+    }
+
+    fn spec(
+        flows: Vec<FlowSpec>,
+        end_ns: u64,
+        changes: Vec<(u64, Vec<RuleUpdate>)>,
+    ) -> TrafficSpec {
+        TrafficSpec {
+            flows: flows.into_iter().map(|f| FlowSpec { stop_ns: end_ns, ..f }).collect(),
+            failures: vec![],
+            end_ns,
+            drain_ns: 5 * MS,
+            sample_ns: 100 * MS,
+            paths: 1,
+            seed: 1,
+            costs: CostModel::default(),
+            efa_flows: Vec::new(),
+            efa_loss: 0.0,
+            rule_changes: changes,
+        }
+    }
+
+    const LISTENING: TcpSpec = TcpSpec { listening: true, syn_retries: 6 };
+
+    /// SYN out and SYN-ACK back, each the idle one-way trip of a 60-byte segment on one PF; then
+    /// data every 100 µs from the handshake to the end, every frame delivered at the idle
+    /// latency of its 1500 bytes, one ACK per two, and the FIN exchange.
+    #[test]
+    fn a_handshake_takes_two_idle_trips_of_a_60_byte_segment() {
+        let costs = CostModel::default();
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+        let b = launch(&mut c, "b", 0, IoPath::SrIov, false);
+        let f = tcp_flow(&c, a, b, (40_000, 5432), LISTENING);
+        let interval = f.interval_ns;
+        let out = simulate(&mut c, &spec(vec![f], 20 * MS, vec![]), &mut NoObserver).unwrap();
+        let flow = &out.flows[0];
+        let tcp = flow.tcp.unwrap();
+        let handshake = 2 * same_pf_latency(&costs, CONTROL, false);
+        assert_eq!(tcp.connect, Connect::Connected);
+        assert_eq!((tcp.syns, tcp.answer_ns), (1, Some(handshake)));
+        let expected = (20 * MS - handshake).div_ceil(interval);
+        assert_eq!((flow.sent_frames, flow.recv_frames), (expected, expected));
+        // Every segment takes the idle one-way latency of its 1500 bytes but the first: the
+        // handshake's last ACK reaches the server just before it, and the server's vCPU is
+        // still receiving the ACK when the segment lands.
+        let one_way = same_pf_latency(&costs, 1500, false);
+        let arrives = |len: usize| costs.guest_tx_ns(len) + costs.device_tx_ns(1, len as u64);
+        let ack_done = arrives(CONTROL) + costs.guest_rx_ns(CONTROL);
+        let first_waits = ack_done.saturating_sub(arrives(1500));
+        assert!(first_waits > 0, "the cost table puts the ACK's receive work past the segment");
+        assert_eq!(flow.latency_sum_ns, flow.recv_frames * one_way + first_waits);
+        assert_eq!(flow.gaps, 0);
+        assert_eq!(tcp.acks, expected / SEGMENTS_PER_ACK);
+        assert!(tcp.closed, "FIN, FIN-ACK, ACK within the drain");
+    }
+
+    #[test]
+    fn a_closed_port_refuses_at_once_and_sends_no_data() {
+        let costs = CostModel::default();
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+        let b = launch(&mut c, "b", 1, IoPath::SrIov, false);
+        let closed = TcpSpec { listening: false, syn_retries: 6 };
+        let f = tcp_flow(&c, a, b, (40_000, 5432), closed);
+        let out = simulate(&mut c, &spec(vec![f], 20 * MS, vec![]), &mut NoObserver).unwrap();
+        let tcp = out.flows[0].tcp.unwrap();
+        assert_eq!((tcp.connect, tcp.syns), (Connect::Refused, 1));
+        // Across hosts: more than two same-PF trips (the wire both ways), far less than an RTO.
+        let answer = tcp.answer_ns.unwrap();
+        assert!(answer > 2 * same_pf_latency(&costs, CONTROL, false) && answer < MS, "{answer}");
+        assert_eq!((out.flows[0].sent_frames, out.flows[0].recv_frames), (0, 0));
+    }
+
+    /// b's group allows tcp/5432 from a only. The connection to 6000 is dropped in b's device,
+    /// SYN after SYN: with one retry the client gives up 1 + 2 = 3 s after its first. The 5432
+    /// rule is revoked at 1 s: the connection it allowed is tracked and keeps every segment;
+    /// a connection opened after the revocation is dropped like the one to 6000.
+    #[test]
+    fn dropped_syns_time_out_and_a_revoked_rule_spares_the_tracked_connection() {
+        let mut c = cloud();
+        let a = launch(&mut c, "a", 0, IoPath::SrIov, false);
+        let b = launch(&mut c, "b", 1, IoPath::SrIov, false);
+        let ip_a = c.enis().eni(a.1).unwrap().primary_ip;
+        let q = Quotas::default();
+        let rule = SgRule::new(
+            Protocol::Number(6),
+            Ports::port(5432),
+            Peer::Cidr(format!("{ip_a}/32").parse().unwrap()),
+        );
+        let mut server = SecurityGroup::empty("sg-server", "vpc");
+        server.authorize(Direction::Inbound, rule.clone(), &q).unwrap();
+        let compile = |g: &SecurityGroup| {
+            CompiledGroups::compile(&[g], &std::collections::BTreeMap::new(), &q).unwrap()
+        };
+        let nacl = Arc::new(Nacl::vpc_default("acl"));
+        let policy = |g: &SecurityGroup| VfPolicy {
+            filter: EniFilter::new(compile(g), 1000, Timeouts::default()),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            nacl: nacl.clone(),
+            flow_log: None,
+        };
+        c.set_eni_policy(b.1, Some(policy(&server))).unwrap();
+        c.set_eni_policy(a.1, Some(policy(&SecurityGroup::new("sg-client", "vpc")))).unwrap();
+        let mut revoked = server.clone();
+        assert!(revoked.revoke(Direction::Inbound, &rule));
+        let change = RuleUpdate { eni: b.1, groups: compile(&revoked), nacl: nacl.clone() };
+        let impatient = TcpSpec { listening: true, syn_retries: 1 };
+        let tracked = tcp_flow(&c, a, b, (40_000, 5432), impatient);
+        let blocked = tcp_flow(&c, a, b, (40_001, 6000), impatient);
+        let late =
+            FlowSpec { start_ns: 1500 * MS, ..tcp_flow(&c, a, b, (40_002, 5432), impatient) };
+        let end = 4000 * MS;
+        let spec = spec(vec![tracked, blocked, late], end, vec![(1000 * MS, vec![change])]);
+        let out = simulate(&mut c, &spec, &mut NoObserver).unwrap();
+        let (kept, dropped, after) = (&out.flows[0], &out.flows[1], &out.flows[2]);
+        assert_eq!(kept.tcp.unwrap().connect, Connect::Connected);
+        assert!(kept.sent_frames > 35_000, "4 s at one per 100 µs: {kept:?}");
+        assert_eq!(kept.recv_frames, kept.sent_frames, "tracked: the revocation does not cut it");
+        let d = dropped.tcp.unwrap();
+        assert_eq!((d.connect, d.syns), (Connect::TimedOut, 2));
+        assert_eq!(d.answer_ns, Some(give_up_after_ns(1)));
+        assert_eq!(give_up_after_ns(1), 3 * INITIAL_RTO_NS);
+        let l = after.tcp.unwrap();
+        assert_eq!(
+            (l.connect, l.syns),
+            (Connect::Connecting, 2),
+            "SYNs at 1.5 and 2.5 s, unanswered at 4 s"
+        );
+        let drops = c.eni_counters(b.1).unwrap().port.rx_security_group_drops;
+        assert_eq!(drops, 4, "two SYNs to 6000, two after the revocation");
+    }
 }

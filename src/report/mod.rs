@@ -115,7 +115,10 @@ impl fmt::Display for RunReport {
         // Flows that did not get through: what the client saw, then why.
         let troubled = self.flows.iter().filter(|fl| {
             fl.blocked.is_some()
-                || fl.connection.as_ref().is_some_and(|c| c.outcome != crate::run::ConnectOutcome::Connected)
+                || fl
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| c.outcome != crate::run::ConnectOutcome::Connected)
         });
         for (k, fl) in troubled.enumerate() {
             if k == SHOWN {

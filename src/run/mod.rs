@@ -102,6 +102,10 @@ pub struct FlowReport {
     pub to: String,
     /// I/O path.
     pub path: PathName,
+    /// `udp`, `tcp`, or `srd` (EFA messages).
+    pub protocol: &'static str,
+    /// UDP or TCP destination port.
+    pub dst_port: u16,
     /// Frame length, bytes.
     pub frame_bytes: usize,
     /// Network class between the two.
@@ -205,7 +209,11 @@ impl ConnectionReport {
             ),
             Connect::TimedOut => (
                 ConnectOutcome::TimedOut,
-                format!("connection timed out: {} unanswered, gave up after {:.1} s", syns(tcp.syns), ms / 1e3),
+                format!(
+                    "connection timed out: {} unanswered, gave up after {:.1} s",
+                    syns(tcp.syns),
+                    ms / 1e3
+                ),
             ),
         };
         Self { outcome, syns: tcp.syns, answer_ms, acks: tcp.acks, closed: tcp.closed, says }
@@ -1032,6 +1040,12 @@ fn collect(
                 from: placed.vms[f.from].name.clone(),
                 to: placed.vms[f.to].name.clone(),
                 path: w.path,
+                protocol: match (w.efa, w.tcp.is_some()) {
+                    (true, _) => "srd",
+                    (false, true) => "tcp",
+                    (false, false) => "udp",
+                },
+                dst_port: f.dst_port,
                 frame_bytes: f.frame,
                 class,
                 offered_gbps: w.offered_gbps,

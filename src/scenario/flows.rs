@@ -61,7 +61,9 @@ pub(super) fn resolve(
                 let tcp = shape.protocol == vnic::policy::PROTO_TCP;
                 if efa && tcp {
                     let at = f.protocol.as_ref().map_or(f.from.span(), |p| p.span());
-                    return Err(src.at(at, "protocol tcp on the EFA path: EFA flows are SRD messages"));
+                    return Err(
+                        src.at(at, "protocol tcp on the EFA path: EFA flows are SRD messages")
+                    );
                 }
                 let frame = frame_len(f, src, efa, tcp, &vms[from], &vms[to])?;
                 if let (Some(p), Some(declared)) = (shape.path, &f.path) {

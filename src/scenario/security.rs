@@ -86,7 +86,9 @@ impl Change {
             Change::Nacl { nacl, put, delete } => {
                 let quotas = *vpc.quotas();
                 let mut n = vpc.nacl(nacl).cloned().ok_or_else(|| {
-                    vnic::policy::PolicyError::InvalidParameterValue(format!("no network ACL {nacl}"))
+                    vnic::policy::PolicyError::InvalidParameterValue(format!(
+                        "no network ACL {nacl}"
+                    ))
                 })?;
                 for (dir, number) in delete {
                     n.remove(*dir, *number);
@@ -395,10 +397,8 @@ fn rule_changes(
         let d = entry.get_ref();
         let at_s = *d.at_s.get_ref();
         if !(at_s.is_finite() && at_s >= 0.0 && at_s < duration_s) {
-            return Err(src.at(
-                d.at_s.span(),
-                format!("at_s {at_s} is not within the run's {duration_s} s"),
-            ));
+            return Err(src
+                .at(d.at_s.span(), format!("at_s {at_s} is not within the run's {duration_s} s")));
         }
         let sg_keys = !(d.authorize_inbound.is_empty()
             && d.authorize_outbound.is_empty()
@@ -462,7 +462,8 @@ fn rule_changes(
                     (Direction::Outbound, &d.delete_outbound),
                 ] {
                     for k in numbers {
-                        let number = u16::try_from(*k.get_ref()).ok().filter(|&x| nacl.remove(dir, x));
+                        let number =
+                            u16::try_from(*k.get_ref()).ok().filter(|&x| nacl.remove(dir, x));
                         let Some(number) = number else {
                             return Err(src.at(
                                 k.span(),
@@ -496,10 +497,7 @@ fn rule_changes(
                 (Change::Nacl { nacl: nacl.id.clone(), put, delete }, says)
             }
             (Some(_), Some(_)) | (None, None) => {
-                return Err(src.at(
-                    entry.span(),
-                    "a rule change names one `group` or one `nacl`",
-                ));
+                return Err(src.at(entry.span(), "a rule change names one `group` or one `nacl`"));
             }
             (Some(g), None) => {
                 return Err(src.at(

@@ -337,6 +337,64 @@ fn thirty_and_more_malformed_scenarios_each_get_a_clear_error() {
             format!("{DEFAULT}\n[[flow_logs]]\nof = \"vpc\"\ninterval_s = 0\n"),
             "interval_s 0 is not 1 to 600",
         ),
+        (
+            replaced("name = \"client\"\n", "name = \"client\"\nlistens = [443, 0]\n"),
+            "listens: port 0 is not a port to listen on",
+        ),
+        (
+            replaced("name = \"client\"\n", "name = \"client\"\ntcp_syn_retries = 33\n"),
+            "tcp_syn_retries 33 is not 0 to 32",
+        ),
+        (
+            replaced(
+                "from = \"web-1\"\nto = \"web-0\"\n",
+                "from = \"web-1\"\nto = \"web-0\"\nprotocol = \"tcp\"\npattern = \"ping-pong\"\n",
+            ),
+            "ping-pong is UDP request/response",
+        ),
+        (
+            replaced(
+                "from = \"web-1\"\nto = \"web-0\"\ngbps = 0.5\nframe = 1514\n",
+                "from = \"web-1\"\nto = \"web-0\"\ngbps = 0.5\nprotocol = \"tcp\"\nframe = 64\n",
+            ),
+            "carries 70 to",
+        ),
+        (
+            sg(
+                "sg-a",
+                "inbound = [{ protocol = \"tcp\", ports = \"22\", from = \"10.0.0.0/8\" }]\n[[rule_changes]]\nat_s = 0.1\ngroup = \"sg-a\"\nrevoke_inbound = [{ protocol = \"tcp\", ports = \"23\", from = \"10.0.0.0/8\" }]",
+            ),
+            "InvalidPermission.NotFound: sg-a has no inbound rule tcp 23 10.0.0.0/8 to revoke",
+        ),
+        (
+            sg(
+                "sg-a",
+                "[[rule_changes]]\nat_s = 0.1\ngroup = \"sg-b\"\nauthorize_inbound = [{ protocol = \"tcp\", from = \"10.0.0.0/8\" }]",
+            ),
+            "no security group `sg-b`",
+        ),
+        (
+            nacl("[[rule_changes]]\nat_s = 0.1\nnacl = \"acl-a\"\ndelete_inbound = [100]"),
+            "InvalidNetworkAclEntry.NotFound: acl-a has no inbound rule 100 to delete",
+        ),
+        (
+            nacl(
+                "[[rule_changes]]\nat_s = 0.1\nnacl = \"acl-a\"\nrevoke_inbound = [{ protocol = \"tcp\", from = \"10.0.0.0/8\" }]",
+            ),
+            "a network ACL's change takes put_*/delete_* rules",
+        ),
+        (
+            nacl("[[rule_changes]]\nat_s = 0.1\nnacl = \"acl-a\"\ngroup = \"default\""),
+            "a rule change names one `group` or one `nacl`",
+        ),
+        (
+            nacl("[[rule_changes]]\nat_s = 0.1\nnacl = \"acl-a\""),
+            "a rule change with no rule to change",
+        ),
+        (
+            nacl("[[rule_changes]]\nat_s = 99.0\nnacl = \"acl-a\"\ndelete_inbound = [1]"),
+            "at_s 99 is not within the run's",
+        ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());
     for (text, want) in &cases {

@@ -404,8 +404,19 @@ mod tests {
         .unwrap();
         assert_eq!(data.len(), 1500);
         assert_eq!(u16::from_be_bytes([data[16], data[17]]), 1486);
-        assert!(build_tcp_frame(&mut buf[..100], 100, MacAddr::local(2), MacAddr::local(1),
-            ([0; 4], [0; 4]), (1, 2), (0, 0), 0).is_none());
+        assert!(
+            build_tcp_frame(
+                &mut buf[..100],
+                100,
+                MacAddr::local(2),
+                MacAddr::local(1),
+                ([0; 4], [0; 4]),
+                (1, 2),
+                (0, 0),
+                0
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -94,7 +94,13 @@ struct Received {
 
 impl Received {
     /// A data frame of `flow` arrived: its latency (from its stamp), sequence, bytes and parts.
-    fn data(&self, flow: &mut Flow, latency: &mut [LatencyLog], frame: &[u8], moderation: &mut u64) {
+    fn data(
+        &self,
+        flow: &mut Flow,
+        latency: &mut [LatencyLog],
+        frame: &[u8],
+        moderation: &mut u64,
+    ) {
         let out = &mut flow.out;
         if let Some((seq, due)) = read_stamp(frame) {
             let one_way = self.t.saturating_sub(due).max(1);

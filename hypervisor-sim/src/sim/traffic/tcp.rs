@@ -211,11 +211,11 @@ impl Conn {
         let _ = build_tcp_frame(buf, 0, to.mac, from.mac, (from.ip, to.ip), ports, seq_ack, flags);
     }
 
-    fn from_client(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
+    fn client_sends(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
         Self::write(buf, self.client, self.server, seq_ack, flags);
     }
 
-    fn from_server(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
+    fn server_sends(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
         Self::write(buf, self.server, self.client, seq_ack, flags);
     }
 
@@ -236,7 +236,7 @@ impl Conn {
         self.out.connect = Connect::Connecting;
         let rto = INITIAL_RTO_NS.saturating_mul(1 << self.out.syns.min(MAX_SYN_RETRIES));
         self.out.syns += 1;
-        self.from_client(buf, (self.client_isn, 0), tcp_flags::SYN);
+        self.client_sends(buf, (self.client_isn, 0), tcp_flags::SYN);
         now.saturating_add(rto)
     }
 
@@ -278,7 +278,7 @@ impl Conn {
         }
         self.fin_sent = true;
         let (seq, ack) = self.data_seq_ack(segments);
-        self.from_client(buf, (seq, ack), tcp_flags::FIN | tcp_flags::ACK);
+        self.client_sends(buf, (seq, ack), tcp_flags::FIN | tcp_flags::ACK);
         true
     }
 
@@ -292,7 +292,7 @@ impl Conn {
             } else {
                 ((0, next.wrapping_add(1)), RST | ACK)
             };
-            self.from_server(buf, reply.0, reply.1);
+            self.server_sends(buf, reply.0, reply.1);
             return true;
         }
         if seg.flags & RST != 0 || !self.spec.listening {
@@ -300,7 +300,7 @@ impl Conn {
         }
         if seg.flags & FIN != 0 {
             let seq = self.server_isn.wrapping_add(1);
-            self.from_server(buf, (seq, next.wrapping_add(1)), FIN | ACK);
+            self.server_sends(buf, (seq, next.wrapping_add(1)), FIN | ACK);
             return true;
         }
         if seg.payload == 0 {
@@ -311,7 +311,7 @@ impl Conn {
             return false;
         }
         self.unacked = 0;
-        self.from_server(buf, (self.server_isn.wrapping_add(1), next), ACK);
+        self.server_sends(buf, (self.server_isn.wrapping_add(1), next), ACK);
         true
     }
 
@@ -333,19 +333,19 @@ impl Conn {
             if self.connecting() {
                 self.out.connect = Connect::Connected;
                 self.out.answer_ns = since_syn(self);
-                self.from_client(buf, seq_ack, ACK);
+                self.client_sends(buf, seq_ack, ACK);
                 return ClientStep::Established;
             }
             if self.out.connect == Connect::Connected && !self.fin_sent {
                 // Our ACK was lost or the SYN was sent twice: acknowledge again.
-                self.from_client(buf, seq_ack, ACK);
+                self.client_sends(buf, seq_ack, ACK);
                 return ClientStep::Send;
             }
             return ClientStep::Quiet;
         }
         if seg.flags & FIN != 0 && self.fin_sent && !self.out.closed {
             self.out.closed = true;
-            self.from_client(buf, (seg.ack, ack_of(seg)), ACK);
+            self.client_sends(buf, (seg.ack, ack_of(seg)), ACK);
             return ClientStep::Send;
         }
         if seg.flags & ACK != 0 && self.out.connect == Connect::Connected {
@@ -410,7 +410,12 @@ mod tests {
         assert!(!c.server_rx(ack, &mut buf), "a pure ACK needs no answer");
         // Data segment k starts at isn + 1 + k × 146 (200-byte frames: 146 bytes of payload).
         assert_eq!(c.data_seq_ack(3), (0x11 + 3 * 146, 0x101));
-        let seg = |k: u64| Segment { flags: PSH | ACK, seq: c.data_seq_ack(k).0, ack: 0x101, payload: 146 };
+        let seg = |k: u64| Segment {
+            flags: PSH | ACK,
+            seq: c.data_seq_ack(k).0,
+            ack: 0x101,
+            payload: 146,
+        };
         let (s0, s1) = (seg(0), seg(1));
         assert!(!c.server_rx(s0, &mut buf));
         assert!(c.server_rx(s1, &mut buf));
@@ -455,7 +460,10 @@ mod tests {
         }
         let s = INITIAL_RTO_NS;
         assert_eq!(sent, [0, s, 3 * s]);
-        assert_eq!((c.out.connect, c.out.syns, c.out.answer_ns), (Connect::TimedOut, 3, Some(7 * s)));
+        assert_eq!(
+            (c.out.connect, c.out.syns, c.out.answer_ns),
+            (Connect::TimedOut, 3, Some(7 * s))
+        );
         assert_eq!(c.out.answer_ns, Some(give_up_after_ns(2)));
     }
 
