@@ -32,7 +32,7 @@
 //! moderation delays, link queues), reported as `queueing`.
 
 mod efa;
-mod tcp;
+pub(crate) mod tcp;
 
 pub use efa::{EfaFlowSpec, EfaOutcome, HEADER_BYTES as EFA_HEADER_BYTES, Pattern};
 pub use tcp::{
@@ -399,8 +399,8 @@ struct Flow {
     posting: bool,
     rx_seq: SeqCheck,
     out: FlowOutcome,
-    /// A TCP flow's connection.
-    conn: Option<tcp::Conn>,
+    /// A TCP flow's connection: its client's end and its server's.
+    conn: Option<(tcp::Client, tcp::Server)>,
 }
 
 struct SimNic {
@@ -638,11 +638,10 @@ impl<'a> Sim<'a> {
             let conn = match f.tcp {
                 Some(spec) => {
                     let isns = SplitMix64::new(spec_seed ^ TCP_ISN_STREAM, i as u64).next_u64();
-                    let conn = tcp::Conn::new(spec, f.frame.bytes(), isns)
+                    let conn = tcp::connection(spec, f.frame.bytes(), isns)
                         .ok_or_else(|| missing("a TCP flow whose frame is not a TCP segment"))?;
-                    let [to_client, to_server] = conn.ports_in();
-                    vms[vm].tcp_in.insert(to_client.0, (i, to_client.1));
-                    vms[dst].tcp_in.insert(to_server.0, (i, to_server.1));
+                    vms[vm].tcp_in.insert(conn.0.ports_in(), (i, tcp::Side::Client));
+                    vms[dst].tcp_in.insert(conn.1.ports_in(), (i, tcp::Side::Server));
                     Some(conn)
                 }
                 None => {
@@ -747,7 +746,7 @@ impl<'a> Sim<'a> {
             Event::EfaApp(n) => self.efa_app(now, n),
             Event::TcpOpen(f) => self.tcp_syn(now, f),
             Event::TcpRetry { flow, syns } => {
-                if self.flows[flow].conn.as_mut().is_some_and(|c| c.syn_timer(now, syns)) {
+                if self.flows[flow].conn.as_mut().is_some_and(|c| c.0.syn_timer(now, syns)) {
                     self.tcp_syn(now, flow);
                 }
             }
@@ -758,11 +757,11 @@ impl<'a> Sim<'a> {
     /// The client sends a SYN (its first, or a retransmission) and arms its timer.
     fn tcp_syn(&mut self, now: u64, f: usize) {
         let flow = &mut self.flows[f];
-        let Some(conn) = flow.conn.as_mut() else { return };
+        let Some((client, _)) = flow.conn.as_mut() else { return };
         let (vm, nic, cpu) = (flow.vm, flow.nic, flow.vcpu);
         let mut buf = self.vms[vm].nics[nic].spare.pop().unwrap_or_default();
-        let retry_at = conn.syn(now, &mut buf);
-        let syns = conn.out.syns;
+        let retry_at = client.syn(now, &mut buf);
+        let syns = client.out.syns;
         self.send_control(now, vm, nic, cpu, buf);
         self.sched.at(retry_at, Event::TcpRetry { flow: f, syns });
     }
@@ -777,9 +776,9 @@ impl<'a> Sim<'a> {
             return;
         }
         let segments = flow.first_seq + flow.burst.len() as u64;
-        let Some(conn) = flow.conn.as_mut() else { return };
+        let Some((client, _)) = flow.conn.as_mut() else { return };
         let mut buf = self.vms[vm].nics[nic].spare.pop().unwrap_or_default();
-        if conn.fin(&mut buf, segments) {
+        if client.fin(&mut buf, segments) {
             self.send_control(now, vm, nic, cpu, buf);
         } else {
             self.vms[vm].nics[nic].spare.push(buf);
@@ -880,8 +879,8 @@ impl<'a> Sim<'a> {
         for (j, buf) in flow.batch.iter_mut().take(k).enumerate() {
             let seq = flow.first_seq + j as u64;
             stamp(buf, seq, flow.burst[j]);
-            if let Some(conn) = &flow.conn {
-                conn.number(buf, seq);
+            if let Some((client, _)) = &flow.conn {
+                client.number(buf, seq);
             }
         }
         let mut refs: [&[u8]; BURST] = [&[]; BURST];
@@ -1072,16 +1071,17 @@ impl<'a> Sim<'a> {
                             return;
                         };
                         let flow = &mut flows[f];
-                        let Some(conn) = flow.conn.as_mut() else { return };
+                        let Some((client, server)) = flow.conn.as_mut() else { return };
                         let mut answer = spare.pop().unwrap_or_default();
                         let send = match side {
                             tcp::Side::Server => {
-                                if seg.payload > 0 && conn.spec.listening {
+                                let answers = server.rx(seg, &mut answer);
+                                if seg.payload > 0 && server.listening() {
                                     received.data(flow, latency, frame, &mut moderation);
                                 }
-                                flow.conn.as_mut().is_some_and(|c| c.server_rx(seg, &mut answer))
+                                answers
                             }
-                            tcp::Side::Client => match conn.client_rx(t, seg, &mut answer) {
+                            tcp::Side::Client => match client.rx(t, seg, &mut answer) {
                                 tcp::ClientStep::Quiet => false,
                                 tcp::ClientStep::Send => true,
                                 tcp::ClientStep::Established => {
@@ -1301,7 +1301,7 @@ impl<'a> Sim<'a> {
             flows: self
                 .flows
                 .into_iter()
-                .map(|f| FlowOutcome { tcp: f.conn.map(|c| c.out), ..f.out })
+                .map(|f| FlowOutcome { tcp: f.conn.map(|c| c.0.out), ..f.out })
                 .collect(),
             latency: self.latency.iter().map(LatencyLog::total).collect(),
             latency_log: self.latency,

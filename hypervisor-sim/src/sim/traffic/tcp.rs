@@ -93,7 +93,7 @@ struct End {
 
 /// A segment's fields the ends read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Segment {
+pub(crate) struct Segment {
     pub flags: u8,
     pub seq: u32,
     pub ack: u32,
@@ -125,14 +125,14 @@ impl Segment {
 
 /// Which end of a connection a VM is, for frames of a (source port, destination port) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Side {
+pub(crate) enum Side {
     Client,
     Server,
 }
 
 /// What the client does after a segment from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ClientStep {
+pub(crate) enum ClientStep {
     /// Nothing to send.
     Quiet,
     /// The handshake just completed: the ACK is to send and the data may start.
@@ -141,85 +141,98 @@ pub(super) enum ClientStep {
     Send,
 }
 
-/// A connection: both ends' state, and the segments they send.
+fn write(buf: &mut Vec<u8>, from: End, to: End, seq_ack: (u32, u32), flags: u8) {
+    buf.clear();
+    buf.resize(vnic::frame::ETH_MIN_FRAME, 0);
+    let ports = (from.port, to.port);
+    let _ = build_tcp_frame(buf, 0, to.mac, from.mac, (from.ip, to.ip), ports, seq_ack, flags);
+}
+
+/// The client's end of a connection: its SYNs and their timer, its data's numbers, its FIN,
+/// and what became of it. Owned by whoever drives the sender (the simulation, or the client
+/// VM's thread in a live run).
 #[derive(Debug, Clone)]
-pub(super) struct Conn {
-    pub spec: TcpSpec,
-    client: End,
+pub(crate) struct Client {
+    me: End,
     server: End,
-    client_isn: u32,
-    server_isn: u32,
+    syn_retries: u32,
+    isn: u32,
+    /// The server's first sequence number past its SYN, once it has answered.
+    server_next: u32,
     /// Payload bytes per data segment.
     payload: usize,
     first_syn_at: Option<u64>,
     fin_sent: bool,
-    /// Data segments the server has taken since its last ACK.
-    unacked: u64,
     pub out: TcpOutcome,
 }
 
-impl Conn {
-    /// The connection of a flow whose data segments look like `data` (from the client), with
-    /// initial sequence numbers drawn from `isns`.
-    pub fn new(spec: TcpSpec, data: &[u8], isns: u64) -> Option<Self> {
-        let seg = Segment::of(data)?;
-        let mac = |r: std::ops::Range<usize>| -> Option<MacAddr> {
-            Some(MacAddr(data.get(r)?.try_into().ok()?))
-        };
-        let ip = |at: usize| -> Option<[u8; 4]> { data.get(at..at + 4)?.try_into().ok() };
-        let port = |at: usize| -> Option<u16> {
-            Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
-        };
-        let base = field::ETH_LEN;
-        let client = End {
-            mac: mac(field::SRC)?,
-            ip: ip(base + field::IP_SRC.start)?,
-            port: port(base + field::IP_MIN_LEN)?,
-        };
-        let server = End {
-            mac: mac(field::DST)?,
-            ip: ip(base + field::IP_DST.start)?,
-            port: port(base + field::IP_MIN_LEN + 2)?,
-        };
-        Some(Self {
-            spec,
-            client,
+/// The server's end: it answers SYNs (SYN-ACK, or RST-ACK if nothing listens), acknowledges
+/// every second data segment and answers a FIN.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    me: End,
+    client: End,
+    listening: bool,
+    isn: u32,
+    /// Data segments taken since its last ACK.
+    unacked: u64,
+}
+
+/// Both ends of the connection of a flow whose data segments look like `data` (from the
+/// client), with initial sequence numbers drawn from `isns`.
+pub(crate) fn connection(spec: TcpSpec, data: &[u8], isns: u64) -> Option<(Client, Server)> {
+    let seg = Segment::of(data)?;
+    let mac = |r: std::ops::Range<usize>| -> Option<MacAddr> {
+        Some(MacAddr(data.get(r)?.try_into().ok()?))
+    };
+    let ip = |at: usize| -> Option<[u8; 4]> { data.get(at..at + 4)?.try_into().ok() };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
+    };
+    let base = field::ETH_LEN;
+    let client = End {
+        mac: mac(field::SRC)?,
+        ip: ip(base + field::IP_SRC.start)?,
+        port: port(base + field::IP_MIN_LEN)?,
+    };
+    let server = End {
+        mac: mac(field::DST)?,
+        ip: ip(base + field::IP_DST.start)?,
+        port: port(base + field::IP_MIN_LEN + 2)?,
+    };
+    Some((
+        Client {
+            me: client,
             server,
-            client_isn: isns as u32,
-            server_isn: (isns >> 32) as u32,
+            syn_retries: spec.syn_retries,
+            isn: isns as u32,
+            server_next: 0,
             payload: seg.payload,
             first_syn_at: None,
             fin_sent: false,
-            unacked: 0,
             out: TcpOutcome::default(),
-        })
+        },
+        Server {
+            me: server,
+            client,
+            listening: spec.listening,
+            isn: (isns >> 32) as u32,
+            unacked: 0,
+        },
+    ))
+}
+
+impl Client {
+    /// The (source, destination) ports of the segments it receives.
+    pub fn ports_in(&self) -> (u16, u16) {
+        (self.server.port, self.me.port)
     }
 
-    /// The (source, destination) ports of frames the client receives, and of frames the server
-    /// receives.
-    pub fn ports_in(&self) -> [((u16, u16), Side); 2] {
-        [
-            ((self.server.port, self.client.port), Side::Client),
-            ((self.client.port, self.server.port), Side::Server),
-        ]
+    fn send(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
+        write(buf, self.me, self.server, seq_ack, flags);
     }
 
-    fn write(buf: &mut Vec<u8>, from: End, to: End, seq_ack: (u32, u32), flags: u8) {
-        buf.clear();
-        buf.resize(vnic::frame::ETH_MIN_FRAME, 0);
-        let ports = (from.port, to.port);
-        let _ = build_tcp_frame(buf, 0, to.mac, from.mac, (from.ip, to.ip), ports, seq_ack, flags);
-    }
-
-    fn client_sends(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
-        Self::write(buf, self.client, self.server, seq_ack, flags);
-    }
-
-    fn server_sends(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
-        Self::write(buf, self.server, self.client, seq_ack, flags);
-    }
-
-    /// Whether the client waits for an answer to its SYNs.
+    /// Whether it waits for an answer to its SYNs.
     pub fn connecting(&self) -> bool {
         self.out.connect == Connect::Connecting
     }
@@ -229,24 +242,24 @@ impl Conn {
         self.out.connect == Connect::Connected && !self.fin_sent
     }
 
-    /// The client's SYN number `syns + 1`, at `now`: written into `buf`; returns when its
+    /// Its SYN number `syns + 1`, at `now`, written into `buf`; returns when the SYN's
     /// retransmission timer fires.
     pub fn syn(&mut self, now: u64, buf: &mut Vec<u8>) -> u64 {
         self.first_syn_at.get_or_insert(now);
         self.out.connect = Connect::Connecting;
         let rto = INITIAL_RTO_NS.saturating_mul(1 << self.out.syns.min(MAX_SYN_RETRIES));
         self.out.syns += 1;
-        self.client_sends(buf, (self.client_isn, 0), tcp_flags::SYN);
+        self.send(buf, (self.isn, 0), tcp_flags::SYN);
         now.saturating_add(rto)
     }
 
-    /// The retransmission timer of SYN number `syns` fired at `now`: true if the client sends
-    /// another; false if it has given up (or was answered).
+    /// The retransmission timer of SYN number `syns` fired at `now`: true if it sends another;
+    /// false if it gives up (or was answered).
     pub fn syn_timer(&mut self, now: u64, syns: u32) -> bool {
         if !self.connecting() || self.out.syns != syns {
             return false;
         }
-        if syns > self.spec.syn_retries {
+        if syns > self.syn_retries {
             self.out.connect = Connect::TimedOut;
             self.out.answer_ns = self.first_syn_at.map(|t| now.saturating_sub(t));
             return false;
@@ -257,7 +270,7 @@ impl Conn {
     /// Sequence and acknowledgement numbers of data segment `k` (from 0).
     pub fn data_seq_ack(&self, k: u64) -> (u32, u32) {
         let offset = (k as u32).wrapping_mul(self.payload as u32);
-        (self.client_isn.wrapping_add(1).wrapping_add(offset), self.server_isn.wrapping_add(1))
+        (self.isn.wrapping_add(1).wrapping_add(offset), self.server_next)
     }
 
     /// Writes data segment `k`'s sequence and acknowledgement numbers into `frame`.
@@ -270,37 +283,91 @@ impl Conn {
         }
     }
 
-    /// The client's FIN, once the data is done: written into `buf`; false if there is nothing
-    /// to close.
+    /// Its FIN once `segments` data segments are sent, written into `buf`; false if there is
+    /// nothing to close.
     pub fn fin(&mut self, buf: &mut Vec<u8>, segments: u64) -> bool {
         if !self.established() {
             return false;
         }
         self.fin_sent = true;
         let (seq, ack) = self.data_seq_ack(segments);
-        self.client_sends(buf, (seq, ack), tcp_flags::FIN | tcp_flags::ACK);
+        self.send(buf, (seq, ack), tcp_flags::FIN | tcp_flags::ACK);
         true
     }
 
-    /// The server takes `seg`: true if it answers, the answer written into `buf`.
-    pub fn server_rx(&mut self, seg: Segment, buf: &mut Vec<u8>) -> bool {
+    /// It takes `seg` from the server at `t`: what it does, anything to send written into
+    /// `buf`.
+    pub fn rx(&mut self, t: u64, seg: Segment, buf: &mut Vec<u8>) -> ClientStep {
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let since_syn = |c: &Self| c.first_syn_at.map(|s| t.saturating_sub(s));
+        if seg.flags & RST != 0 {
+            if self.connecting() {
+                self.out.connect = Connect::Refused;
+                self.out.answer_ns = since_syn(self);
+            }
+            return ClientStep::Quiet;
+        }
+        if seg.flags & (SYN | ACK) == SYN | ACK {
+            let seq_ack = (self.isn.wrapping_add(1), seg.seq.wrapping_add(1));
+            if self.connecting() {
+                self.out.connect = Connect::Connected;
+                self.out.answer_ns = since_syn(self);
+                self.server_next = seq_ack.1;
+                self.send(buf, seq_ack, ACK);
+                return ClientStep::Established;
+            }
+            if self.established() {
+                // Its ACK was lost, or its SYN went twice: acknowledge again.
+                self.send(buf, seq_ack, ACK);
+                return ClientStep::Send;
+            }
+            return ClientStep::Quiet;
+        }
+        if seg.flags & FIN != 0 && self.fin_sent && !self.out.closed {
+            self.out.closed = true;
+            self.send(buf, (seg.ack, seg.seq.wrapping_add(1)), ACK);
+            return ClientStep::Send;
+        }
+        if seg.flags & ACK != 0 && self.out.connect == Connect::Connected {
+            self.out.acks += 1;
+        }
+        ClientStep::Quiet
+    }
+}
+
+impl Server {
+    /// The (source, destination) ports of the segments it receives.
+    pub fn ports_in(&self) -> (u16, u16) {
+        (self.client.port, self.me.port)
+    }
+
+    /// Whether a process listens on the port (data is only taken if one does).
+    pub fn listening(&self) -> bool {
+        self.listening
+    }
+
+    fn send(&self, buf: &mut Vec<u8>, seq_ack: (u32, u32), flags: u8) {
+        write(buf, self.me, self.client, seq_ack, flags);
+    }
+
+    /// It takes `seg`: true if it answers, the answer written into `buf`.
+    pub fn rx(&mut self, seg: Segment, buf: &mut Vec<u8>) -> bool {
         use tcp_flags::{ACK, FIN, RST, SYN};
         let next = seg.seq.wrapping_add(seg.payload as u32);
         if seg.flags & SYN != 0 && seg.flags & ACK == 0 {
-            let reply = if self.spec.listening {
-                ((self.server_isn, next.wrapping_add(1)), SYN | ACK)
+            let (seq_ack, flags) = if self.listening {
+                ((self.isn, next.wrapping_add(1)), SYN | ACK)
             } else {
                 ((0, next.wrapping_add(1)), RST | ACK)
             };
-            self.server_sends(buf, reply.0, reply.1);
+            self.send(buf, seq_ack, flags);
             return true;
         }
-        if seg.flags & RST != 0 || !self.spec.listening {
+        if seg.flags & RST != 0 || !self.listening {
             return false;
         }
         if seg.flags & FIN != 0 {
-            let seq = self.server_isn.wrapping_add(1);
-            self.server_sends(buf, (seq, next.wrapping_add(1)), FIN | ACK);
+            self.send(buf, (self.isn.wrapping_add(1), next.wrapping_add(1)), FIN | ACK);
             return true;
         }
         if seg.payload == 0 {
@@ -311,47 +378,8 @@ impl Conn {
             return false;
         }
         self.unacked = 0;
-        self.server_sends(buf, (self.server_isn.wrapping_add(1), next), ACK);
+        self.send(buf, (self.isn.wrapping_add(1), next), ACK);
         true
-    }
-
-    /// The client takes `seg` from the server at `t`: what it does, with anything to send
-    /// written into `buf`.
-    pub fn client_rx(&mut self, t: u64, seg: Segment, buf: &mut Vec<u8>) -> ClientStep {
-        use tcp_flags::{ACK, FIN, RST, SYN};
-        let since_syn = |c: &Self| c.first_syn_at.map(|s| t.saturating_sub(s));
-        let ack_of = |seg: Segment| seg.seq.wrapping_add(1);
-        if seg.flags & RST != 0 {
-            if self.connecting() {
-                self.out.connect = Connect::Refused;
-                self.out.answer_ns = since_syn(self);
-            }
-            return ClientStep::Quiet;
-        }
-        if seg.flags & (SYN | ACK) == SYN | ACK {
-            let seq_ack = (self.client_isn.wrapping_add(1), ack_of(seg));
-            if self.connecting() {
-                self.out.connect = Connect::Connected;
-                self.out.answer_ns = since_syn(self);
-                self.client_sends(buf, seq_ack, ACK);
-                return ClientStep::Established;
-            }
-            if self.out.connect == Connect::Connected && !self.fin_sent {
-                // Our ACK was lost or the SYN was sent twice: acknowledge again.
-                self.client_sends(buf, seq_ack, ACK);
-                return ClientStep::Send;
-            }
-            return ClientStep::Quiet;
-        }
-        if seg.flags & FIN != 0 && self.fin_sent && !self.out.closed {
-            self.out.closed = true;
-            self.client_sends(buf, (seg.ack, ack_of(seg)), ACK);
-            return ClientStep::Send;
-        }
-        if seg.flags & ACK != 0 && self.out.connect == Connect::Connected {
-            self.out.acks += 1;
-        }
-        ClientStep::Quiet
     }
 }
 
@@ -378,9 +406,9 @@ mod tests {
         buf
     }
 
-    fn conn(listening: bool) -> Conn {
+    fn conn(listening: bool) -> (Client, Server) {
         let spec = TcpSpec { listening, syn_retries: 2 };
-        Conn::new(spec, &data_frame(), 0x0000_0100_0000_0010).unwrap()
+        connection(spec, &data_frame(), 0x0000_0100_0000_0010).unwrap()
     }
 
     /// Linux's default of six retries gives up 127 s after the first SYN (1 + 2 + … + 64).
@@ -395,54 +423,54 @@ mod tests {
     /// numbers RFC 793 gives each.
     #[test]
     fn a_listening_server_completes_the_handshake_and_the_close() {
-        let mut c = conn(true);
+        let (mut c, mut s) = conn(true);
         let mut buf = Vec::new();
         assert_eq!(c.syn(0, &mut buf), INITIAL_RTO_NS);
         let syn = Segment::of(&buf).unwrap();
         assert_eq!((syn.flags, syn.seq, syn.payload), (SYN, 0x10, 0));
-        assert!(c.server_rx(syn, &mut buf));
+        assert!(s.rx(syn, &mut buf));
         let syn_ack = Segment::of(&buf).unwrap();
         assert_eq!((syn_ack.flags, syn_ack.seq, syn_ack.ack), (SYN | ACK, 0x100, 0x11));
-        assert_eq!(c.client_rx(30_000, syn_ack, &mut buf), ClientStep::Established);
+        assert_eq!(c.rx(30_000, syn_ack, &mut buf), ClientStep::Established);
         let ack = Segment::of(&buf).unwrap();
         assert_eq!((ack.flags, ack.seq, ack.ack), (ACK, 0x11, 0x101));
         assert_eq!(c.out.answer_ns, Some(30_000));
-        assert!(!c.server_rx(ack, &mut buf), "a pure ACK needs no answer");
-        // Data segment k starts at isn + 1 + k × 146 (200-byte frames: 146 bytes of payload).
-        assert_eq!(c.data_seq_ack(3), (0x11 + 3 * 146, 0x101));
+        assert!(!s.rx(ack, &mut buf), "a pure ACK needs no answer");
+        // Data segment k starts at isn + 1 + k × 100 (154-byte frames: 100 bytes of payload).
+        assert_eq!(c.data_seq_ack(3), (0x11 + 3 * 100, 0x101));
         let seg = |k: u64| Segment {
             flags: PSH | ACK,
             seq: c.data_seq_ack(k).0,
             ack: 0x101,
-            payload: 146,
+            payload: 100,
         };
         let (s0, s1) = (seg(0), seg(1));
-        assert!(!c.server_rx(s0, &mut buf));
-        assert!(c.server_rx(s1, &mut buf));
+        assert!(!s.rx(s0, &mut buf));
+        assert!(s.rx(s1, &mut buf));
         let dack = Segment::of(&buf).unwrap();
-        assert_eq!((dack.flags, dack.ack), (ACK, 0x11 + 2 * 146));
-        assert_eq!(c.client_rx(40_000, dack, &mut buf), ClientStep::Quiet);
+        assert_eq!((dack.flags, dack.ack), (ACK, 0x11 + 2 * 100));
+        assert_eq!(c.rx(40_000, dack, &mut buf), ClientStep::Quiet);
         assert_eq!(c.out.acks, 1);
         assert!(c.fin(&mut buf, 2));
         let fin = Segment::of(&buf).unwrap();
-        assert_eq!((fin.flags, fin.seq), (FIN | ACK, 0x11 + 2 * 146));
-        assert!(c.server_rx(fin, &mut buf));
+        assert_eq!((fin.flags, fin.seq), (FIN | ACK, 0x11 + 2 * 100));
+        assert!(s.rx(fin, &mut buf));
         let fin_ack = Segment::of(&buf).unwrap();
-        assert_eq!((fin_ack.flags, fin_ack.ack), (FIN | ACK, 0x11 + 2 * 146 + 1));
-        assert_eq!(c.client_rx(50_000, fin_ack, &mut buf), ClientStep::Send);
+        assert_eq!((fin_ack.flags, fin_ack.ack), (FIN | ACK, 0x11 + 2 * 100 + 1));
+        assert_eq!(c.rx(50_000, fin_ack, &mut buf), ClientStep::Send);
         assert!(c.out.closed && c.out.connect == Connect::Connected);
     }
 
     #[test]
     fn a_closed_port_answers_rst_and_the_client_is_refused() {
-        let mut c = conn(false);
+        let (mut c, mut s) = conn(false);
         let mut buf = Vec::new();
         c.syn(5, &mut buf);
         let syn = Segment::of(&buf).unwrap();
-        assert!(c.server_rx(syn, &mut buf));
+        assert!(s.rx(syn, &mut buf));
         let rst = Segment::of(&buf).unwrap();
         assert_eq!((rst.flags, rst.ack), (RST | ACK, 0x11));
-        assert_eq!(c.client_rx(25, rst, &mut buf), ClientStep::Quiet);
+        assert_eq!(c.rx(25, rst, &mut buf), ClientStep::Quiet);
         assert_eq!((c.out.connect, c.out.answer_ns, c.out.syns), (Connect::Refused, Some(20), 1));
         assert!(!c.syn_timer(INITIAL_RTO_NS, 1), "refused: no retry");
     }
@@ -450,7 +478,7 @@ mod tests {
     /// Unanswered, SYNs go out at 0, 1 and 3 s (two retries) and the client gives up at 7 s.
     #[test]
     fn unanswered_syns_back_off_and_time_out() {
-        let mut c = conn(true);
+        let (mut c, _) = conn(true);
         let mut buf = Vec::new();
         let mut at = c.syn(0, &mut buf);
         let mut sent = vec![0];
@@ -471,6 +499,6 @@ mod tests {
     fn segments_read_their_payload_length_from_the_headers() {
         assert_eq!(crate::traffic::payload_at(&data_frame()), 54);
         assert_eq!(Segment::of(&[0u8; 30]), None);
-        assert_eq!(Segment::of(&data_frame()).map(|s| s.payload), Some(146));
+        assert_eq!(Segment::of(&data_frame()).map(|s| s.payload), Some(100));
     }
 }
