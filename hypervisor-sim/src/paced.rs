@@ -7,15 +7,23 @@
 //! backlog and counts it as `sender_drops`. A thread with nothing to do sleeps at least 60 µs,
 //! so paced flows leave in bursts of what fell due meanwhile. The same flows in virtual time are
 //! [`crate::sim::traffic`].
+//!
+//! A TCP flow ([`crate::sim::traffic::TcpSpec`]) runs the same connection as in virtual time:
+//! the client's thread sends its SYN when the flow starts (again after 1 s, 2 s, ... of the wall
+//! clock while unanswered), starts its pacer when the SYN-ACK arrives and sends its FIN when the
+//! flow stops; the server's thread answers SYNs, acknowledges every second segment and answers
+//! the FIN.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::eni::EniId;
 use crate::guest::GuestCtx;
 use crate::sim::SplitMix64;
+use crate::sim::traffic::tcp::{ClientStep, Segment};
+use crate::sim::traffic::{TcpClient, TcpOutcome, TcpServer};
 use crate::traffic::{FlowFrame, LatencyLog, TrafficClock, read_stamp, source_port};
 
 /// Frames a sender hands its driver per burst at most.
@@ -66,6 +74,19 @@ impl Pacer {
         rng: SplitMix64,
     ) -> Self {
         Self { interval_ns: interval_ns.max(1), arrivals, rng, next_due: start_ns, stop_ns, seq: 0 }
+    }
+
+    /// Nothing falls due before `t` (a TCP flow's data waits for its handshake): the schedule
+    /// starts at `t` if it had not started yet.
+    pub fn start_at(&mut self, t: u64) {
+        if self.seq == 0 {
+            self.next_due = self.next_due.max(t);
+        }
+    }
+
+    /// Sequence numbers handed out so far (the next frame's).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// When the next frame falls due (`None` once the flow has stopped).
@@ -133,6 +154,8 @@ pub struct PacedCounters {
     pub gaps: AtomicU64,
     /// Received bytes per sample window.
     pub samples: Vec<AtomicU64>,
+    /// A TCP flow's connection as its client saw it, when its thread ended.
+    pub tcp: Mutex<Option<TcpOutcome>>,
 }
 
 impl PacedCounters {
@@ -145,6 +168,7 @@ impl PacedCounters {
             recv_bytes: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             samples: (0..windows).map(|_| AtomicU64::new(0)).collect(),
+            tcp: Mutex::new(None),
         })
     }
 }
@@ -162,6 +186,8 @@ pub struct PacedSend {
     pub pacer: Pacer,
     /// The flow's counters.
     pub counters: Arc<PacedCounters>,
+    /// A TCP flow's client end: it connects before its pacer starts, and closes after.
+    pub tcp: Option<TcpClient>,
 }
 
 /// One flow as its receiver sees it.
@@ -173,6 +199,8 @@ pub struct PacedRecv {
     pub seq: SeqCheck,
     /// The flow's counters.
     pub counters: Arc<PacedCounters>,
+    /// A TCP flow's server end.
+    pub tcp: Option<TcpServer>,
 }
 
 /// Where a VM's thread hands the frames its primary ENI sends and receives, with their time
@@ -210,6 +238,15 @@ pub fn run_paced(
     let mut batch: Vec<Vec<u8>> = vec![Vec::new(); BURST];
     let mut dues = Vec::with_capacity(BURST);
     let primary = ctx.nics.first().map(|n| n.eni);
+    // TCP clients by the (source, destination) ports of what they receive; their SYN timers.
+    let clients: BTreeMap<(u16, u16), usize> = sends
+        .iter()
+        .enumerate()
+        .filter_map(|(k, f)| Some((f.tcp.as_ref()?.ports_in(), k)))
+        .collect();
+    let mut syn_timers: Vec<Option<u64>> = vec![None; sends.len()];
+    // Segments the ends answer with, sent after each receive pass: (NIC, queue, frame).
+    let mut answers: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     loop {
         let now = clock.now_ns();
         if now >= drain_end || stop.load(Ordering::Relaxed) {
@@ -217,7 +254,24 @@ pub fn run_paced(
         }
         let mut next_wake = drain_end;
         let mut busy = false;
-        for f in &mut sends {
+        for (k, f) in sends.iter_mut().enumerate() {
+            if let Some(client) = f.tcp.as_mut() {
+                let nic = ctx.nics.iter().position(|n| n.eni == f.nic);
+                let wake = tcp_client_turn(client, &mut f.pacer, &mut syn_timers[k], now);
+                if let Some(wake) = wake.next {
+                    next_wake = next_wake.min(wake);
+                }
+                if let (Some(frame), Some(n)) = (wake.send, nic) {
+                    let sent = ctx.nics[n].send(f.index, &[&frame]);
+                    if let Some(c) = capture.as_mut().filter(|_| primary == Some(f.nic) && sent > 0)
+                    {
+                        c(now, &frame);
+                    }
+                }
+                if !client.established() {
+                    continue;
+                }
+            }
             match f.pacer.next_due() {
                 None => continue,
                 Some(due) if due > now => {
@@ -232,6 +286,9 @@ pub fn run_paced(
                 buf.clear();
                 buf.extend_from_slice(f.frame.bytes());
                 crate::traffic::stamp(buf, taken.first_seq + k as u64, dues[k]);
+                if let Some(client) = &f.tcp {
+                    client.number(buf, taken.first_seq + k as u64);
+                }
             }
             let Some(nic) = ctx.nics.iter_mut().find(|n| n.eni == f.nic) else { continue };
             let refs: Vec<&[u8]> = batch[..want].iter().map(Vec::as_slice).collect();
@@ -251,7 +308,7 @@ pub fn run_paced(
             }
         }
         let mut received = 0;
-        for nic in &mut ctx.nics {
+        for (nic_index, nic) in ctx.nics.iter_mut().enumerate() {
             let is_primary = Some(nic.eni) == primary;
             received += nic.recv(|frame| {
                 // Each frame's own receive time: a clock read before this loop's send phase
@@ -262,7 +319,33 @@ pub fn run_paced(
                     c(now, frame);
                 }
                 let Some(port) = source_port(frame) else { return };
+                let segment = Segment::of(frame);
+                if let Some(seg) = segment
+                    && let Some(&k) = dest_port(frame).and_then(|d| clients.get(&(port, d)))
+                {
+                    let f = &mut sends[k];
+                    let Some(client) = f.tcp.as_mut() else { return };
+                    let mut answer = Vec::new();
+                    match client.rx(now, seg, &mut answer) {
+                        ClientStep::Quiet => {}
+                        ClientStep::Established => {
+                            f.pacer.start_at(now);
+                            answers.push((nic_index, f.index, answer));
+                        }
+                        ClientStep::Send => answers.push((nic_index, f.index, answer)),
+                    }
+                    return;
+                }
                 let Some(r) = recvs.get_mut(&port) else { return };
+                if let (Some(seg), Some(server)) = (segment, r.tcp.as_mut()) {
+                    let mut answer = Vec::new();
+                    if server.rx(seg, &mut answer) {
+                        answers.push((nic_index, 0, answer));
+                    }
+                    if seg.payload == 0 || !server.listening() {
+                        return;
+                    }
+                }
                 if let Some((seq, t)) = read_stamp(frame) {
                     if let Some(log) = latency.get_mut(r.path) {
                         log.record(now, now.saturating_sub(t));
@@ -277,6 +360,13 @@ pub fn run_paced(
                     s.fetch_add(frame.len() as u64, Ordering::Relaxed);
                 }
             });
+        }
+        for (n, q, frame) in answers.drain(..) {
+            let Some(nic) = ctx.nics.get_mut(n) else { continue };
+            let sent = nic.send(q, &[&frame]);
+            if let Some(c) = capture.as_mut().filter(|_| primary == Some(nic.eni) && sent > 0) {
+                c(clock.now_ns(), &frame);
+            }
         }
         if received > 0 || busy {
             continue;
@@ -293,7 +383,62 @@ pub fn run_paced(
         }
     }
     drop(capture);
+    for f in &sends {
+        if let (Some(client), Ok(mut out)) = (&f.tcp, f.counters.tcp.lock()) {
+            *out = Some(client.outcome());
+        }
+    }
     latency
+}
+
+/// What a TCP client's turn asks of its thread: a segment to send, and when to look again.
+struct ClientTurn {
+    send: Option<Vec<u8>>,
+    next: Option<u64>,
+}
+
+/// A TCP client's turn at `now`: its first SYN when the flow starts, a retransmission when its
+/// timer fires (or giving up), its FIN once the pacer has stopped.
+fn tcp_client_turn(
+    client: &mut TcpClient,
+    pacer: &mut Pacer,
+    syn_timer: &mut Option<u64>,
+    now: u64,
+) -> ClientTurn {
+    use crate::sim::traffic::Connect;
+    let mut buf = Vec::new();
+    let outcome = client.outcome();
+    match outcome.connect {
+        Connect::NotTried => match pacer.next_due() {
+            Some(start) if start <= now => {
+                *syn_timer = Some(client.syn(now, &mut buf));
+                ClientTurn { send: Some(buf), next: *syn_timer }
+            }
+            start => ClientTurn { send: None, next: start },
+        },
+        Connect::Connecting => match *syn_timer {
+            Some(at) if at <= now => {
+                if client.syn_timer(now, outcome.syns) {
+                    *syn_timer = Some(client.syn(now, &mut buf));
+                    ClientTurn { send: Some(buf), next: *syn_timer }
+                } else {
+                    *syn_timer = None;
+                    ClientTurn { send: None, next: None }
+                }
+            }
+            at => ClientTurn { send: None, next: at },
+        },
+        Connect::Connected if client.established() && pacer.next_due().is_none() => {
+            let sent = client.fin(&mut buf, pacer.seq());
+            ClientTurn { send: sent.then_some(buf), next: None }
+        }
+        _ => ClientTurn { send: None, next: None },
+    }
+}
+
+/// The frame's destination port (bytes 36..38 of an untagged IPv4 frame).
+fn dest_port(frame: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
 }
 
 #[cfg(test)]

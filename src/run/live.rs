@@ -12,7 +12,7 @@ use hypervisor_sim::paced::{
     CaptureFn, PacedCounters, PacedPlan, PacedRecv, PacedSend, Pacer, SeqCheck, run_paced,
 };
 use hypervisor_sim::sim::SplitMix64;
-use hypervisor_sim::sim::traffic::RuleUpdate;
+use hypervisor_sim::sim::traffic::{RuleUpdate, flow_connection};
 use hypervisor_sim::traffic::{LatencyLog, TrafficClock};
 
 use super::{
@@ -31,7 +31,7 @@ fn measure(c: &PacedCounters) -> FlowMeasure {
         gaps: load(&c.gaps),
         duplicates: 0,
         samples: c.samples.iter().map(load).collect(),
-        tcp: None,
+        tcp: c.tcp.lock().ok().and_then(|t| *t),
     }
 }
 
@@ -54,6 +54,13 @@ pub(super) fn drive(
     let mut counters = Vec::new();
     for (i, f) in flows.iter().enumerate() {
         let c = PacedCounters::new(windows);
+        let (client, server) = match f.tcp {
+            Some(spec) => match flow_connection(spec, f.frame.bytes(), placed.seed, i) {
+                Some((client, server)) => (Some(client), Some(server)),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
         senders[f.from].push(PacedSend {
             index: i,
             nic: f.src_eni,
@@ -66,10 +73,16 @@ pub(super) fn drive(
                 SplitMix64::new(placed.seed, i as u64),
             ),
             counters: c.clone(),
+            tcp: client,
         });
         receivers[f.to].insert(
             f.port,
-            PacedRecv { path: path_index(f.path), seq: SeqCheck::default(), counters: c.clone() },
+            PacedRecv {
+                path: path_index(f.path),
+                seq: SeqCheck::default(),
+                counters: c.clone(),
+                tcp: server,
+            },
         );
         counters.push(c);
     }

@@ -34,7 +34,7 @@ use hypervisor_sim::traffic::{Endpoint, FlowFrame};
 use hypervisor_sim::vnic::device::Notification;
 use placement::NetworkClass;
 use serde::Serialize;
-use vnic::policy::{PROTO_TCP, PROTO_UDP};
+use vnic::policy::PROTO_TCP;
 
 use crate::scenario::{self, PathName, Placed};
 
@@ -597,13 +597,6 @@ fn check(file: &str, placed: &Placed, live: bool) -> Result<(), RunError> {
     if let Some(f) = placed.flows.iter().find(|f| live && f.pattern == ping_pong) {
         return Err(scenario_err(file)(format!(
             "flow {} -> {} is ping-pong, which runs in virtual time only (drop --live)",
-            placed.vms[f.from].name, placed.vms[f.to].name
-        )));
-    }
-    if let Some(f) = placed.flows.iter().find(|f| live && f.protocol != PROTO_UDP) {
-        return Err(scenario_err(file)(format!(
-            "flow {} -> {} is TCP, whose connections run in virtual time only so far (drop \
-             --live; live runs send UDP)",
             placed.vms[f.from].name, placed.vms[f.to].name
         )));
     }

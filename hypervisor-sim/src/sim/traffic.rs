@@ -36,8 +36,8 @@ pub(crate) mod tcp;
 
 pub use efa::{EfaFlowSpec, EfaOutcome, HEADER_BYTES as EFA_HEADER_BYTES, Pattern};
 pub use tcp::{
-    Connect, INITIAL_RTO_NS, LINUX_SYN_RETRIES, MAX_SYN_RETRIES, SEGMENTS_PER_ACK, TcpOutcome,
-    TcpSpec, give_up_after_ns,
+    Client as TcpClient, Connect, INITIAL_RTO_NS, LINUX_SYN_RETRIES, MAX_SYN_RETRIES,
+    SEGMENTS_PER_ACK, Server as TcpServer, TcpOutcome, TcpSpec, flow_connection, give_up_after_ns,
 };
 
 use std::collections::BTreeMap;
@@ -55,10 +55,6 @@ use crate::eni::VmState;
 use crate::eni::{EniId, VmId};
 use crate::guest::GuestCtx;
 use crate::traffic::{FlowFrame, LatencyLog, STAMP_AT, read_stamp, reflect, source_port, stamp};
-
-/// The random stream TCP initial sequence numbers come from (one per flow, apart from the
-/// flows' arrival streams).
-const TCP_ISN_STREAM: u64 = 0x7463_705f_6973_6e00;
 
 /// Where a frame says it is a ping-pong reply: the byte after its stamp (every frame of
 /// [`crate::traffic::MIN_FRAME`] bytes or more has it).
@@ -506,14 +502,10 @@ pub fn simulate(
     }
     let horizon = spec.end_ns + spec.drain_ns;
     for f in 0..sim.flows.len() {
-        if let Some(at) = sim.flows[f].pacer.next_due() {
-            sim.sched.at(at, Event::FlowDue(f));
-        }
-        let s = &sim.flows[f].spec;
-        if sim.flows[f].conn.is_some() && s.start_ns < s.stop_ns {
-            let at = s.start_ns;
-            sim.sched.at(at, Event::TcpOpen(f));
-        }
+        // A TCP flow opens its connection first; its data starts once it is established.
+        let Some(at) = sim.flows[f].pacer.next_due() else { continue };
+        let event = if sim.flows[f].conn.is_some() { Event::TcpOpen(f) } else { Event::FlowDue(f) };
+        sim.sched.at(at, event);
     }
     for (i, (at, _)) in spec.failures.iter().enumerate() {
         sim.sched.at(*at, Event::Failure(i));
@@ -637,8 +629,7 @@ impl<'a> Sim<'a> {
             let port = source_port(f.frame.bytes()).ok_or_else(|| missing("not an IPv4 frame"))?;
             let conn = match f.tcp {
                 Some(spec) => {
-                    let isns = SplitMix64::new(spec_seed ^ TCP_ISN_STREAM, i as u64).next_u64();
-                    let conn = tcp::connection(spec, f.frame.bytes(), isns)
+                    let conn = tcp::flow_connection(spec, f.frame.bytes(), spec_seed, i)
                         .ok_or_else(|| missing("a TCP flow whose frame is not a TCP segment"))?;
                     vms[vm].tcp_in.insert(conn.0.ports_in(), (i, tcp::Side::Client));
                     vms[dst].tcp_in.insert(conn.1.ports_in(), (i, tcp::Side::Server));
@@ -652,9 +643,6 @@ impl<'a> Sim<'a> {
                     None
                 }
             };
-            // A TCP flow's data starts once its connection is established.
-            let (start_ns, stop_ns) =
-                if conn.is_some() { (f.stop_ns, f.stop_ns) } else { (f.start_ns, f.stop_ns) };
             let vcpus = vms[vm].vcpu_free.len();
             let sends_before = flows.iter().filter(|g: &&Flow| g.vm == vm).count();
             let wire_ns = wire_ns(cloud, &homes, &engine_of, engine, f);
@@ -670,8 +658,8 @@ impl<'a> Sim<'a> {
                 wire_ns,
                 pacer: Pacer::new(
                     f.interval_ns,
-                    start_ns,
-                    stop_ns,
+                    f.start_ns,
+                    f.stop_ns,
                     f.arrivals,
                     SplitMix64::new(spec.seed, i as u64),
                 ),
@@ -775,7 +763,7 @@ impl<'a> Sim<'a> {
             self.sched.at(later, Event::TcpClose(f));
             return;
         }
-        let segments = flow.first_seq + flow.burst.len() as u64;
+        let segments = flow.pacer.seq();
         let Some((client, _)) = flow.conn.as_mut() else { return };
         let mut buf = self.vms[vm].nics[nic].spare.pop().unwrap_or_default();
         if client.fin(&mut buf, segments) {
@@ -788,10 +776,7 @@ impl<'a> Sim<'a> {
     /// A connection's handshake completed at the client at `t`: its data starts.
     fn tcp_established(&mut self, t: u64, f: usize) {
         let flow = &mut self.flows[f];
-        let s = &flow.spec;
-        let start = t.max(s.start_ns);
-        let rng = SplitMix64::new(self.seed, f as u64);
-        flow.pacer = Pacer::new(s.interval_ns, start, s.stop_ns, s.arrivals, rng);
+        flow.pacer.start_at(t);
         if let Some(due) = flow.pacer.next_due() {
             self.sched.at(due, Event::FlowDue(f));
         }

@@ -152,7 +152,7 @@ fn write(buf: &mut Vec<u8>, from: End, to: End, seq_ack: (u32, u32), flags: u8) 
 /// and what became of it. Owned by whoever drives the sender (the simulation, or the client
 /// VM's thread in a live run).
 #[derive(Debug, Clone)]
-pub(crate) struct Client {
+pub struct Client {
     me: End,
     server: End,
     syn_retries: u32,
@@ -163,19 +163,36 @@ pub(crate) struct Client {
     payload: usize,
     first_syn_at: Option<u64>,
     fin_sent: bool,
-    pub out: TcpOutcome,
+    pub(crate) out: TcpOutcome,
 }
 
 /// The server's end: it answers SYNs (SYN-ACK, or RST-ACK if nothing listens), acknowledges
 /// every second data segment and answers a FIN.
 #[derive(Debug, Clone)]
-pub(crate) struct Server {
+pub struct Server {
     me: End,
     client: End,
     listening: bool,
     isn: u32,
     /// Data segments taken since its last ACK.
     unacked: u64,
+}
+
+/// The random stream TCP initial sequence numbers come from (one per flow, apart from the
+/// flows' arrival streams).
+const ISN_STREAM: u64 = 0x7463_705f_6973_6e00;
+
+/// Both ends of the connection of flow `flow` of a run seeded `seed`, whose data segments look
+/// like `data` (from the client): the same initial sequence numbers in virtual and live runs.
+/// `None` if `data` is not a TCP segment.
+pub fn flow_connection(
+    spec: TcpSpec,
+    data: &[u8],
+    seed: u64,
+    flow: usize,
+) -> Option<(Client, Server)> {
+    let isns = crate::sim::SplitMix64::new(seed ^ ISN_STREAM, flow as u64).next_u64();
+    connection(spec, data, isns)
 }
 
 /// Both ends of the connection of a flow whose data segments look like `data` (from the
@@ -223,6 +240,11 @@ pub(crate) fn connection(spec: TcpSpec, data: &[u8], isns: u64) -> Option<(Clien
 }
 
 impl Client {
+    /// What became of the connection so far.
+    pub fn outcome(&self) -> TcpOutcome {
+        self.out
+    }
+
     /// The (source, destination) ports of the segments it receives.
     pub fn ports_in(&self) -> (u16, u16) {
         (self.server.port, self.me.port)
@@ -297,7 +319,7 @@ impl Client {
 
     /// It takes `seg` from the server at `t`: what it does, anything to send written into
     /// `buf`.
-    pub fn rx(&mut self, t: u64, seg: Segment, buf: &mut Vec<u8>) -> ClientStep {
+    pub(crate) fn rx(&mut self, t: u64, seg: Segment, buf: &mut Vec<u8>) -> ClientStep {
         use tcp_flags::{ACK, FIN, RST, SYN};
         let since_syn = |c: &Self| c.first_syn_at.map(|s| t.saturating_sub(s));
         if seg.flags & RST != 0 {
@@ -351,7 +373,7 @@ impl Server {
     }
 
     /// It takes `seg`: true if it answers, the answer written into `buf`.
-    pub fn rx(&mut self, seg: Segment, buf: &mut Vec<u8>) -> bool {
+    pub(crate) fn rx(&mut self, seg: Segment, buf: &mut Vec<u8>) -> bool {
         use tcp_flags::{ACK, FIN, RST, SYN};
         let next = seg.seq.wrapping_add(seg.payload as u32);
         if seg.flags & SYN != 0 && seg.flags & ACK == 0 {
