@@ -64,8 +64,9 @@ fn flow(c: &Cloud, from: (VmId, EniId), to: (VmId, EniId), len: usize, gbps: f64
     }
 }
 
-fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> SimOutcome {
-    let spec = TrafficSpec {
+/// `flows`, each sending until `end_ns`, with 5 ms to drain, seed 1.
+fn traffic(flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> TrafficSpec {
+    TrafficSpec {
         flows: flows.into_iter().map(|f| FlowSpec { stop_ns: end_ns, ..f }).collect(),
         failures: vec![],
         end_ns,
@@ -77,8 +78,11 @@ fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> Si
         efa_flows: Vec::new(),
         efa_loss: 0.0,
         rule_changes: Vec::new(),
-    };
-    simulate(c, &spec, &mut NoObserver).unwrap()
+    }
+}
+
+fn run(c: &mut Cloud, flows: Vec<FlowSpec>, end_ns: u64, costs: CostModel) -> SimOutcome {
+    simulate(c, &traffic(flows, end_ns, costs), &mut NoObserver).unwrap()
 }
 
 /// One frame every 100 µs: far apart enough that nothing queues.
@@ -416,21 +420,9 @@ mod tcp {
     fn spec(
         flows: Vec<FlowSpec>,
         end_ns: u64,
-        changes: Vec<(u64, Vec<RuleUpdate>)>,
+        rule_changes: Vec<(u64, Vec<RuleUpdate>)>,
     ) -> TrafficSpec {
-        TrafficSpec {
-            flows: flows.into_iter().map(|f| FlowSpec { stop_ns: end_ns, ..f }).collect(),
-            failures: vec![],
-            end_ns,
-            drain_ns: 5 * MS,
-            sample_ns: 100 * MS,
-            paths: 1,
-            seed: 1,
-            costs: CostModel::default(),
-            efa_flows: Vec::new(),
-            efa_loss: 0.0,
-            rule_changes: changes,
-        }
+        TrafficSpec { rule_changes, ..traffic(flows, end_ns, CostModel::default()) }
     }
 
     const LISTENING: TcpSpec = TcpSpec { listening: true, syn_retries: 6 };
