@@ -67,6 +67,25 @@ struct RunArgs {
     /// deterministic simulation in virtual time.
     #[arg(long)]
     live: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// How large a scenario may grow.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct LimitArgs {
+    /// Most flows the scenario's `[[flows]]` may expand to.
+    #[arg(long, value_name = "N", default_value_t = scenario::DEFAULT_MAX_FLOWS)]
+    max_flows: u64,
+    /// Most instances its `[[vms]]` may launch.
+    #[arg(long, value_name = "N", default_value_t = scenario::DEFAULT_MAX_INSTANCES)]
+    max_instances: u64,
+}
+
+impl LimitArgs {
+    fn limits(self) -> scenario::Limits {
+        scenario::Limits { max_flows: self.max_flows, max_instances: self.max_instances }
+    }
 }
 
 fn parse_pcap(s: &str) -> Result<(String, PathBuf), String> {
@@ -96,6 +115,8 @@ enum Command {
         /// directory.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Real SR-IOV hardware: list PFs, VFs and IOMMU groups, enable VFs, bind to vfio-pci.
     Lab(lab::LabArgs),
@@ -119,6 +140,8 @@ enum Command {
         /// `tcp` or `udp`.
         #[arg(long, default_value = "tcp")]
         protocol: String,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// The JSON Schema of a report: `run --json` (and `report.json`) or `plan --json`.
     Schema {
@@ -151,9 +174,10 @@ fn run_command(args: &RunArgs) -> Result<String, String> {
         return Ok(DEFAULT_SCENARIO.to_string());
     }
     let (file, placed) = match &args.file {
-        Some(path) => {
-            (path.display().to_string(), scenario::load_file(path).map_err(|e| e.to_string())?)
-        }
+        Some(path) => (
+            path.display().to_string(),
+            scenario::load_file_with(path, &args.limits.limits()).map_err(|e| e.to_string())?,
+        ),
         None => (
             "scenarios/default.toml (embedded)".to_string(),
             scenario::load("scenarios/default.toml", DEFAULT_SCENARIO)
@@ -177,18 +201,28 @@ fn run_command(args: &RunArgs) -> Result<String, String> {
     Ok(out)
 }
 
-fn why(file: &Path, from: &str, to: &str, port: u16, protocol: &str) -> Result<String, String> {
+fn why(
+    file: &Path,
+    (from, to, port): (&str, &str, u16),
+    protocol: &str,
+    limits: &scenario::Limits,
+) -> Result<String, String> {
     let proto = match protocol {
         "tcp" => vnic::policy::PROTO_TCP,
         "udp" => vnic::policy::PROTO_UDP,
         other => return Err(format!("--protocol {other}: expected tcp or udp")),
     };
-    let placed = scenario::load_file(file).map_err(|e| e.to_string())?;
+    let placed = scenario::load_file_with(file, limits).map_err(|e| e.to_string())?;
     reach::explain(&placed, from, to, proto, port)
 }
 
-fn plan_command(file: &Path, json: bool, out: Option<&Path>) -> Result<String, String> {
-    let r = plan::run_file(file).map_err(|e| e.to_string())?;
+fn plan_command(
+    file: &Path,
+    json: bool,
+    out: Option<&Path>,
+    limits: &scenario::Limits,
+) -> Result<String, String> {
+    let r = plan::run_file(file, limits).map_err(|e| e.to_string())?;
     let mut text = if json {
         serde_json::to_string_pretty(&r).map_err(|e| e.to_string())? + "\n"
     } else {
@@ -209,7 +243,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(&args),
         None => run_command(&cli.run),
-        Some(Command::Plan { file, json, out }) => plan_command(&file, json, out.as_deref()),
+        Some(Command::Plan { file, json, out, limits }) => {
+            plan_command(&file, json, out.as_deref(), &limits.limits())
+        }
         Some(Command::Lab(args)) => lab::run(&args),
         Some(Command::Demo(args)) => {
             demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
@@ -218,8 +254,8 @@ fn main() -> ExitCode {
             vf_demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())
         }
         Some(Command::Schema { report }) => schema(report),
-        Some(Command::Why { file, from, to, port, protocol }) => {
-            why(&file, &from, &to, port, &protocol)
+        Some(Command::Why { file, from, to, port, protocol, limits }) => {
+            why(&file, (&from, &to, port), &protocol, &limits.limits())
         }
     };
     match result {

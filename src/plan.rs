@@ -105,9 +105,9 @@ pub struct PlanReport {
     pub failures: Vec<FailureResult>,
 }
 
-/// Reads and plans the scenario at `path`.
-pub fn run_file(path: &Path) -> Result<PlanReport, ScenarioError> {
-    let placed = scenario::load_file(path)?;
+/// Reads and plans the scenario at `path` within `limits`.
+pub fn run_file(path: &Path, limits: &scenario::Limits) -> Result<PlanReport, ScenarioError> {
+    let placed = scenario::load_file_with(path, limits)?;
     plan_placed(&placed).map_err(|message| ScenarioError {
         file: path.display().to_string(),
         at: None,

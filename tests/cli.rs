@@ -905,3 +905,21 @@ fn rules_changed_mid_run_keep_tracked_connections_and_stop_the_rest() {
     let udp = &flows[1];
     assert!(udp["received_frames"].as_u64() < udp["sent_frames"].as_u64(), "{udp}");
 }
+
+/// `--max-flows` and `--max-instances` bound what a scenario may grow to: past them `plan` (and
+/// `run`, `why`) exits 2 with the count, before placing anything.
+#[test]
+fn flow_and_instance_limits_are_options() {
+    let file = "scenarios/default.toml";
+    let out = vnic_lab(&["plan", file, "--max-flows", "4"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("the limit is 4 (--max-flows)"), "{e}");
+    let out = vnic_lab(&["run", file, "--max-instances", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the limit is 5 (--max-instances)"));
+    let out = vnic_lab(&["why", file, "web-0", "web-1", "80", "--max-flows", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = vnic_lab(&["plan", file, "--max-flows", "5", "--max-instances", "6"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

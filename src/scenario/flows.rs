@@ -36,6 +36,57 @@ struct Shape {
     stop_s: Option<f64>,
 }
 
+/// Counts what the `[[flows]]` entries expand to, from the VMs' declared names, before any VM
+/// is placed or flow built: past `max_flows` in all, the entry that crosses it is refused with
+/// its count.
+pub(super) fn check_expansion(
+    s: &Scenario,
+    src: &Source<'_>,
+    names: &[String],
+    max_flows: u64,
+) -> Result<(), ScenarioError> {
+    let mut total: u64 = 0;
+    let mut in_from = vec![false; names.len()];
+    for (k, f) in s.flows.iter().enumerate() {
+        // A name that matches nothing counts nothing here; resolving the flows says so.
+        let from = matching_names(&f.from, src, names).unwrap_or_default();
+        let to = matching_names(&f.to, src, names).unwrap_or_default();
+        for &i in &from {
+            in_from[i] = true;
+        }
+        // A VM does not send to itself: pairs of one VM with itself are not flows.
+        let both = to.iter().filter(|&&i| in_from[i]).count() as u64;
+        for &i in &from {
+            in_from[i] = false;
+        }
+        let parallel = f.parallel.as_ref().map_or(1, |p| u64::from(*p.get_ref()));
+        let pairs = (from.len() as u64 * to.len() as u64).saturating_sub(both);
+        let flows = pairs.saturating_mul(parallel);
+        total = total.saturating_add(flows);
+        if total > max_flows {
+            let before = total - flows;
+            let earlier = if before > 0 {
+                format!(" (after {} from the entries before it)", super::thousands(before))
+            } else {
+                String::new()
+            };
+            return Err(src.at(
+                f.from.span(),
+                format!(
+                    "flows[{k}] `{}` → `{}` expands to {} flow{}{earlier}; the limit is {} \
+                     (--max-flows)",
+                    f.from.get_ref(),
+                    f.to.get_ref(),
+                    super::thousands(flows),
+                    if flows == 1 { "" } else { "s" },
+                    super::thousands(max_flows)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every flow of the scenario, in entry order.
 pub(super) fn resolve(
     s: &Scenario,
@@ -112,10 +163,28 @@ fn matching(
     src: &Source<'_>,
     vms: &[Vm],
 ) -> Result<Vec<usize>, ScenarioError> {
+    matching_by(pattern, src, vms.len(), |i| vms[i].name.as_str())
+}
+
+fn matching_names(
+    pattern: &Spanned<String>,
+    src: &Source<'_>,
+    names: &[String],
+) -> Result<Vec<usize>, ScenarioError> {
+    matching_by(pattern, src, names.len(), |i| names[i].as_str())
+}
+
+/// The VMs (of `n`, named by `name`) a `from` or `to` names: one name, or a prefix and `*`.
+fn matching_by<'a>(
+    pattern: &Spanned<String>,
+    src: &Source<'_>,
+    n: usize,
+    name: impl Fn(usize) -> &'a str,
+) -> Result<Vec<usize>, ScenarioError> {
     let p = pattern.get_ref();
     let found: Vec<usize> = match p.strip_suffix('*') {
-        Some(prefix) => (0..vms.len()).filter(|&i| vms[i].name.starts_with(prefix)).collect(),
-        None => vms.iter().position(|v| v.name == *p).into_iter().collect(),
+        Some(prefix) => (0..n).filter(|&i| name(i).starts_with(prefix)).collect(),
+        None => (0..n).find(|&i| name(i) == p).into_iter().collect(),
     };
     if found.is_empty() {
         return Err(src.at(pattern.span(), format!("no VM named `{p}`")));

@@ -272,8 +272,42 @@ impl Placed {
 /// few KiB), and reading stops here rather than filling memory (`/dev/zero` is not a scenario).
 pub const MAX_SCENARIO_BYTES: u64 = 4 << 20;
 
-/// Reads, checks and places the scenario at `path`.
-pub fn load_file(path: &std::path::Path) -> Result<Placed, ScenarioError> {
+/// How large a scenario may grow before anything is allocated for it: a pattern that expands
+/// further than its author meant is refused with the number, not met by the OOM killer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Flows all `[[flows]]` entries expand to (`--max-flows`).
+    pub max_flows: u64,
+    /// Instances all `[[vms]]` entries launch (`--max-instances`).
+    pub max_instances: u64,
+}
+
+/// Flows a scenario may expand to unless told otherwise: 10 million (about 1.5 GB of plan).
+pub const DEFAULT_MAX_FLOWS: u64 = 10_000_000;
+/// Instances a scenario may launch unless told otherwise: a million.
+pub const DEFAULT_MAX_INSTANCES: u64 = 1_000_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_flows: DEFAULT_MAX_FLOWS, max_instances: DEFAULT_MAX_INSTANCES }
+    }
+}
+
+/// `n` with thousands separators: 123,454,321.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Reads, checks and places the scenario at `path` within `limits`.
+pub fn load_file_with(path: &std::path::Path, limits: &Limits) -> Result<Placed, ScenarioError> {
     use std::io::Read;
     let file = path.display().to_string();
     let fail = |message: String| ScenarioError { file: file.clone(), at: None, message };
@@ -293,13 +327,20 @@ pub fn load_file(path: &std::path::Path) -> Result<Placed, ScenarioError> {
             e.utf8_error().valid_up_to()
         ))
     })?;
-    load(&file, &text)
+    load_with(&file, &text, limits)
 }
 
 /// Checks and places a scenario given as text (`file` names it in errors).
 pub fn load(file: &str, text: &str) -> Result<Placed, ScenarioError> {
+    load_with(file, text, &Limits::default())
+}
+
+/// Checks and places a scenario given as text within `limits`.
+pub fn load_with(file: &str, text: &str, limits: &Limits) -> Result<Placed, ScenarioError> {
     let src = Source { file, text };
     let s = decl::parse(&src)?;
+    place::check_instance_count(&s, &src, limits.max_instances)?;
+    flows::check_expansion(&s, &src, &place::declared_names(&s), limits.max_flows)?;
     let settings = settings::check(&s, &src)?;
     let az_names: Vec<String> = settings.topology.azs.iter().map(|a| a.name.clone()).collect();
     let security = security::resolve(&s, &src, settings.duration_s)?;

@@ -135,6 +135,7 @@ pub(super) fn vms(
     security: &Security,
 ) -> Result<Vec<Vm>, ScenarioError> {
     let mut vms: Vec<Vm> = Vec::new();
+    let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
     for d in &s.vms {
         let name_at = d.name.span();
         let Some(ty) =
@@ -192,11 +193,8 @@ pub(super) fn vms(
         let cluster_group =
             d.group.as_ref().map(|g| g.get_ref().clone()).filter(|g| cluster_groups.contains(g));
         for (k, id) in ids.into_iter().enumerate() {
-            let name = match d.count {
-                Some(_) => format!("{}-{k}", d.name.get_ref()),
-                None => d.name.get_ref().clone(),
-            };
-            if vms.iter().any(|v| v.name == name) {
+            let name = vm_name(d, k);
+            if !names.insert(name.clone()) {
                 return Err(src.at(name_at.clone(), format!("VM name `{name}` is used twice")));
             }
             let inst = fleet.instance(id).map_err(|e| src.at(name_at.clone(), e.to_string()))?;
@@ -232,6 +230,50 @@ pub(super) fn vms(
         }
     }
     Ok(vms)
+}
+
+/// The name of the `k`-th VM an entry launches: `web-0`, `web-1`, ... with a `count`, else the
+/// entry's name.
+fn vm_name(d: &VmDecl, k: usize) -> String {
+    match d.count {
+        Some(_) => format!("{}-{k}", d.name.get_ref()),
+        None => d.name.get_ref().clone(),
+    }
+}
+
+/// Every VM's name, in launch order, before any is placed.
+pub(super) fn declared_names(s: &Scenario) -> Vec<String> {
+    s.vms
+        .iter()
+        .flat_map(|d| (0..d.count.unwrap_or(1) as usize).map(move |k| vm_name(d, k)))
+        .collect()
+}
+
+/// Counts the instances the `[[vms]]` entries ask for before any is placed: past
+/// `max_instances` in all, the entry that crosses it is refused with its count.
+pub(super) fn check_instance_count(
+    s: &Scenario,
+    src: &Source<'_>,
+    max_instances: u64,
+) -> Result<(), ScenarioError> {
+    let mut total: u64 = 0;
+    for d in &s.vms {
+        let count = u64::from(d.count.unwrap_or(1));
+        total = total.saturating_add(count);
+        if total > max_instances {
+            return Err(src.at(
+                d.name.span(),
+                format!(
+                    "vms `{}` brings the scenario to {} instances; the limit is {} \
+                     (--max-instances)",
+                    d.name.get_ref(),
+                    super::thousands(total),
+                    super::thousands(max_instances)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The secondary ENIs, each attached to a placed VM in a subnet of the VM's AZ.

@@ -114,14 +114,19 @@ pub(super) fn assign_addresses(
     for e in enis.iter() {
         used.entry(e.subnet.clone()).or_default().extend(e.ips.iter().copied());
     }
+    // Each subnet's addresses in EC2's order, consumed as they are handed out: the next free
+    // one is found from where the last was taken, not from the start.
+    type Addresses = Box<dyn Iterator<Item = Ipv4Addr>>;
+    let mut free: BTreeMap<String, Addresses> = BTreeMap::new();
     let mut next = |subnet_name: &str, who: &str| -> Result<Ipv4Addr, ScenarioError> {
         let Some(subnet) = subnets.iter().find(|s| s.name == subnet_name) else {
             return Err(src.whole(format!("{who}: no subnet named `{subnet_name}`")));
         };
         let taken = used.entry(subnet.name.clone()).or_default();
-        let free = hypervisor_sim::eni::Subnet::usable(subnet.network, subnet.prefix)
-            .find(|ip| !taken.contains(ip));
-        let Some(ip) = free else {
+        let addresses = free.entry(subnet.name.clone()).or_insert_with(|| {
+            Box::new(hypervisor_sim::eni::Subnet::usable(subnet.network, subnet.prefix))
+        });
+        let Some(ip) = addresses.find(|ip| !taken.contains(ip)) else {
             return Err(src.whole(format!(
                 "{who}: subnet {} ({}/{}) has no free address left",
                 subnet.name, subnet.network, subnet.prefix
@@ -130,8 +135,15 @@ pub(super) fn assign_addresses(
         taken.insert(ip);
         Ok(ip)
     };
+    let mut enis_of: Vec<Vec<usize>> = vec![Vec::new(); vms.len()];
+    for (k, e) in enis.iter().enumerate() {
+        if let Some(list) = enis_of.get_mut(e.vm) {
+            list.push(k);
+        }
+    }
     for (i, vm) in vms.iter_mut().enumerate() {
-        for e in enis.iter_mut().filter(|e| e.vm == i) {
+        for &k in &enis_of[i] {
+            let e = &mut enis[k];
             e.ip = next(&e.subnet, &e.name)?;
         }
         vm.ip = next(&vm.subnet, &vm.name)?;

@@ -438,3 +438,43 @@ fn runs_that_cannot_be_simulated_are_refused_before_they_start() {
     let p = load("s.toml", no_flows).unwrap();
     assert!(check_runnable(&p, true).unwrap_err().contains("no flows"));
 }
+
+/// A pattern that expands further than its author meant is refused by count, before anything is
+/// placed or allocated, at the entry that crosses the limit; so is a launch past the instance
+/// limit. The default scenario has five flow entries of one flow each, and six VMs.
+#[test]
+fn flow_patterns_and_instance_counts_are_refused_past_their_limits() {
+    let limits = |max_flows, max_instances| Limits { max_flows, max_instances };
+    assert_eq!(load_with("s.toml", DEFAULT, &limits(5, 6)).unwrap().flows.len(), 5);
+    let e = load_with("s.toml", DEFAULT, &limits(4, 6)).unwrap_err().to_string();
+    let last = s_flows_last_entry();
+    assert!(e.starts_with(&format!("s.toml:{last}:")), "{e}");
+    assert!(
+        e.contains(
+            "expands to 1 flow (after 4 from the entries before it); the limit is 4 (--max-flows)"
+        ),
+        "{e}"
+    );
+    let e = load_with("s.toml", DEFAULT, &limits(5, 5)).unwrap_err().to_string();
+    assert!(
+        e.contains("brings the scenario to 6 instances; the limit is 5 (--max-instances)"),
+        "{e}"
+    );
+    // 50,000 × 50,000 pairs less none shared: refused with the number, nothing placed.
+    let big = format!(
+        "{DEFAULT}\n[[vms]]\nname = \"w\"\ntype = \"m5.large\"\ncount = 50000\n\n[[vms]]\nname = \"d\"\ntype = \"m5.large\"\ncount = 50000\n\n[[flows]]\nfrom = \"w-*\"\nto = \"d-*\"\n"
+    );
+    let e = load_with("s.toml", &big, &limits(DEFAULT_MAX_FLOWS, DEFAULT_MAX_INSTANCES));
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("flows[5] `w-*` → `d-*` expands to 2,500,000,000 flows"), "{e}");
+    assert!(e.ends_with("the limit is 10,000,000 (--max-flows)"), "{e}");
+    assert_eq!(thousands(0), "0");
+    assert_eq!(thousands(999), "999");
+    assert_eq!(thousands(1_000), "1,000");
+    assert_eq!(thousands(123_454_321), "123,454,321");
+}
+
+/// The line of the default scenario's last `from = ` (its last flow entry).
+fn s_flows_last_entry() -> usize {
+    DEFAULT.lines().enumerate().filter(|(_, l)| l.starts_with("from = ")).last().unwrap().0 + 1
+}
