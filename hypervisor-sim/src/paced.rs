@@ -24,7 +24,7 @@ use crate::guest::GuestCtx;
 use crate::sim::SplitMix64;
 use crate::sim::traffic::tcp::{ClientStep, Segment};
 use crate::sim::traffic::{TcpClient, TcpOutcome, TcpServer};
-use crate::traffic::{FlowFrame, LatencyLog, TrafficClock, read_stamp, source_port};
+use crate::traffic::{FlowFrame, LatencyLog, TrafficClock, dest_port, read_stamp, source_port};
 
 /// Frames a sender hands its driver per burst at most.
 pub const BURST: usize = 32;
@@ -434,11 +434,6 @@ fn tcp_client_turn(
         }
         _ => ClientTurn { send: None, next: None },
     }
-}
-
-/// The frame's destination port (bytes 36..38 of an untagged IPv4 frame).
-fn dest_port(frame: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
 }
 
 #[cfg(test)]

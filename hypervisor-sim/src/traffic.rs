@@ -246,6 +246,11 @@ pub fn source_port(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*frame.get(34)?, *frame.get(35)?]))
 }
 
+/// The frame's UDP or TCP destination port, if it is an untagged IPv4 frame.
+pub fn dest_port(frame: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
+}
+
 /// Turns a frame around: MACs, IPv4 addresses and UDP ports swapped.
 pub fn reflect(frame: &mut [u8]) {
     if frame.len() < STAMP_AT {

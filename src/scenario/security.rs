@@ -131,10 +131,13 @@ pub const ACCOUNT_ID: &str = "123456789012";
 pub const FLOW_LOG_EPOCH_UNIX_S: u64 = 1_767_225_600;
 
 impl Security {
-    /// Whether the scenario declares any group, NACL or flow log of its own (else everything
-    /// passes and nothing is logged: the devices need no filter).
+    /// Whether the scenario declares any group, NACL, flow log or rule change of its own (else
+    /// everything passes and nothing is logged: the devices need no filter).
     pub fn is_declared(&self) -> bool {
-        self.groups.len() > 1 || self.nacls.len() > 1 || !self.flow_logs.is_empty()
+        self.groups.len() > 1
+            || self.nacls.len() > 1
+            || !self.flow_logs.is_empty()
+            || !self.changes.is_empty()
     }
 
     /// The interval of the flow log covering an ENI of `vm` in `subnet`, if one does.

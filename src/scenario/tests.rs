@@ -478,3 +478,17 @@ fn flow_patterns_and_instance_counts_are_refused_past_their_limits() {
 fn s_flows_last_entry() -> usize {
     DEFAULT.lines().enumerate().filter(|(_, l)| l.starts_with("from = ")).last().unwrap().0 + 1
 }
+
+/// A scenario whose only security declaration is a change to the VPC's default group still has
+/// its devices filter (else the change would have nothing to change).
+#[test]
+fn a_rule_change_alone_puts_the_filters_in_the_devices() {
+    assert!(!load("s.toml", DEFAULT).unwrap().security.is_declared());
+    let text = format!(
+        "{DEFAULT}\n[[rule_changes]]\nat_s = 0.5\ngroup = \"default\"\nrevoke_inbound = [{{ protocol = \"-1\", from = \"default\" }}]\n"
+    );
+    let placed = load("s.toml", &text).unwrap();
+    assert!(placed.security.is_declared());
+    assert_eq!(placed.security.changes.len(), 1);
+    assert_eq!(placed.security.changes[0].says, "default: revoke inbound all traffic default");
+}

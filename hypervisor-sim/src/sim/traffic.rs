@@ -1,5 +1,6 @@
-//! Paced UDP flows between VMs, simulated in virtual time over a [`Cloud`] built with
-//! [`Cloud::new_virtual`].
+//! Paced UDP flows and TCP connections ([`tcp`]) between VMs, simulated in virtual time over a
+//! [`Cloud`] built with [`Cloud::new_virtual`], with the scenario's security group and NACL
+//! changes applied to the devices as events.
 //!
 //! One frame of an SR-IOV flow, and the events that carry it (costs from [`CostModel`]):
 //!
@@ -54,7 +55,9 @@ use crate::cloud::{Cloud, CloudError, NicHome};
 use crate::eni::VmState;
 use crate::eni::{EniId, VmId};
 use crate::guest::GuestCtx;
-use crate::traffic::{FlowFrame, LatencyLog, STAMP_AT, read_stamp, reflect, source_port, stamp};
+use crate::traffic::{
+    FlowFrame, LatencyLog, STAMP_AT, dest_port, read_stamp, reflect, source_port, stamp,
+};
 
 /// Where a frame says it is a ping-pong reply: the byte after its stamp (every frame of
 /// [`crate::traffic::MIN_FRAME`] bytes or more has it).
@@ -120,11 +123,6 @@ impl Received {
         parts[HYPERVISOR] += self.hypervisor;
         parts[GUEST_RX] += self.t - self.start;
     }
-}
-
-/// The frame's UDP destination port.
-fn dest_port(frame: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*frame.get(36)?, *frame.get(37)?]))
 }
 
 pub use crate::paced::{Arrivals, BURST, MAX_BACKLOG_NS};
