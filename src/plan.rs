@@ -12,7 +12,7 @@ use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use placement::{
-    Bottleneck, FailureDomain, Fleet, FlowDemand, InstanceId, NetworkModel, blast_radius, plan,
+    Bottleneck, FailureDomain, Fleet, FlowDemand, InstanceId, NetworkModel, blast_radii, plan,
 };
 use serde::Serialize;
 
@@ -235,16 +235,19 @@ fn report(
         planned.links.iter().map(|l| (link_label(l.link), l.utilisation())).collect();
     links.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     links.truncate(5);
-    let mut failures = Vec::new();
-    for domain in FailureDomain::occupied(fleet) {
-        let label = match domain {
-            FailureDomain::Host(_) => continue,
-            FailureDomain::Rack(r) => format!("rack {}", r.0),
-            FailureDomain::Az(a) => format!("AZ {}", t.azs[a.index()].name),
-        };
-        let b = blast_radius(fleet, model, flows, Some(planned), domain).map_err(internal)?;
-        failures.push(FailureResult {
-            domain: label,
+    // Every rack and AZ that holds a VM, failed in turn, planned on every core.
+    let domains: Vec<FailureDomain> = FailureDomain::occupied(fleet)
+        .into_iter()
+        .filter(|d| !matches!(d, FailureDomain::Host(_)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let failures =
+        blast_radii(fleet, model, flows, planned, &domains, threads, |b| FailureResult {
+            domain: match b.domain {
+                FailureDomain::Host(h) => format!("host {}", h.0),
+                FailureDomain::Rack(r) => format!("rack {}", r.0),
+                FailureDomain::Az(a) => format!("AZ {}", t.azs[a.index()].name),
+            },
             vms_lost: b
                 .failed
                 .iter()
@@ -252,8 +255,8 @@ fn report(
                 .collect(),
             groups: b.groups.iter().map(|g| (g.group.clone(), (g.lost, g.total))).collect(),
             gbps_after: b.throughput_after_gbps(),
-        });
-    }
+        })
+        .map_err(internal)?;
     Ok(PlanReport {
         scenario: String::new(),
         vms,

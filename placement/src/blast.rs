@@ -113,6 +113,48 @@ impl BlastRadius {
     }
 }
 
+/// The blast radius of each of `domains`, each handed to `summarise` as soon as it is planned
+/// (a region's plan after a failure is tens of MB: only the summaries are kept), in the order
+/// of `domains`. The domains are planned on up to `threads` threads at once; the results are
+/// the same whatever the number.
+pub fn blast_radii<T: Send>(
+    fleet: &Fleet,
+    model: &NetworkModel,
+    flows: &[FlowDemand],
+    before: &Plan,
+    domains: &[FailureDomain],
+    threads: usize,
+    summarise: impl Fn(&BlastRadius) -> T + Sync,
+) -> Result<Vec<T>, PlacementError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&domain) = domains.get(k) else { break };
+            let radius = blast_radius(fleet, model, flows, Some(before), domain);
+            done.push((k, radius.map(|r| summarise(&r))));
+        }
+        done
+    };
+    let threads = threads.clamp(1, domains.len().max(1));
+    let mut results: Vec<(usize, Result<T, PlacementError>)> = if threads == 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+            // A worker's panic is a bug of the planner's: it goes on up as it would have.
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    results.sort_by_key(|(k, _)| *k);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The blast radius of `domain` for a fleet carrying `flows` (`before`: the plan without the
 /// failure, computed if not given).
 pub fn blast_radius(

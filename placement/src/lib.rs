@@ -29,7 +29,7 @@ mod planner;
 mod rng;
 mod topology;
 
-pub use blast::{BlastRadius, FailureDomain, GroupLoss, PartitionLoss, blast_radius};
+pub use blast::{BlastRadius, FailureDomain, GroupLoss, PartitionLoss, blast_radii, blast_radius};
 pub use fleet::{
     Fleet, GroupId, Instance, InstanceId, LaunchRequest, MAX_PARTITIONS, PlacementGroup,
     PlacementStrategy, SPREAD_MAX_PER_AZ, SpreadLevel,

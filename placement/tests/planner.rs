@@ -223,6 +223,20 @@ fn a_rack_failure_takes_down_one_partition_and_its_flows() {
         FailureDomain::occupied(&f).iter().filter(|d| matches!(d, FailureDomain::Az(_))).count(),
         1
     );
+    // Every domain at once, on one thread or several: the same radii, one by one, in order.
+    let domains = FailureDomain::occupied(&f);
+    let one_by_one: Vec<(Vec<InstanceId>, f64)> = domains
+        .iter()
+        .map(|&d| {
+            let r = blast_radius(&f, &m, &flows, Some(&before), d).unwrap();
+            (r.failed.clone(), r.throughput_after_gbps())
+        })
+        .collect();
+    for threads in [1, 3, 64] {
+        let summary = |r: &BlastRadius| (r.failed.clone(), r.throughput_after_gbps());
+        let all = blast_radii(&f, &m, &flows, &before, &domains, threads, summary).unwrap();
+        assert_eq!(all, one_by_one, "{threads} threads");
+    }
 }
 
 proptest! {
