@@ -206,8 +206,14 @@ pub fn blast_radius(
     };
     let ends = |f: &FlowDemand| is_failed(f.src) || is_failed(f.dst);
     let lost: Vec<usize> = (0..flows.len()).filter(|&i| ends(&flows[i])).collect();
-    let surviving: Vec<FlowDemand> = flows.iter().filter(|f| !ends(f)).cloned().collect();
-    let after = plan(fleet, model, &surviving)?;
+    let after = match before {
+        // No flow ends: the same flows over the same links, the same plan.
+        Some(p) if lost.is_empty() => p.clone(),
+        _ => {
+            let surviving: Vec<FlowDemand> = flows.iter().filter(|f| !ends(f)).cloned().collect();
+            plan(fleet, model, &surviving)?
+        }
+    };
     Ok(BlastRadius {
         domain,
         failed,

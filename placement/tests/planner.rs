@@ -301,3 +301,23 @@ proptest! {
         }
     }
 }
+
+/// A failure that ends no flow leaves the plan as it was: the same flows over the same links
+/// (taken without planning again), compared field by field with a plan made afresh.
+#[test]
+fn a_failure_that_ends_no_flow_leaves_the_plan_as_it_was() {
+    let mut f = fleet(&[10.0, 10.0, 10.0], 1);
+    let ids: Vec<InstanceId> = (0..3).map(|_| put(&mut f, "big", None)).collect();
+    let rack = |id: InstanceId| f.topology().rack_of(f.instance(id).unwrap().host);
+    assert!(rack(ids[0]) != rack(ids[2]) && rack(ids[1]) != rack(ids[2]), "one per rack");
+    let flows = [flow(ids[0], ids[1], f64::INFINITY)];
+    let m = NetworkModel::default();
+    let before = plan(&f, &m, &flows).unwrap();
+    let idle = FailureDomain::Rack(rack(ids[2]));
+    let b = blast_radius(&f, &m, &flows, Some(&before), idle).unwrap();
+    assert_eq!((b.failed.clone(), b.flows_lost.clone()), (vec![ids[2]], vec![]));
+    assert_eq!(b.after, plan(&f, &m, &flows).unwrap());
+    let busy = FailureDomain::Rack(rack(ids[0]));
+    let b = blast_radius(&f, &m, &flows, Some(&before), busy).unwrap();
+    assert_eq!((b.flows_lost.clone(), b.after.total_gbps), (vec![0], 0.0));
+}
