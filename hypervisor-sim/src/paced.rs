@@ -245,8 +245,10 @@ pub fn run_paced(
         .filter_map(|(k, f)| Some((f.tcp.as_ref()?.ports_in(), k)))
         .collect();
     let mut syn_timers: Vec<Option<u64>> = vec![None; sends.len()];
-    // Segments the ends answer with, sent after each receive pass: (NIC, queue, frame).
+    // Segments the ends answer with, sent after each receive pass: (NIC, queue, frame); their
+    // buffers come back to `spare` (no allocation per ACK).
     let mut answers: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
         let now = clock.now_ns();
         if now >= drain_end || stop.load(Ordering::Relaxed) {
@@ -325,9 +327,9 @@ pub fn run_paced(
                 {
                     let f = &mut sends[k];
                     let Some(client) = f.tcp.as_mut() else { return };
-                    let mut answer = Vec::new();
+                    let mut answer = spare.pop().unwrap_or_default();
                     match client.rx(now, seg, &mut answer) {
-                        ClientStep::Quiet => {}
+                        ClientStep::Quiet => spare.push(answer),
                         ClientStep::Established => {
                             f.pacer.start_at(now);
                             answers.push((nic_index, f.index, answer));
@@ -338,9 +340,11 @@ pub fn run_paced(
                 }
                 let Some(r) = recvs.get_mut(&port) else { return };
                 if let (Some(seg), Some(server)) = (segment, r.tcp.as_mut()) {
-                    let mut answer = Vec::new();
+                    let mut answer = spare.pop().unwrap_or_default();
                     if server.rx(seg, &mut answer) {
                         answers.push((nic_index, 0, answer));
+                    } else {
+                        spare.push(answer);
                     }
                     if seg.payload == 0 || !server.listening() {
                         return;
@@ -362,11 +366,13 @@ pub fn run_paced(
             });
         }
         for (n, q, frame) in answers.drain(..) {
-            let Some(nic) = ctx.nics.get_mut(n) else { continue };
-            let sent = nic.send(q, &[&frame]);
-            if let Some(c) = capture.as_mut().filter(|_| primary == Some(nic.eni) && sent > 0) {
-                c(clock.now_ns(), &frame);
+            if let Some(nic) = ctx.nics.get_mut(n) {
+                let sent = nic.send(q, &[&frame]);
+                if let Some(c) = capture.as_mut().filter(|_| primary == Some(nic.eni) && sent > 0) {
+                    c(clock.now_ns(), &frame);
+                }
             }
+            spare.push(frame);
         }
         if received > 0 || busy {
             continue;

@@ -94,8 +94,7 @@ impl Change {
                     n.remove(*dir, *number);
                 }
                 for (dir, r) in put {
-                    n.remove(*dir, r.number);
-                    n.add(*dir, *r, &quotas)?;
+                    n.put(*dir, *r, &quotas)?;
                 }
                 vpc.put_nacl(n);
             }
@@ -411,6 +410,9 @@ fn rule_changes(
             && d.put_outbound.is_empty()
             && d.delete_inbound.is_empty()
             && d.delete_outbound.is_empty());
+        if !sg_keys && !nacl_keys && d.group.is_some() != d.nacl.is_some() {
+            return Err(src.at(entry.span(), "a rule change with no rule to change"));
+        }
         let (change, says) = match (&d.group, &d.nacl) {
             (Some(g), None) if !nacl_keys => {
                 let err = |e: vnic::policy::PolicyError| src.at(g.span(), e.to_string());
@@ -488,8 +490,8 @@ fn rule_changes(
                 {
                     for r in rules {
                         let rule = nacl_rule(r, src)?;
-                        let replaced = nacl.remove(dir, rule.number);
-                        nacl.add(dir, rule, quotas)
+                        let replaced = nacl
+                            .put(dir, rule, quotas)
                             .map_err(|e| src.at(r.rule.span(), e.to_string()))?;
                         let verb = if replaced { "replace" } else { "create" };
                         words.push(format!("{verb} {dir} {rule}"));
@@ -515,9 +517,6 @@ fn rule_changes(
                 ));
             }
         };
-        if says.ends_with(": ") {
-            return Err(src.at(entry.span(), "a rule change with no rule to change"));
-        }
         out.push(RuleChange { at_s, change, says });
     }
     Ok(out)

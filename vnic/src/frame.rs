@@ -292,13 +292,13 @@ pub fn build_udp_frame(
     ips: ([u8; 4], [u8; 4]),
     ports: (u16, u16),
 ) -> &mut [u8] {
-    let len = len.clamp(UDP_HEADERS, buf.len().max(UDP_HEADERS)).min(buf.len());
+    let len = len.max(UDP_HEADERS).min(buf.len());
     let f = &mut buf[..len];
-    let l4_len = len.saturating_sub(field::ETH_LEN + field::IP_MIN_LEN);
     if len < UDP_HEADERS {
         f.fill(0);
         return f;
     }
+    let l4_len = len - field::ETH_LEN - field::IP_MIN_LEN;
     let udp = write_eth_ipv4(f, l4_len, dst, src, ips, ip_proto::UDP);
     udp[field::L4_SPORT].copy_from_slice(&ports.0.to_be_bytes());
     udp[field::L4_DPORT].copy_from_slice(&ports.1.to_be_bytes());

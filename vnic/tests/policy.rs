@@ -611,3 +611,20 @@ fn a_full_interval_ends_in_skipdata() {
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert_eq!(lines[2], "2 1 eni-a - - - - - - - 0 60 - SKIPDATA");
 }
+
+/// `put` creates a rule or replaces the one of its number; one past the quota is refused and
+/// leaves the NACL as it was.
+#[test]
+fn a_nacl_rule_put_creates_or_replaces_and_a_refusal_changes_nothing() {
+    let q = Quotas { nacl_rules: 2, ..Quotas::default() };
+    let mut n = Nacl::new("acl-a");
+    let allow = |number| nacl_rule(number, "tcp", Ports::port(443), "10.0.0.0/8", Action::Allow);
+    assert!(!n.put(Direction::Inbound, allow(100), &q).unwrap(), "created");
+    assert!(!n.put(Direction::Inbound, allow(200), &q).unwrap());
+    let deny = nacl_rule(100, "-1", Ports::All, "0.0.0.0/0", Action::Deny);
+    assert!(n.put(Direction::Inbound, deny, &q).unwrap(), "replaced");
+    assert_eq!(n.rules(Direction::Inbound), &[deny, allow(200)]);
+    let before = n.clone();
+    assert!(n.put(Direction::Inbound, allow(300), &q).is_err(), "a third rule is over the quota");
+    assert_eq!(n, before);
+}

@@ -167,6 +167,29 @@ impl Nacl {
         Ok(())
     }
 
+    /// Creates rule `rule.number` in `dir`, or replaces the rule of that number (EC2's
+    /// `CreateNetworkAclEntry` / `ReplaceNetworkAclEntry`); true if it replaced one. On an error
+    /// the NACL is as it was.
+    pub fn put(
+        &mut self,
+        dir: Direction,
+        rule: NaclRule,
+        quotas: &Quotas,
+    ) -> Result<bool, PolicyError> {
+        let old = self.rules(dir).iter().find(|r| r.number == rule.number).copied();
+        self.remove(dir, rule.number);
+        match self.add(dir, rule, quotas) {
+            Ok(()) => Ok(old.is_some()),
+            Err(e) => {
+                if let Some(old) = old {
+                    // It held this rule a moment ago: there is room for it again.
+                    let _ = self.add(dir, old, quotas);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Removes rule `number` in `dir`; true if it had it.
     pub fn remove(&mut self, dir: Direction, number: u16) -> bool {
         let rules = match dir {
