@@ -25,3 +25,5 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 # The VFIO lab against a real kernel: a QEMU guest with an emulated IOMMU and an SR-IOV NVMe
 # device (installs qemu-system-x86, a Debian kernel and busybox-static if they are missing).
 bash scripts/vfio-lab-test.sh
+# `sweep --slurm` submitted to a one-node Slurm cluster (installs slurm-wlm and munge if missing).
+bash scripts/slurm-sweep-test.sh

@@ -15,6 +15,7 @@ mod reach;
 mod report;
 mod run;
 mod scenario;
+mod sweep;
 mod vf_demo;
 
 use std::path::{Path, PathBuf};
@@ -73,7 +74,7 @@ struct RunArgs {
 
 /// How large a scenario may grow.
 #[derive(Debug, Clone, Copy, clap::Args)]
-struct LimitArgs {
+pub(crate) struct LimitArgs {
     /// Most flows the scenario's `[[flows]]` may expand to.
     #[arg(long, value_name = "N", default_value_t = scenario::DEFAULT_MAX_FLOWS)]
     max_flows: u64,
@@ -83,7 +84,7 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn limits(self) -> scenario::Limits {
+    pub(crate) fn limits(self) -> scenario::Limits {
         scenario::Limits { max_flows: self.max_flows, max_instances: self.max_instances }
     }
 }
@@ -118,6 +119,11 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Plan every variant of a scenario (`--vary KEY=V1,V2,...`, or its `[sweep]` table) and
+    /// tabulate the headline of each: here on every core, as shards (`--shard K/N`), or as a
+    /// Slurm job array (`--slurm DIR`) or Kubernetes Indexed Job (`--k8s DIR`) whose parts
+    /// `--merge DIR` joins.
+    Sweep(sweep::SweepArgs),
     /// Real SR-IOV hardware: list PFs, VFs and IOMMU groups, enable VFs, bind to vfio-pci.
     Lab(lab::LabArgs),
     /// Drive one TX queue pair (submission + completion ring) from a guest thread to a device
@@ -246,6 +252,7 @@ fn main() -> ExitCode {
         Some(Command::Plan { file, json, out, limits }) => {
             plan_command(&file, json, out.as_deref(), &limits.limits())
         }
+        Some(Command::Sweep(args)) => sweep::run(&args),
         Some(Command::Lab(args)) => lab::run(&args),
         Some(Command::Demo(args)) => {
             demo::run(&args).map(|r| r.to_string()).map_err(|e| e.to_string())

@@ -60,11 +60,25 @@ pub struct FlowResult {
     pub allowed: bool,
 }
 
+/// What kind of domain a failure takes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureLevel {
+    /// One host.
+    Host,
+    /// A rack (its top-of-rack switch or power).
+    Rack,
+    /// An availability zone.
+    Az,
+}
+
 /// One failure in the report.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FailureResult {
     /// The failed domain (`rack 3`, `AZ us-east-1a`).
     pub domain: String,
+    /// Whether it is a host, a rack or an AZ.
+    pub level: FailureLevel,
     /// VMs lost.
     pub vms_lost: Vec<String>,
     /// Per group: lost / total.
@@ -122,8 +136,14 @@ pub fn run_text(file: &str, text: &str) -> Result<PlanReport, ScenarioError> {
     plan_placed(&placed).map_err(|message| ScenarioError { file: file.into(), at: None, message })
 }
 
-/// The plan of a placed scenario.
+/// The plan of a placed scenario, its blast radius on every core.
 pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
+    plan_placed_on(placed, std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The plan of a placed scenario, its blast radius on up to `threads` threads (the result is
+/// the same for any number).
+pub fn plan_placed_on(placed: &Placed, threads: usize) -> Result<PlanReport, String> {
     let reach = flow_reach(placed)?;
     let mut flows = placed.demands();
     // A blocked flow moves nothing: it asks for nothing.
@@ -142,7 +162,8 @@ pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
         .iter()
         .map(|f| (placed.vms[f.from].name.clone(), placed.vms[f.to].name.clone()))
         .collect();
-    let mut report = report(&placed.fleet, model, &order, &names, &flows, &flow_names, &planned)?;
+    let mut report =
+        report(&placed.fleet, model, (&order, &names), (&flows, &flow_names), &planned, threads)?;
     report.scenario = placed.name.clone();
     for ((f, r), declared) in report.flows.iter_mut().zip(reach).zip(&placed.flows) {
         if let Some(why) = r.blocked {
@@ -177,11 +198,10 @@ pub fn flow_reach(placed: &Placed) -> Result<Vec<crate::reach::FlowReach>, Strin
 fn report(
     fleet: &Fleet,
     model: &NetworkModel,
-    order: &[String],
-    names: &BTreeMap<String, InstanceId>,
-    flows: &[FlowDemand],
-    flow_names: &[(String, String)],
+    (order, names): (&[String], &BTreeMap<String, InstanceId>),
+    (flows, flow_names): (&[FlowDemand], &[(String, String)]),
     planned: &placement::Plan,
+    threads: usize,
 ) -> Result<PlanReport, String> {
     let internal = |e: placement::PlacementError| e.to_string();
     let t = fleet.topology();
@@ -235,18 +255,22 @@ fn report(
         planned.links.iter().map(|l| (link_label(l.link), l.utilisation())).collect();
     links.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     links.truncate(5);
-    // Every rack and AZ that holds a VM, failed in turn, planned on every core.
+    // Every rack and AZ that holds a VM, failed in turn.
     let domains: Vec<FailureDomain> = FailureDomain::occupied(fleet)
         .into_iter()
         .filter(|d| !matches!(d, FailureDomain::Host(_)))
         .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let failures =
         blast_radii(fleet, model, flows, planned, &domains, threads, |b| FailureResult {
             domain: match b.domain {
                 FailureDomain::Host(h) => format!("host {}", h.0),
                 FailureDomain::Rack(r) => format!("rack {}", r.0),
                 FailureDomain::Az(a) => format!("AZ {}", t.azs[a.index()].name),
+            },
+            level: match b.domain {
+                FailureDomain::Host(_) => FailureLevel::Host,
+                FailureDomain::Rack(_) => FailureLevel::Rack,
+                FailureDomain::Az(_) => FailureLevel::Az,
             },
             vms_lost: b
                 .failed

@@ -80,6 +80,28 @@ pub struct Scenario {
     /// Security group and network ACL changes during `run`.
     #[serde(default)]
     pub rule_changes: Vec<Spanned<RuleChangeDecl>>,
+    /// The variants `vnic-lab sweep` plans (ignored by `plan` and `run`).
+    pub sweep: Option<SweepDecl>,
+}
+
+/// `[sweep]`: the keys `vnic-lab sweep` varies, each over its values; the sweep plans every
+/// combination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepDecl {
+    /// The keys varied, outermost first.
+    pub vary: Vec<VaryDecl>,
+}
+
+/// One varied key: `key = "vms[hpc].count"`, `values = [8, 16, 32]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaryDecl {
+    /// A path into the scenario: tables by name, arrays of tables by index (`flows[0]`) or by
+    /// their `name` (`vms[hpc]`), then the key set.
+    pub key: Spanned<String>,
+    /// The values it takes, in order.
+    pub values: Spanned<Vec<toml::Value>>,
 }
 
 /// A change to one security group's or one network ACL's rules at a time of the run (EC2's

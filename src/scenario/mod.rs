@@ -308,6 +308,12 @@ pub fn thousands(n: u64) -> String {
 
 /// Reads, checks and places the scenario at `path` within `limits`.
 pub fn load_file_with(path: &std::path::Path, limits: &Limits) -> Result<Placed, ScenarioError> {
+    let text = read_text(path)?;
+    load_with(&path.display().to_string(), &text, limits)
+}
+
+/// The text of the scenario file at `path`: at most [`MAX_SCENARIO_BYTES`] of UTF-8.
+pub fn read_text(path: &std::path::Path) -> Result<String, ScenarioError> {
     use std::io::Read;
     let file = path.display().to_string();
     let fail = |message: String| ScenarioError { file: file.clone(), at: None, message };
@@ -321,13 +327,12 @@ pub fn load_file_with(path: &std::path::Path, limits: &Limits) -> Result<Placed,
             MAX_SCENARIO_BYTES >> 20
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         fail(format!(
             "is not UTF-8 text (byte {}): a scenario is a TOML file",
             e.utf8_error().valid_up_to()
         ))
-    })?;
-    load_with(&file, &text, limits)
+    })
 }
 
 /// Checks and places a scenario given as text (`file` names it in errors).
@@ -357,11 +362,7 @@ pub fn load_with(file: &str, text: &str, limits: &Limits) -> Result<Placed, Scen
     let vm_names: Vec<String> = vms.iter().map(|v| v.name.clone()).collect();
     let subnet_names: Vec<String> = subnets.iter().map(|s| s.name.clone()).collect();
     security.flow_logs = security::flow_logs(&s, &src, &vm_names, &subnet_names)?;
-    let name = s.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(file)
-            .file_stem()
-            .map_or("scenario".into(), |n| n.to_string_lossy().into())
-    });
+    let name = scenario_name(s.name.clone(), file);
     Ok(Placed {
         name,
         fleet,
@@ -376,6 +377,48 @@ pub fn load_with(file: &str, text: &str, limits: &Limits) -> Result<Placed, Scen
         flows,
         failures,
         security,
+    })
+}
+
+/// One key of a scenario's `[sweep]`, as written.
+#[derive(Debug, Clone)]
+pub struct SweepKey {
+    /// The key (`vms[hpc].count`).
+    pub key: String,
+    /// Its values, in order.
+    pub values: Vec<toml::Value>,
+    /// Where the key is written: line and column, 1-based.
+    pub at: (usize, usize),
+}
+
+/// A scenario's name (its `name`, else its file's stem) and the keys its `[sweep]` varies
+/// (none without one). The whole file must parse: a sweep of a broken file is an error here,
+/// at its line and column, not once per variant.
+pub fn sweep_keys(file: &str, text: &str) -> Result<(String, Vec<SweepKey>), ScenarioError> {
+    let src = Source { file, text };
+    let s = decl::parse(&src)?;
+    let keys = s
+        .sweep
+        .map(|sweep| {
+            sweep
+                .vary
+                .into_iter()
+                .map(|v| {
+                    let at = src.at(v.key.span(), "").at.unwrap_or((1, 1));
+                    SweepKey { key: v.key.into_inner(), values: v.values.into_inner(), at }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((scenario_name(s.name, file), keys))
+}
+
+/// A scenario's name in reports: its `name`, else its file's stem.
+fn scenario_name(name: Option<String>, file: &str) -> String {
+    name.unwrap_or_else(|| {
+        std::path::Path::new(file)
+            .file_stem()
+            .map_or("scenario".into(), |n| n.to_string_lossy().into())
     })
 }
 
