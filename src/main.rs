@@ -149,7 +149,8 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// The JSON Schema of a report: `run --json` (and `report.json`) or `plan --json`.
+    /// The JSON Schema of a report: `run --json` (and `report.json`), `plan --json` or
+    /// `sweep --json` (and `sweep.json`).
     Schema {
         /// Which report.
         #[arg(value_enum)]
@@ -164,6 +165,8 @@ enum SchemaOf {
     Run,
     /// `plan --json`.
     Plan,
+    /// `sweep --json` and `sweep.json`.
+    Sweep,
 }
 
 /// The JSON Schema (draft 2020-12) of a report, pretty-printed.
@@ -171,6 +174,7 @@ fn schema(of: SchemaOf) -> Result<String, String> {
     let schema = match of {
         SchemaOf::Run => schemars::schema_for!(run::RunReport),
         SchemaOf::Plan => schemars::schema_for!(plan::PlanReport),
+        SchemaOf::Sweep => schemars::schema_for!(sweep::SweepTable),
     };
     serde_json::to_string_pretty(&schema).map(|s| s + "\n").map_err(|e| e.to_string())
 }

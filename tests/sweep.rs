@@ -216,3 +216,53 @@ fn the_kubernetes_manifest_is_an_indexed_job_kubernetes_would_take() {
         Some("vnic-lab-sweep")
     );
 }
+
+#[test]
+fn the_sweep_table_matches_its_schema() {
+    let ok_py = Command::new("python3").args(["-c", "import jsonschema"]).status();
+    if !ok_py.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("VNIC_LAB_REQUIRE_JSONSCHEMA").is_none(),
+            "python3 cannot import jsonschema"
+        );
+        eprintln!("skipped: python3 cannot import jsonschema (pip install jsonschema)");
+        return;
+    }
+    let dir = Scratch::new("schema");
+    std::fs::write(dir.0.join("schema.json"), ok(&["schema", "sweep"])).unwrap();
+    std::fs::write(dir.0.join("sweep.json"), ok(&["sweep", HPC, "--json"])).unwrap();
+    let script = "import json, sys, jsonschema\n\
+                  schema = json.load(open(sys.argv[1]))\n\
+                  jsonschema.Draft202012Validator.check_schema(schema)\n\
+                  jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &dir.path("schema.json"), &dir.path("sweep.json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_damaged_part_is_refused_by_name_not_trusted() {
+    let dir = Scratch::new("damaged");
+    for k in 0..2 {
+        ok(&[
+            "sweep",
+            HPC,
+            "--shard",
+            &format!("{k}/2"),
+            "--out",
+            &dir.path(&format!("p/part-{k}")),
+        ]);
+    }
+    let part = dir.0.join("p/part-1/sweep.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&part).unwrap()).unwrap();
+    json["rows"][0]["values"] = serde_json::json!(["cluster"]);
+    std::fs::write(&part, json.to_string()).unwrap();
+    let e = refused(&["sweep", "--merge", &dir.path("p")]);
+    assert!(e.contains("part-1/sweep.json: variant 1 has 1 values for 2 keys"), "{e}");
+    std::fs::write(&part, "{ not json").unwrap();
+    let e = refused(&["sweep", "--merge", &dir.path("p")]);
+    assert!(e.contains("part-1/sweep.json"), "{e}");
+}

@@ -14,7 +14,9 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> String {
 
 /// The x axis: the first key whose every value is a number, else the variant number.
 fn x_axis(table: &SweepTable) -> (Option<usize>, String) {
-    let numeric = |k: usize| table.rows.iter().all(|r| r.values[k].parse::<f64>().is_ok());
+    let numeric = |k: usize| {
+        table.rows.iter().all(|r| r.values.get(k).is_some_and(|v| v.parse::<f64>().is_ok()))
+    };
     match (0..table.keys.len()).find(|&k| numeric(k)) {
         Some(k) => (Some(k), table.keys[k].clone()),
         None => (None, "variant".into()),
@@ -35,7 +37,8 @@ fn lines(table: &SweepTable, x: Option<usize>) -> Vec<(String, Vec<(f64, &Row)>)
                     .filter(|&(j, _)| j != k)
                     .map(|(_, (key, v))| format!("{key}={v}"))
                     .collect();
-                (label, row.values[k].parse::<f64>().unwrap_or(0.0))
+                let at = row.values.get(k).and_then(|v| v.parse::<f64>().ok());
+                (label, at.unwrap_or(0.0))
             }
             None => (Vec::new(), row.variant as f64),
         };

@@ -362,6 +362,15 @@ pub fn merge(dir: &Path) -> Result<SweepTable, String> {
                 part.shard.map_or(0, |s| s.of),
             ));
         }
+        if let Some(row) = part.rows.iter().find(|r| r.values.len() != part.keys.len()) {
+            return Err(format!(
+                "{}: variant {} has {} values for {} keys",
+                file.display(),
+                row.variant,
+                row.values.len(),
+                part.keys.len()
+            ));
+        }
         let index = part.shard.map_or(0, |s| s.index);
         if !shards.insert(index) {
             return Err(format!("{}: shard {index}/{of} is there twice", file.display()));
