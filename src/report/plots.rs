@@ -6,7 +6,8 @@ use plotters::prelude::*;
 
 use crate::run::RunReport;
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> String {
+/// A plotting error, as the commands report it.
+pub fn plot_err<E: std::fmt::Debug>(e: E) -> String {
     format!("plot: {e:?}")
 }
 

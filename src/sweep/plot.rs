@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use plotters::prelude::*;
 
 use super::table::{Row, SweepTable};
-
-fn plot_err<E: std::fmt::Debug>(e: E) -> String {
-    format!("plot: {e:?}")
-}
+use crate::report::plots::plot_err;
 
 /// The x axis: the first key whose every value is a number, else the variant number.
 fn x_axis(table: &SweepTable) -> (Option<usize>, String) {
