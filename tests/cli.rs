@@ -231,6 +231,17 @@ fn plan_reports_the_documented_bottlenecks() {
     assert_matches_schema("plan", &json.stdout);
 }
 
+#[test]
+fn the_sweep_table_matches_its_schema() {
+    let sweep = vnic_lab(&[
+        "sweep",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/sweep-hpc.toml"),
+        "--json",
+    ]);
+    assert!(sweep.status.success(), "{}", String::from_utf8_lossy(&sweep.stderr));
+    assert_matches_schema("sweep", &sweep.stdout);
+}
+
 /// Every byte of every output, by file name.
 fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

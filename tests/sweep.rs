@@ -218,31 +218,6 @@ fn the_kubernetes_manifest_is_an_indexed_job_kubernetes_would_take() {
 }
 
 #[test]
-fn the_sweep_table_matches_its_schema() {
-    let ok_py = Command::new("python3").args(["-c", "import jsonschema"]).status();
-    if !ok_py.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("VNIC_LAB_REQUIRE_JSONSCHEMA").is_none(),
-            "python3 cannot import jsonschema"
-        );
-        eprintln!("skipped: python3 cannot import jsonschema (pip install jsonschema)");
-        return;
-    }
-    let dir = Scratch::new("schema");
-    std::fs::write(dir.0.join("schema.json"), ok(&["schema", "sweep"])).unwrap();
-    std::fs::write(dir.0.join("sweep.json"), ok(&["sweep", HPC, "--json"])).unwrap();
-    let script = "import json, sys, jsonschema\n\
-                  schema = json.load(open(sys.argv[1]))\n\
-                  jsonschema.Draft202012Validator.check_schema(schema)\n\
-                  jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n";
-    let out = Command::new("python3")
-        .args(["-c", script, &dir.path("schema.json"), &dir.path("sweep.json")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-#[test]
 fn a_damaged_part_is_refused_by_name_not_trusted() {
     let dir = Scratch::new("damaged");
     for k in 0..2 {
