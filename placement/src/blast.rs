@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::planner::Problem;
 use crate::{
-    AzId, Fleet, FlowDemand, HostId, InstanceId, NetworkModel, PlacementError, Plan, RackId, plan,
+    AzId, Fleet, FlowDemand, HostId, InstanceId, NetworkModel, PlacementError, Plan, RackId,
 };
 
 /// A piece of hardware that fails as one.
@@ -115,8 +116,10 @@ impl BlastRadius {
 
 /// The blast radius of each of `domains`, each handed to `summarise` as soon as it is planned
 /// (a region's plan after a failure is tens of MB: only the summaries are kept), in the order
-/// of `domains`. The domains are planned on up to `threads` threads at once; the results are
-/// the same whatever the number.
+/// of `domains`. The flows are resolved against the fleet once for all domains, and each
+/// failure re-plans only the flows that shared a saturable resource, directly or through
+/// others, with a flow it ends (see [`blast_radius`]). The domains are planned on up to
+/// `threads` threads at once; the results are the same whatever the number.
 pub fn blast_radii<T: Send>(
     fleet: &Fleet,
     model: &NetworkModel,
@@ -127,19 +130,20 @@ pub fn blast_radii<T: Send>(
     summarise: impl Fn(&BlastRadius) -> T + Sync,
 ) -> Result<Vec<T>, PlacementError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    let problem = Problem::new(fleet, model, flows)?;
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
         loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some(&domain) = domains.get(k) else { break };
-            let radius = blast_radius(fleet, model, flows, Some(before), domain);
-            done.push((k, radius.map(|r| summarise(&r))));
+            let radius = radius_of(fleet, &problem, before, domain);
+            done.push((k, summarise(&radius)));
         }
         done
     };
     let threads = threads.clamp(1, domains.len().max(1));
-    let mut results: Vec<(usize, Result<T, PlacementError>)> = if threads == 1 {
+    let mut results: Vec<(usize, T)> = if threads == 1 {
         work()
     } else {
         std::thread::scope(|s| {
@@ -152,11 +156,15 @@ pub fn blast_radii<T: Send>(
         })
     };
     results.sort_by_key(|(k, _)| *k);
-    results.into_iter().map(|(_, r)| r).collect()
+    Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The blast radius of `domain` for a fleet carrying `flows` (`before`: the plan without the
 /// failure, computed if not given).
+///
+/// The plan after is the plan of the surviving flows, exactly as [`crate::plan`] would make it, but
+/// only the flows in a component (flows joined by resources that can saturate) that lost a flow
+/// are solved again: max-min fair rates of one component do not depend on another's.
 pub fn blast_radius(
     fleet: &Fleet,
     model: &NetworkModel,
@@ -164,22 +172,45 @@ pub fn blast_radius(
     before: Option<&Plan>,
     domain: FailureDomain,
 ) -> Result<BlastRadius, PlacementError> {
+    let problem = Problem::new(fleet, model, flows)?;
+    let computed;
+    let before = match before {
+        Some(p) if p.flows.len() == flows.len() => p,
+        _ => {
+            computed = problem.plan();
+            &computed
+        }
+    };
+    Ok(radius_of(fleet, &problem, before, domain))
+}
+
+/// The blast radius of `domain` for the flows of `problem`, whose plan is `before`.
+fn radius_of(
+    fleet: &Fleet,
+    problem: &Problem<'_>,
+    before: &Plan,
+    domain: FailureDomain,
+) -> BlastRadius {
+    let mut is_failed = vec![false; fleet.instances().len()];
     let running = fleet.instances().iter().filter(|i| i.running);
-    let failed: Vec<InstanceId> =
-        running.clone().filter(|i| domain.contains(fleet, i.host)).map(|i| i.id).collect();
-    let is_failed = |id: InstanceId| failed.binary_search(&id).is_ok();
+    let mut failed = Vec::new();
+    for inst in running.clone().filter(|i| domain.contains(fleet, i.host)) {
+        is_failed[inst.id.index()] = true;
+        failed.push(inst.id);
+    }
 
     let mut groups: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut partitions: BTreeMap<(u32, u8), (u32, u32)> = BTreeMap::new();
     for inst in running {
         if let Some(g) = inst.group {
+            let lost = u32::from(is_failed[inst.id.index()]);
             let e = groups.entry(g.0).or_default();
             e.1 += 1;
-            e.0 += u32::from(is_failed(inst.id));
+            e.0 += lost;
             if let Some(p) = inst.partition {
                 let e = partitions.entry((g.0, p)).or_default();
                 e.1 += 1;
-                e.0 += u32::from(is_failed(inst.id));
+                e.0 += lost;
             }
         }
     }
@@ -200,27 +231,25 @@ pub fn blast_radius(
         })
         .collect();
 
-    let throughput_before_gbps = match before {
-        Some(p) => p.total_gbps,
-        None => plan(fleet, model, flows)?.total_gbps,
-    };
-    let ends = |f: &FlowDemand| is_failed(f.src) || is_failed(f.dst);
-    let lost: Vec<usize> = (0..flows.len()).filter(|&i| ends(&flows[i])).collect();
-    let after = match before {
+    let survives: Vec<bool> = problem
+        .flows()
+        .iter()
+        .map(|f| !is_failed[f.src.index()] && !is_failed[f.dst.index()])
+        .collect();
+    let flows_lost: Vec<usize> = (0..problem.len()).filter(|&i| !survives[i]).collect();
+    let after = if flows_lost.is_empty() {
         // No flow ends: the same flows over the same links, the same plan.
-        Some(p) if lost.is_empty() => p.clone(),
-        _ => {
-            let surviving: Vec<FlowDemand> = flows.iter().filter(|f| !ends(f)).cloned().collect();
-            plan(fleet, model, &surviving)?
-        }
+        before.clone()
+    } else {
+        problem.plan_without(before, &survives)
     };
-    Ok(BlastRadius {
+    BlastRadius {
         domain,
         failed,
         groups,
         partitions,
-        flows_lost: lost,
-        throughput_before_gbps,
+        flows_lost,
+        throughput_before_gbps: before.total_gbps,
         after,
-    })
+    }
 }

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AzId, Fleet, InstanceId, NetworkClass, NetworkModel, PlacementError, RackId};
 
+#[cfg(test)]
+mod reference;
+
 /// A flow to plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,49 +192,451 @@ impl Ord for Level {
     }
 }
 
-/// The progressive-filling state: per resource its frozen load, active flows and saturation; per
-/// flow its rate and bottleneck once frozen.
+/// A resource's part in the filling.
+#[derive(Clone, Copy, Default)]
+struct ResState {
+    /// Sum of the rates of its frozen flows.
+    frozen_load: f64,
+    /// The level at which it saturates as of its last change: `(capacity − frozen load) /
+    /// active`, never below the level of the freeze that changed it.
+    level: f64,
+    /// Its flows not yet frozen.
+    active: u32,
+    /// Bumped at every change of `level`: a heap entry of an older version is stale.
+    version: u32,
+    /// Key and version of the newest heap entry pushed for it (see [`Filling::next_saturation`]).
+    queued: (f64, u32),
+    saturated: bool,
+}
+
+/// Below this share of its capacity, a resource whose flows' bounds add up to less can never
+/// saturate (each flow freezes at its bound first), so the filling leaves it out. A share, not
+/// zero, so that rounding in the frozen load can never make it saturate where exact arithmetic
+/// would not: 10⁻⁶ of a capacity is ten orders of magnitude above the rounding of a million
+/// additions.
+const SLACK_SHARE: f64 = 1.0 - 1e-6;
+
+/// Flows resolved against a fleet once: each flow's resources, bound, cap and class; which
+/// resources can ever saturate (the *tight* ones); and the components the tight resources join
+/// flows into. [`plan`] solves it once; a blast radius solves it again for each failure, only in
+/// the components a lost flow belonged to.
+///
+/// Max-min fair rates are separable: a component's rates depend on its own flows and resources
+/// only (the filling freezes a flow at the level of its own bound or of one of its own resources'
+/// saturation, and a level is computed from that resource's flows alone). So solving only the
+/// touched components, and keeping the others' rates, gives the very plan, bit for bit, that
+/// solving every surviving flow gives.
+pub(crate) struct Problem<'a> {
+    flows: &'a [FlowDemand],
+    res: Resources,
+    capacity: Vec<f64>,
+    /// Every resource of each flow (CSR), for the link loads.
+    flow_start: Vec<u32>,
+    flow_res: Vec<u32>,
+    /// The tight resources of each flow (CSR).
+    tight_start: Vec<u32>,
+    tight_res: Vec<u32>,
+    /// The flows of each tight resource (CSR; none for the others).
+    res_start: Vec<u32>,
+    res_flows: Vec<u32>,
+    bound: Vec<f64>,
+    caps: Vec<f64>,
+    classes: Vec<NetworkClass>,
+    /// Flows by bound, ties in input order.
+    order: Vec<u32>,
+    /// Each flow's component (the smallest flow index in it).
+    component: Vec<u32>,
+}
+
+/// The filling's result: per flow its rate and what froze it (`None` for a flow left out).
+struct Solved {
+    rate: Vec<f64>,
+    why: Vec<Option<Bottleneck>>,
+}
+
+impl<'a> Problem<'a> {
+    /// Resolves `flows` against `fleet`; refuses a flow to itself, a demand that is not a rate,
+    /// or an end that is not running, with the flow's index.
+    pub(crate) fn new(
+        fleet: &Fleet,
+        model: &NetworkModel,
+        flows: &'a [FlowDemand],
+    ) -> Result<Self, PlacementError> {
+        let topo = fleet.topology();
+        let res = Resources {
+            n_inst: fleet.instances().len(),
+            n_rack: topo.racks.len(),
+            n_az: topo.azs.len(),
+        };
+        let mut capacity = vec![0.0f64; res.count()];
+        for inst in fleet.instances() {
+            let bw = fleet.instance_types()[inst.instance_type].baseline_gbps;
+            capacity[res.id(Link::SenderOut(inst.id))] = bw;
+            capacity[res.id(Link::ReceiverIn(inst.id))] = bw;
+            capacity[res.id(Link::RegionEgress(inst.id))] =
+                model.region_egress_gbps(fleet, inst.id)?;
+        }
+        for (r, rack) in topo.racks.iter().enumerate() {
+            capacity[res.id(Link::RackUplinkOut(RackId(r as u32)))] = rack.uplink_gbps;
+            capacity[res.id(Link::RackUplinkIn(RackId(r as u32)))] = rack.uplink_gbps;
+        }
+        for (a, az) in topo.azs.iter().enumerate() {
+            capacity[res.id(Link::AzLinkOut(AzId(a as u32)))] = az.uplink_gbps;
+            capacity[res.id(Link::AzLinkIn(AzId(a as u32)))] = az.uplink_gbps;
+        }
+
+        let mut flow_start = Vec::with_capacity(flows.len() + 1);
+        let mut flow_res: Vec<u32> = Vec::with_capacity(flows.len() * 4);
+        let mut bound = Vec::with_capacity(flows.len());
+        let mut caps = Vec::with_capacity(flows.len());
+        let mut classes = Vec::with_capacity(flows.len());
+        for (i, f) in flows.iter().enumerate() {
+            if f.src == f.dst {
+                return Err(PlacementError::BadFlow {
+                    flow: i,
+                    why: "sender and receiver are the same instance".into(),
+                });
+            }
+            if f.demand_gbps.is_nan() || f.demand_gbps < 0.0 {
+                return Err(PlacementError::BadFlow {
+                    flow: i,
+                    why: format!("demand {} Gbps is not a rate", f.demand_gbps),
+                });
+            }
+            for end in [f.src, f.dst] {
+                if !fleet.instance(end)?.running {
+                    return Err(PlacementError::BadFlow {
+                        flow: i,
+                        why: format!("instance {} is not running", end.0),
+                    });
+                }
+            }
+            let class = fleet.network_class(f.src, f.dst)?;
+            let cap = model.flow_cap_gbps(fleet, f.src, f.dst, f.srd)?;
+            flow_start.push(flow_res.len() as u32);
+            flow_res.push(res.id(Link::SenderOut(f.src)) as u32);
+            flow_res.push(res.id(Link::ReceiverIn(f.dst)) as u32);
+            let (hs, hd) = (fleet.instance(f.src)?.host, fleet.instance(f.dst)?.host);
+            let (rs, rd) = (topo.rack_of(hs), topo.rack_of(hd));
+            if rs != rd {
+                flow_res.push(res.id(Link::RackUplinkOut(rs)) as u32);
+                flow_res.push(res.id(Link::RackUplinkIn(rd)) as u32);
+            }
+            let (zs, zd) = (topo.az_of_rack(rs), topo.az_of_rack(rd));
+            if zs != zd {
+                flow_res.push(res.id(Link::AzLinkOut(zs)) as u32);
+                flow_res.push(res.id(Link::AzLinkIn(zd)) as u32);
+            }
+            if class == NetworkClass::OtherRegion {
+                flow_res.push(res.id(Link::RegionEgress(f.src)) as u32);
+            }
+            bound.push(cap.min(f.demand_gbps));
+            caps.push(cap);
+            classes.push(class);
+        }
+        flow_start.push(flow_res.len() as u32);
+
+        let mut bounds_crossing = vec![0.0f64; res.count()];
+        for (f, &b) in bound.iter().enumerate() {
+            for &r in &flow_res[flow_start[f] as usize..flow_start[f + 1] as usize] {
+                bounds_crossing[r as usize] += b;
+            }
+        }
+        let tight: Vec<bool> = bounds_crossing
+            .iter()
+            .zip(&capacity)
+            .map(|(&sum, &cap)| sum > cap * SLACK_SHARE)
+            .collect();
+        let mut tight_start = Vec::with_capacity(flows.len() + 1);
+        let mut tight_res = Vec::with_capacity(flow_res.len());
+        for f in 0..flows.len() {
+            tight_start.push(tight_res.len() as u32);
+            let all = &flow_res[flow_start[f] as usize..flow_start[f + 1] as usize];
+            tight_res.extend(all.iter().filter(|&&r| tight[r as usize]));
+        }
+        tight_start.push(tight_res.len() as u32);
+
+        let mut count = vec![0u32; res.count()];
+        for &r in &tight_res {
+            count[r as usize] += 1;
+        }
+        let mut res_start = vec![0u32; res.count() + 1];
+        for r in 0..res.count() {
+            res_start[r + 1] = res_start[r] + count[r];
+        }
+        let mut res_flows = vec![0u32; tight_res.len()];
+        let mut cursor = res_start.clone();
+        for f in 0..flows.len() {
+            for &r in &tight_res[tight_start[f] as usize..tight_start[f + 1] as usize] {
+                res_flows[cursor[r as usize] as usize] = f as u32;
+                cursor[r as usize] += 1;
+            }
+        }
+
+        let mut order: Vec<u32> = (0..flows.len() as u32).collect();
+        order.sort_by(|&a, &b| bound[a as usize].total_cmp(&bound[b as usize]));
+        let component = components(flows.len(), &res_start, &res_flows);
+        Ok(Self {
+            flows,
+            res,
+            capacity,
+            flow_start,
+            flow_res,
+            tight_start,
+            tight_res,
+            res_start,
+            res_flows,
+            bound,
+            caps,
+            classes,
+            order,
+            component,
+        })
+    }
+
+    fn tight_of(&self, f: usize) -> &[u32] {
+        &self.tight_res[self.tight_start[f] as usize..self.tight_start[f + 1] as usize]
+    }
+
+    fn resources_of(&self, f: usize) -> &[u32] {
+        &self.flow_res[self.flow_start[f] as usize..self.flow_start[f + 1] as usize]
+    }
+
+    /// Progressive filling of the flows `live` keeps (all of them for `None`).
+    fn solve(&self, live: Option<&[bool]>) -> Solved {
+        let n = self.flows.len();
+        let is_live = |f: usize| live.is_none_or(|l| l[f]);
+        let mut fill = Filling {
+            capacity: &self.capacity,
+            tight_res: &self.tight_res,
+            tight_start: &self.tight_start,
+            state: vec![ResState::default(); self.res.count()],
+            heap: BinaryHeap::new(),
+            rate: vec![0.0; n],
+            why: vec![None; n],
+        };
+        let mut frozen: Vec<bool> = (0..n).map(|f| !is_live(f)).collect();
+        let mut to_freeze = 0usize;
+        for f in (0..n).filter(|&f| is_live(f)) {
+            to_freeze += 1;
+            for &r in self.tight_of(f) {
+                fill.state[r as usize].active += 1;
+            }
+        }
+        for (r, s) in fill.state.iter_mut().enumerate() {
+            if s.active > 0 {
+                s.level = self.capacity[r] / f64::from(s.active);
+                s.queued = (s.level, 0);
+                fill.heap.push(Reverse((Level(s.level), r as u32, 0)));
+            }
+        }
+
+        let mut next = 0usize;
+        let mut level = 0.0f64;
+        while to_freeze > 0 {
+            while next < n && frozen[self.order[next] as usize] {
+                next += 1;
+            }
+            let next_bound =
+                if next < n { self.bound[self.order[next] as usize] } else { f64::INFINITY };
+            let next_saturation = fill.next_saturation();
+            if next_bound <= next_saturation {
+                let f = self.order[next] as usize;
+                level = level.max(next_bound);
+                let b = if self.caps[f] <= self.flows[f].demand_gbps {
+                    Bottleneck::FlowCap
+                } else {
+                    Bottleneck::Demand
+                };
+                fill.freeze(f, next_bound, b);
+                frozen[f] = true;
+                to_freeze -= 1;
+            } else {
+                let Some(Reverse((l, r, _))) = fill.heap.pop() else { break };
+                let r = r as usize;
+                level = level.max(l.0);
+                fill.state[r].saturated = true;
+                let link = self.res.link(r);
+                for k in self.res_start[r]..self.res_start[r + 1] {
+                    let f = self.res_flows[k as usize] as usize;
+                    if !frozen[f] {
+                        fill.freeze(f, level, Bottleneck::Link(link));
+                        frozen[f] = true;
+                        to_freeze -= 1;
+                    }
+                }
+            }
+        }
+        Solved { rate: fill.rate, why: fill.why }
+    }
+
+    /// The plan of the flows `live` keeps, each with the rate and bottleneck `outcome` gives.
+    fn assemble(
+        &self,
+        live: impl Fn(usize) -> bool,
+        outcome: impl Fn(usize) -> (f64, Bottleneck),
+    ) -> Plan {
+        let n = self.flows.len();
+        let mut crossed = vec![false; self.res.count()];
+        let mut used = vec![0.0f64; self.res.count()];
+        let mut flows_out = Vec::with_capacity(n);
+        for f in (0..n).filter(|&f| live(f)) {
+            let (rate, bottleneck) = outcome(f);
+            for &r in self.resources_of(f) {
+                crossed[r as usize] = true;
+                used[r as usize] += rate;
+            }
+            flows_out.push(FlowPlan {
+                rate_gbps: rate,
+                cap_gbps: self.caps[f],
+                bottleneck,
+                class: self.classes[f],
+            });
+        }
+        let links = (0..self.res.count())
+            .filter(|&r| crossed[r])
+            .map(|r| LinkUse {
+                link: self.res.link(r),
+                capacity_gbps: self.capacity[r],
+                used_gbps: used[r],
+            })
+            .collect();
+        let total_gbps = total(flows_out.iter().map(|p| p.rate_gbps));
+        let unmet_demand_gbps = total(
+            (0..n)
+                .filter(|&f| live(f))
+                .zip(&flows_out)
+                .filter(|(f, _)| self.flows[*f].demand_gbps.is_finite())
+                .map(|(f, p)| (self.flows[f].demand_gbps - p.rate_gbps).max(0.0)),
+        );
+        Plan { flows: flows_out, links, total_gbps, unmet_demand_gbps }
+    }
+
+    /// The plan of every flow.
+    pub(crate) fn plan(&self) -> Plan {
+        let solved = self.solve(None);
+        self.assemble(|_| true, |f| (solved.rate[f], solved.why[f].unwrap_or(Bottleneck::Demand)))
+    }
+
+    /// The plan of the flows `survives` keeps, given `before`, the plan of all of them: only
+    /// the components that lost a flow are solved again, the others keep `before`'s rates.
+    pub(crate) fn plan_without(&self, before: &Plan, survives: &[bool]) -> Plan {
+        let n = self.flows.len();
+        let mut touched = vec![false; n];
+        for f in (0..n).filter(|&f| !survives[f]) {
+            touched[self.component[f] as usize] = true;
+        }
+        let resolve: Vec<bool> =
+            (0..n).map(|f| survives[f] && touched[self.component[f] as usize]).collect();
+        let solved = self.solve(Some(&resolve));
+        self.assemble(
+            |f| survives[f],
+            |f| match solved.why[f] {
+                Some(b) if resolve[f] => (solved.rate[f], b),
+                _ if resolve[f] => (solved.rate[f], Bottleneck::Demand),
+                _ => (before.flows[f].rate_gbps, before.flows[f].bottleneck),
+            },
+        )
+    }
+
+    /// How many flows.
+    pub(crate) fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The flows.
+    pub(crate) fn flows(&self) -> &'a [FlowDemand] {
+        self.flows
+    }
+}
+
+/// Each flow's component: flows that share a tight resource are in one, named by its smallest
+/// flow index (union-find over the resources' flow lists).
+fn components(n: usize, res_start: &[u32], res_flows: &[u32]) -> Vec<u32> {
+    fn find(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            let up = parent[parent[x as usize] as usize];
+            parent[x as usize] = up;
+            x = up;
+        }
+        x
+    }
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    for r in 0..res_start.len() - 1 {
+        let members = &res_flows[res_start[r] as usize..res_start[r + 1] as usize];
+        if let Some((&first, rest)) = members.split_first() {
+            for &f in rest {
+                let (a, b) = (find(&mut parent, first), find(&mut parent, f));
+                // The smaller index is the root, so a component is named by its first flow.
+                let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                parent[hi as usize] = lo;
+            }
+        }
+    }
+    (0..n as u32).map(|f| find(&mut parent, f)).collect()
+}
+
+/// The progressive-filling state: per resource its frozen load, active flows, saturation level
+/// and whether it saturated; per flow its rate and bottleneck once frozen.
+///
+/// The heap is lazy: a freeze only raises the levels of the flow's resources, it pushes
+/// nothing. An entry whose version is old is brought up to date when it reaches the top. A
+/// level that could rise only ever rises (the share `(left − at) / (active − 1)` of a resource
+/// is at least `left / active` when `at` is at most the level), so the entry in the heap is
+/// never above the level it stands for, and the top, once current, is the lowest level of all,
+/// ties to the lowest resource, exactly as an eager heap of every change would have it. Where
+/// rounding lowers a level after all, a new entry is pushed. A freeze costs its resources'
+/// arithmetic; the heap sees a few pushes per resource instead of one per flow and resource
+/// (a million flows: 6.5 s eager, see the region bench for lazy).
 struct Filling<'a> {
     capacity: &'a [f64],
-    flow_res: &'a [u32],
-    flow_start: &'a [u32],
-    frozen_load: Vec<f64>,
-    active: Vec<u32>,
-    /// Bumped whenever a resource's saturation level changes; older heap entries are stale.
-    version: Vec<u32>,
-    saturated: Vec<bool>,
+    tight_res: &'a [u32],
+    tight_start: &'a [u32],
+    state: Vec<ResState>,
     heap: BinaryHeap<Reverse<(Level, u32, u32)>>,
     rate: Vec<f64>,
     why: Vec<Option<Bottleneck>>,
 }
 
 impl Filling<'_> {
-    /// Fixes flow `f` at rate `at`, and moves the saturation level of each resource it crosses.
+    /// Fixes flow `f` at rate `at`, and moves the saturation level of each tight resource it
+    /// crosses.
     fn freeze(&mut self, f: usize, at: f64, bottleneck: Bottleneck) {
         self.why[f] = Some(bottleneck);
         self.rate[f] = at;
-        let range = self.flow_start[f] as usize..self.flow_start[f + 1] as usize;
-        for &r in &self.flow_res[range] {
+        let range = self.tight_start[f] as usize..self.tight_start[f + 1] as usize;
+        for &r in &self.tight_res[range] {
             let r = r as usize;
-            self.frozen_load[r] += at;
-            self.active[r] -= 1;
-            if self.active[r] > 0 && !self.saturated[r] {
-                self.version[r] += 1;
-                let left = self.capacity[r] - self.frozen_load[r];
-                let s = (left / f64::from(self.active[r])).max(at);
-                self.heap.push(Reverse((Level(s), r as u32, self.version[r])));
+            let s = &mut self.state[r];
+            s.frozen_load += at;
+            s.active -= 1;
+            if s.active > 0 && !s.saturated {
+                s.version += 1;
+                let left = self.capacity[r] - s.frozen_load;
+                s.level = (left / f64::from(s.active)).max(at);
+                if s.level < s.queued.0 {
+                    s.queued = (s.level, s.version);
+                    self.heap.push(Reverse((Level(s.level), r as u32, s.version)));
+                }
             }
         }
     }
 
-    /// The lowest level at which a live resource saturates (stale heap entries dropped).
+    /// The lowest level at which a live resource saturates, its entry left on top of the heap
+    /// (stale entries dropped or brought up to date on the way).
     fn next_saturation(&mut self) -> f64 {
         while let Some(&Reverse((level, r, v))) = self.heap.peek() {
-            let r = r as usize;
-            if self.saturated[r] || self.active[r] == 0 || v != self.version[r] {
+            let s = &mut self.state[r as usize];
+            if s.saturated || s.active == 0 {
                 self.heap.pop();
-            } else {
+            } else if v == s.version {
                 return level.0;
+            } else {
+                self.heap.pop();
+                if s.queued.1 != s.version {
+                    s.queued = (s.level, s.version);
+                    self.heap.push(Reverse((Level(s.level), r, s.version)));
+                }
             }
         }
         f64::INFINITY
@@ -244,186 +649,147 @@ pub fn plan(
     model: &NetworkModel,
     flows: &[FlowDemand],
 ) -> Result<Plan, PlacementError> {
-    let topo = fleet.topology();
-    let res = Resources {
-        n_inst: fleet.instances().len(),
-        n_rack: topo.racks.len(),
-        n_az: topo.azs.len(),
-    };
-    let mut capacity = vec![0.0f64; res.count()];
-    for inst in fleet.instances() {
-        let bw = fleet.instance_types()[inst.instance_type].baseline_gbps;
-        capacity[res.id(Link::SenderOut(inst.id))] = bw;
-        capacity[res.id(Link::ReceiverIn(inst.id))] = bw;
-        capacity[res.id(Link::RegionEgress(inst.id))] = model.region_egress_gbps(fleet, inst.id)?;
-    }
-    for (r, rack) in topo.racks.iter().enumerate() {
-        capacity[res.id(Link::RackUplinkOut(RackId(r as u32)))] = rack.uplink_gbps;
-        capacity[res.id(Link::RackUplinkIn(RackId(r as u32)))] = rack.uplink_gbps;
-    }
-    for (a, az) in topo.azs.iter().enumerate() {
-        capacity[res.id(Link::AzLinkOut(AzId(a as u32)))] = az.uplink_gbps;
-        capacity[res.id(Link::AzLinkIn(AzId(a as u32)))] = az.uplink_gbps;
-    }
-
-    // Each flow's resources (CSR), bound and class.
-    let mut flow_start = Vec::with_capacity(flows.len() + 1);
-    let mut flow_res: Vec<u32> = Vec::with_capacity(flows.len() * 4);
-    let mut bound = Vec::with_capacity(flows.len());
-    let mut caps = Vec::with_capacity(flows.len());
-    let mut classes = Vec::with_capacity(flows.len());
-    for (i, f) in flows.iter().enumerate() {
-        if f.src == f.dst {
-            return Err(PlacementError::BadFlow {
-                flow: i,
-                why: "sender and receiver are the same instance".into(),
-            });
-        }
-        if f.demand_gbps.is_nan() || f.demand_gbps < 0.0 {
-            return Err(PlacementError::BadFlow {
-                flow: i,
-                why: format!("demand {} Gbps is not a rate", f.demand_gbps),
-            });
-        }
-        for end in [f.src, f.dst] {
-            if !fleet.instance(end)?.running {
-                return Err(PlacementError::BadFlow {
-                    flow: i,
-                    why: format!("instance {} is not running", end.0),
-                });
-            }
-        }
-        let class = fleet.network_class(f.src, f.dst)?;
-        let cap = model.flow_cap_gbps(fleet, f.src, f.dst, f.srd)?;
-        flow_start.push(flow_res.len() as u32);
-        flow_res.push(res.id(Link::SenderOut(f.src)) as u32);
-        flow_res.push(res.id(Link::ReceiverIn(f.dst)) as u32);
-        let (hs, hd) = (fleet.instance(f.src)?.host, fleet.instance(f.dst)?.host);
-        let (rs, rd) = (topo.rack_of(hs), topo.rack_of(hd));
-        if rs != rd {
-            flow_res.push(res.id(Link::RackUplinkOut(rs)) as u32);
-            flow_res.push(res.id(Link::RackUplinkIn(rd)) as u32);
-        }
-        let (zs, zd) = (topo.az_of_rack(rs), topo.az_of_rack(rd));
-        if zs != zd {
-            flow_res.push(res.id(Link::AzLinkOut(zs)) as u32);
-            flow_res.push(res.id(Link::AzLinkIn(zd)) as u32);
-        }
-        if class == NetworkClass::OtherRegion {
-            flow_res.push(res.id(Link::RegionEgress(f.src)) as u32);
-        }
-        bound.push(cap.min(f.demand_gbps));
-        caps.push(cap);
-        classes.push(class);
-    }
-    flow_start.push(flow_res.len() as u32);
-    let n = flows.len();
-    let resources_of = |f: usize| &flow_res[flow_start[f] as usize..flow_start[f + 1] as usize];
-
-    // Resource → flows (CSR) and active counts.
-    let mut active = vec![0u32; res.count()];
-    for &r in &flow_res {
-        active[r as usize] += 1;
-    }
-    let mut res_start = vec![0u32; res.count() + 1];
-    for r in 0..res.count() {
-        res_start[r + 1] = res_start[r] + active[r];
-    }
-    let mut res_flows = vec![0u32; flow_res.len()];
-    let mut cursor = res_start.clone();
-    for f in 0..n {
-        for &r in resources_of(f) {
-            res_flows[cursor[r as usize] as usize] = f as u32;
-            cursor[r as usize] += 1;
-        }
-    }
-
-    let mut fill = Filling {
-        capacity: &capacity,
-        flow_res: &flow_res,
-        flow_start: &flow_start,
-        frozen_load: vec![0.0; res.count()],
-        active,
-        version: vec![0; res.count()],
-        saturated: vec![false; res.count()],
-        heap: BinaryHeap::new(),
-        rate: vec![0.0; n],
-        why: vec![None; n],
-    };
-    for (r, (&cap, &n)) in capacity.iter().zip(&fill.active).enumerate() {
-        if n > 0 {
-            fill.heap.push(Reverse((Level(cap / f64::from(n)), r as u32, 0)));
-        }
-    }
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_by(|&a, &b| bound[a as usize].total_cmp(&bound[b as usize]));
-
-    let mut frozen_count = 0usize;
-    let mut next = 0usize;
-    let mut level = 0.0f64;
-    while frozen_count < n {
-        while next < n && fill.why[order[next] as usize].is_some() {
-            next += 1;
-        }
-        let next_bound = if next < n { bound[order[next] as usize] } else { f64::INFINITY };
-        let next_saturation = fill.next_saturation();
-        if next_bound <= next_saturation {
-            let f = order[next] as usize;
-            level = level.max(next_bound);
-            let b = if caps[f] <= flows[f].demand_gbps {
-                Bottleneck::FlowCap
-            } else {
-                Bottleneck::Demand
-            };
-            fill.freeze(f, next_bound, b);
-            frozen_count += 1;
-        } else {
-            let Some(Reverse((l, r, _))) = fill.heap.pop() else { break };
-            let r = r as usize;
-            level = level.max(l.0);
-            fill.saturated[r] = true;
-            let link = res.link(r);
-            for k in res_start[r]..res_start[r + 1] {
-                let f = res_flows[k as usize] as usize;
-                if fill.why[f].is_none() {
-                    fill.freeze(f, level, Bottleneck::Link(link));
-                    frozen_count += 1;
-                }
-            }
-        }
-    }
-    let Filling { rate, why, .. } = fill;
-
-    let mut used = vec![0.0f64; res.count()];
-    for (f, &r_f) in rate.iter().enumerate() {
-        for &r in resources_of(f) {
-            used[r as usize] += r_f;
-        }
-    }
-    let links = (0..res.count())
-        .filter(|&r| res_start[r + 1] > res_start[r])
-        .map(|r| LinkUse { link: res.link(r), capacity_gbps: capacity[r], used_gbps: used[r] })
-        .collect();
-    let flows_out: Vec<FlowPlan> = (0..n)
-        .map(|f| FlowPlan {
-            rate_gbps: rate[f],
-            cap_gbps: caps[f],
-            bottleneck: why[f].unwrap_or(Bottleneck::Demand),
-            class: classes[f],
-        })
-        .collect();
-    let total_gbps = total(rate.iter().copied());
-    let unmet_demand_gbps = total(
-        flows
-            .iter()
-            .zip(&rate)
-            .filter(|(f, _)| f.demand_gbps.is_finite())
-            .map(|(f, r)| (f.demand_gbps - r).max(0.0)),
-    );
-    Ok(Plan { flows: flows_out, links, total_gbps, unmet_demand_gbps })
+    Ok(Problem::new(fleet, model, flows)?.plan())
 }
 
 /// The sum of rates, 0.0 (not −0.0, which `Sum` gives an empty iterator) when there are none.
 pub fn total(rates: impl Iterator<Item = f64>) -> f64 {
     rates.fold(0.0, |sum, r| sum + r)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The solver against [`super::reference`], the eager one it replaced, bit for bit, on
+    //! random fleets built to tie: few distinct demands and capacities, so that bounds and
+    //! saturations meet at equal levels, and links small enough to saturate.
+
+    use proptest::prelude::*;
+
+    use super::{Problem, reference};
+    use crate::{
+        AzSpec, Fleet, FlowDemand, HostCapacity, InstanceId, InstanceType, LaunchRequest,
+        NetworkModel, PlacementStrategy, Plan, RackSpec, RegionSpec, Topology, TopologySpec,
+    };
+
+    /// Two regions (one of two AZs), racks of two hosts, uplinks from `uplinks`.
+    fn fleet(uplinks: &[f64], az_gbps: f64) -> Fleet {
+        let racks = |first: usize| -> Vec<RackSpec> {
+            (0..3)
+                .map(|k| RackSpec {
+                    uplink_gbps: uplinks[(first + k) % uplinks.len()],
+                    hosts: vec![HostCapacity { vcpus: 64, memory_gib: 512, slots: vec![] }; 2],
+                })
+                .collect()
+        };
+        let az = |name: &str, first| AzSpec {
+            name: name.into(),
+            uplink_gbps: az_gbps,
+            racks: racks(first),
+        };
+        let spec = TopologySpec {
+            regions: vec![
+                RegionSpec { name: "r1".into(), azs: vec![az("r1a", 0), az("r1b", 3)] },
+                RegionSpec { name: "r2".into(), azs: vec![az("r2a", 6)] },
+            ],
+            cluster_segment_racks: 2,
+        };
+        let ty = |name: &str, vcpus, gbps| InstanceType {
+            name: name.into(),
+            vcpus,
+            memory_gib: 4,
+            baseline_gbps: gbps,
+            burst_gbps: gbps,
+        };
+        let types = vec![ty("a", 2, 2.0), ty("b", 4, 4.0), ty("c", 36, 8.0)];
+        Fleet::new(Topology::from_spec(&spec).expect("topology"), types)
+    }
+
+    /// Instances of `kinds` (type, where: 0 anywhere, 1 r1b, 2 r2a, 3 the cluster group).
+    fn launch(f: &mut Fleet, kinds: &[(usize, usize)]) -> Vec<InstanceId> {
+        f.create_group("hpc", Some("r1"), PlacementStrategy::Cluster).expect("group");
+        kinds
+            .iter()
+            .filter_map(|&(ty, at)| {
+                let mut req = LaunchRequest {
+                    instance_type: ["a", "b", "c"][ty % 3].into(),
+                    count: 1,
+                    ..Default::default()
+                };
+                match at % 4 {
+                    1 => req.az = Some("r1b".into()),
+                    2 => req.region = Some("r2".into()),
+                    3 => req.group = Some("hpc".into()),
+                    _ => {}
+                }
+                f.launch(&req).ok().map(|ids| ids[0])
+            })
+            .collect()
+    }
+
+    fn bits(p: &Plan) -> Vec<u64> {
+        let rates = p.flows.iter().map(|f| f.rate_gbps.to_bits());
+        let loads = p.links.iter().map(|l| l.used_gbps.to_bits());
+        rates.chain(loads).chain([p.total_gbps.to_bits(), p.unmet_demand_gbps.to_bits()]).collect()
+    }
+
+    const DEMANDS: [f64; 6] = [0.0, 0.5, 1.0, 2.0, 3.0, f64::INFINITY];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn plans_and_replans_match_the_eager_solver_bit_for_bit(
+            uplinks in proptest::collection::vec(prop::sample::select(vec![1.0, 2.0, 3.0, 4.0, 100.0]), 1..5),
+            az_gbps in prop::sample::select(vec![2.0, 4.0, 1000.0]),
+            kinds in proptest::collection::vec((0usize..3, 0usize..4), 2..14),
+            pairs in proptest::collection::vec((0usize..64, 0usize..64, 0usize..6, any::<bool>()), 1..60),
+            dead in proptest::collection::vec(any::<bool>(), 14),
+        ) {
+            let mut f = fleet(&uplinks, az_gbps);
+            let ids = launch(&mut f, &kinds);
+            prop_assume!(ids.len() >= 2);
+            let flows: Vec<FlowDemand> = pairs
+                .iter()
+                .filter_map(|&(a, b, d, srd)| {
+                    let (src, dst) = (ids[a % ids.len()], ids[b % ids.len()]);
+                    (src != dst).then_some(FlowDemand { src, dst, demand_gbps: DEMANDS[d], srd })
+                })
+                .collect();
+            let model = NetworkModel::default();
+            let eager = reference::plan(&f, &model, &flows).expect("plan");
+            let problem = Problem::new(&f, &model, &flows).expect("problem");
+            let lazy = problem.plan();
+            prop_assert_eq!(&lazy, &eager);
+            prop_assert_eq!(bits(&lazy), bits(&eager));
+
+            // Some instances fail: the flows they end go, the rest is planned again.
+            let failed = |id: InstanceId| dead[id.index() % dead.len()];
+            let survives: Vec<bool> = flows.iter().map(|f| !failed(f.src) && !failed(f.dst)).collect();
+            let surviving: Vec<FlowDemand> =
+                flows.iter().zip(&survives).filter(|(_, s)| **s).map(|(f, _)| f.clone()).collect();
+            let afresh = reference::plan(&f, &model, &surviving).expect("plan");
+            let again = problem.plan_without(&lazy, &survives);
+            prop_assert_eq!(&again, &afresh);
+            prop_assert_eq!(bits(&again), bits(&afresh));
+        }
+    }
+
+    /// Flows that share no saturable resource are separate components; a flow whose resources
+    /// all have room for every bound crossing them is alone.
+    #[test]
+    fn components_join_flows_through_saturable_resources_only() {
+        let mut f = fleet(&[100.0], 1000.0);
+        let ids = launch(&mut f, &[(0, 0), (0, 0), (0, 0), (0, 0), (2, 0), (2, 0)]);
+        let flow = |s: usize, d: usize, demand_gbps| FlowDemand {
+            src: ids[s],
+            dst: ids[d],
+            demand_gbps,
+            srd: false,
+        };
+        // 0→1 and 0→2 share 0's 2 Gbps sender (asked 3): one component. 3→1 joins it through
+        // 1's receiver (asked 2 + 2 > 2). 4→5 asks 1 of 8 Gbps ends: alone.
+        let flows = [flow(0, 1, 2.0), flow(0, 2, 1.0), flow(3, 1, 2.0), flow(4, 5, 1.0)];
+        let p = Problem::new(&f, &NetworkModel::default(), &flows).expect("problem");
+        assert_eq!(p.component, vec![0, 0, 0, 3]);
+    }
 }
