@@ -36,43 +36,65 @@ fn launch(fleet: &mut Fleet, ty: &str, count: u32, group: Option<String>) -> Vec
         .expect("the region fits its fleet")
 }
 
-/// Places the 100,000 instances; returns their ids.
-fn place_region(fleet: &mut Fleet) -> Vec<InstanceId> {
-    let mut ids = Vec::with_capacity(100_000);
+/// Places the 100,000 instances; returns their ids, one list per launch (an application).
+fn place_region(fleet: &mut Fleet) -> Vec<Vec<InstanceId>> {
+    let mut ids = Vec::with_capacity(2920);
     for g in 0..1000 {
         let name = format!("cluster-{g}");
         fleet.create_group(&name, None, PlacementStrategy::Cluster).expect("group");
-        ids.extend(launch(fleet, "c5n.9xlarge", 10, Some(name)));
+        ids.push(launch(fleet, "c5n.9xlarge", 10, Some(name)));
     }
     for g in 0..1000 {
         let name = format!("spread-{g}");
         let strategy = PlacementStrategy::Spread { level: SpreadLevel::Rack };
         fleet.create_group(&name, None, strategy).expect("group");
-        ids.extend(launch(fleet, "c5.4xlarge", 7, Some(name)));
+        ids.push(launch(fleet, "c5.4xlarge", 7, Some(name)));
     }
     for g in 0..300 {
         let name = format!("partition-{g}");
         let strategy = PlacementStrategy::Partition { partitions: 7 };
         fleet.create_group(&name, None, strategy).expect("group");
-        ids.extend(launch(fleet, "m5.large", 70, Some(name)));
+        ids.push(launch(fleet, "m5.large", 70, Some(name)));
     }
     let types = ["m5.large", "c5.4xlarge", "c5n.large", "c5n.9xlarge"];
     for i in 0..620 {
-        ids.extend(launch(fleet, types[i % types.len()], 100, None));
+        ids.push(launch(fleet, types[i % types.len()], 100, None));
     }
     ids
 }
 
+/// A demand: a quarter elastic, the others 0 to 2 Gbps.
+fn demand(rng: &mut SplitMix64) -> f64 {
+    if rng.next_u64().is_multiple_of(4) { f64::INFINITY } else { rng.next_f64() * 2.0 }
+}
+
+/// `n` flows between instances drawn from the whole region.
 fn random_flows(ids: &[InstanceId], n: usize, seed: u64) -> Vec<FlowDemand> {
     let mut rng = SplitMix64::new(seed);
     let mut flows = Vec::with_capacity(n);
     while flows.len() < n {
         let src = ids[(rng.next_u64() % ids.len() as u64) as usize];
         let dst = ids[(rng.next_u64() % ids.len() as u64) as usize];
-        let demand =
-            if rng.next_u64().is_multiple_of(4) { f64::INFINITY } else { rng.next_f64() * 2.0 };
         if src != dst {
-            flows.push(FlowDemand { src, dst, demand_gbps: demand, srd: false });
+            flows.push(FlowDemand { src, dst, demand_gbps: demand(&mut rng), srd: false });
+        }
+    }
+    flows
+}
+
+/// Ten flows from every instance to peers of its own application (its launch): a million.
+fn application_flows(apps: &[Vec<InstanceId>], seed: u64) -> Vec<FlowDemand> {
+    let mut rng = SplitMix64::new(seed);
+    let mut flows = Vec::with_capacity(1_000_000);
+    for app in apps {
+        for &src in app {
+            for _ in 0..10 {
+                let mut dst = app[(rng.next_u64() % app.len() as u64) as usize];
+                if dst == src {
+                    dst = app[(app.iter().position(|&i| i == src).unwrap_or(0) + 1) % app.len()];
+                }
+                flows.push(FlowDemand { src, dst, demand_gbps: demand(&mut rng), srd: false });
+            }
         }
     }
     flows
@@ -87,8 +109,8 @@ fn region(c: &mut Criterion) {
         b.iter_batched(
             || empty.clone(),
             |mut fleet| {
-                let ids = place_region(&mut fleet);
-                assert_eq!(ids.len(), 100_000);
+                let apps = place_region(&mut fleet);
+                assert_eq!(apps.iter().map(Vec::len).sum::<usize>(), 100_000);
                 black_box(fleet)
             },
             BatchSize::LargeInput,
@@ -96,14 +118,14 @@ fn region(c: &mut Criterion) {
     });
 
     let mut fleet = empty_region();
-    let ids = place_region(&mut fleet);
+    let apps = place_region(&mut fleet);
+    let ids: Vec<InstanceId> = apps.concat();
     let flows = random_flows(&ids, 1_000_000, 7);
     let model = NetworkModel::default();
     group.bench_function("plan_1m_flows_100k_instances", |b| {
         b.iter(|| black_box(plan(&fleet, &model, &flows).expect("plan")))
     });
 
-    let before = plan(&fleet, &model, &flows).expect("plan");
     let domains: Vec<FailureDomain> = FailureDomain::occupied(&fleet)
         .into_iter()
         .filter(|d| !matches!(d, FailureDomain::Host(_)))
@@ -111,15 +133,20 @@ fn region(c: &mut Criterion) {
     assert_eq!(domains.len(), 303, "every rack and AZ of the region holds an instance");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     group.measurement_time(Duration::from_secs(60));
-    group.bench_function("blast_radius_300_racks_3_azs", |b| {
-        b.iter(|| {
-            let after = blast_radii(&fleet, &model, &flows, &before, &domains, threads, |r| {
-                r.throughput_after_gbps()
+    let mut blast = |name: &str, flows: &[FlowDemand]| {
+        let before = plan(&fleet, &model, flows).expect("plan");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let after = blast_radii(&fleet, &model, flows, &before, &domains, threads, |r| {
+                    r.throughput_after_gbps
+                })
+                .expect("blast radius");
+                black_box(after)
             })
-            .expect("blast radius");
-            black_box(after)
-        })
-    });
+        });
+    };
+    blast("blast_radius_300_racks_3_azs_1m_application_flows", &application_flows(&apps, 11));
+    blast("blast_radius_300_racks_3_azs_1m_random_flows", &flows);
     group.finish();
 }
 

@@ -278,7 +278,7 @@ fn report(
                 .filter_map(|id| name_of.get(id).map(|n| (*n).clone()))
                 .collect(),
             groups: b.groups.iter().map(|g| (g.group.clone(), (g.lost, g.total))).collect(),
-            gbps_after: b.throughput_after_gbps(),
+            gbps_after: b.throughput_after_gbps,
         })
         .map_err(internal)?;
     Ok(PlanReport {

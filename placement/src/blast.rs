@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::planner::Problem;
+use crate::planner::{Problem, Scratch};
 use crate::{
     AzId, Fleet, FlowDemand, HostId, InstanceId, NetworkModel, PlacementError, Plan, RackId,
 };
@@ -103,15 +103,12 @@ pub struct BlastRadius {
     pub flows_lost: Vec<usize>,
     /// Total planned bandwidth before, Gbps.
     pub throughput_before_gbps: f64,
-    /// The plan for the surviving flows (in input order, the lost ones left out).
-    pub after: Plan,
-}
-
-impl BlastRadius {
     /// Total planned bandwidth after the failure, Gbps.
-    pub fn throughput_after_gbps(&self) -> f64 {
-        self.after.total_gbps
-    }
+    pub throughput_after_gbps: f64,
+    /// The plan for the surviving flows (in input order, the lost ones left out):
+    /// [`blast_radius`] gives it; [`blast_radii`] does not (a region's is tens of MB per
+    /// failure) and gives only its total.
+    pub after: Option<Plan>,
 }
 
 /// The blast radius of each of `domains`, each handed to `summarise` as soon as it is planned
@@ -134,10 +131,11 @@ pub fn blast_radii<T: Send>(
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
+        let mut scratch = problem.scratch();
         loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some(&domain) = domains.get(k) else { break };
-            let radius = radius_of(fleet, &problem, before, domain);
+            let radius = radius_of(fleet, &problem, before, domain, false, &mut scratch);
             done.push((k, summarise(&radius)));
         }
         done
@@ -181,15 +179,18 @@ pub fn blast_radius(
             &computed
         }
     };
-    Ok(radius_of(fleet, &problem, before, domain))
+    Ok(radius_of(fleet, &problem, before, domain, true, &mut problem.scratch()))
 }
 
-/// The blast radius of `domain` for the flows of `problem`, whose plan is `before`.
+/// The blast radius of `domain` for the flows of `problem`, whose plan is `before` (with the
+/// plan after in full if `full_plan`).
 fn radius_of(
     fleet: &Fleet,
     problem: &Problem<'_>,
     before: &Plan,
     domain: FailureDomain,
+    full_plan: bool,
+    scratch: &mut Scratch,
 ) -> BlastRadius {
     let mut is_failed = vec![false; fleet.instances().len()];
     let running = fleet.instances().iter().filter(|i| i.running);
@@ -231,17 +232,12 @@ fn radius_of(
         })
         .collect();
 
-    let survives: Vec<bool> = problem
-        .flows()
-        .iter()
-        .map(|f| !is_failed[f.src.index()] && !is_failed[f.dst.index()])
-        .collect();
-    let flows_lost: Vec<usize> = (0..problem.len()).filter(|&i| !survives[i]).collect();
-    let after = if flows_lost.is_empty() {
+    let (flows_lost, after, throughput_after_gbps) = if failed.is_empty() {
         // No flow ends: the same flows over the same links, the same plan.
-        before.clone()
+        (Vec::new(), full_plan.then(|| before.clone()), before.total_gbps)
     } else {
-        problem.plan_without(before, &survives)
+        let loss = problem.after_loss(before, &is_failed, full_plan, scratch);
+        (loss.lost, loss.plan, loss.total_gbps)
     };
     BlastRadius {
         domain,
@@ -250,6 +246,7 @@ fn radius_of(
         partitions,
         flows_lost,
         throughput_before_gbps: before.total_gbps,
+        throughput_after_gbps,
         after,
     }
 }

@@ -209,12 +209,80 @@ struct ResState {
     saturated: bool,
 }
 
-/// Below this share of its capacity, a resource whose flows' bounds add up to less can never
-/// saturate (each flow freezes at its bound first), so the filling leaves it out. A share, not
-/// zero, so that rounding in the frozen load can never make it saturate where exact arithmetic
-/// would not: 10⁻⁶ of a capacity is ten orders of magnitude above the rounding of a million
-/// additions.
+/// A resource no feasible allocation can load past this share of its capacity never saturates,
+/// so the filling leaves it out (see [`tight_resources`]). A share, not one, so that rounding in
+/// the frozen loads can never make it saturate where exact arithmetic would not: 10⁻⁶ of a
+/// capacity is ten orders of magnitude above the rounding of a million additions.
 const SLACK_SHARE: f64 = 1.0 - 1e-6;
+
+/// Which resources can saturate: the others are *slack*, and leaving them out of the filling
+/// changes nothing.
+///
+/// The filling's state at any level is a feasible allocation (no flow above its bound, no
+/// resource above its capacity), and a resource saturates only in a state that loads it to its
+/// capacity. So a resource that no feasible allocation can load to more than [`SLACK_SHARE`] of
+/// its capacity never saturates. Three bounds on its load, the least of which is used, each
+/// with a flow's rate at most `u` = the least of its bound and its resources' capacities:
+///
+/// * the sum of its flows' `u`;
+/// * per sender, the lesser of its sending bandwidth and the `u` of its flows that cross the
+///   resource, summed over senders (a rack uplink behind senders that cannot fill it);
+/// * the same per receiver.
+///
+/// A resource of capacity 0 is slack only if all its flows ask for nothing.
+fn tight_resources(
+    res: &Resources,
+    capacity: &[f64],
+    flows: &[FlowDemand],
+    (flow_start, flow_res): (&[u32], &[u32]),
+    bound: &[f64],
+) -> Vec<bool> {
+    let resources_of = |f: usize| &flow_res[flow_start[f] as usize..flow_start[f + 1] as usize];
+    let u: Vec<f64> = (0..flows.len())
+        .map(|f| resources_of(f).iter().fold(bound[f], |u, &r| u.min(capacity[r as usize])))
+        .collect();
+    let mut sum_u = vec![0.0f64; res.count()];
+    let mut asks = vec![false; res.count()];
+    for f in 0..flows.len() {
+        for &r in resources_of(f) {
+            sum_u[r as usize] += u[f];
+            asks[r as usize] |= bound[f] > 0.0;
+        }
+    }
+    let by_end = |end: fn(&FlowDemand) -> InstanceId, link: fn(InstanceId) -> Link| {
+        let (start, of_end) = group_by(res.n_inst, flows.iter().map(|f| end(f).index()));
+        let mut load = vec![0.0f64; res.count()];
+        let mut here = vec![0.0f64; res.count()];
+        let mut seen = vec![u32::MAX; res.count()];
+        let mut touched: Vec<u32> = Vec::new();
+        for i in 0..res.n_inst {
+            for &f in &of_end[start[i] as usize..start[i + 1] as usize] {
+                for &r in resources_of(f as usize) {
+                    if seen[r as usize] != i as u32 {
+                        seen[r as usize] = i as u32;
+                        touched.push(r);
+                    }
+                    here[r as usize] += u[f as usize];
+                }
+            }
+            let own = capacity[res.id(link(InstanceId(i as u32)))];
+            for r in touched.drain(..) {
+                load[r as usize] += here[r as usize].min(own);
+                here[r as usize] = 0.0;
+            }
+        }
+        load
+    };
+    let by_sender = by_end(|f| f.src, Link::SenderOut);
+    let by_receiver = by_end(|f| f.dst, Link::ReceiverIn);
+    (0..res.count())
+        .map(|r| {
+            let most = sum_u[r].min(by_sender[r]).min(by_receiver[r]);
+            let slack = most <= capacity[r] * SLACK_SHARE && (capacity[r] > 0.0 || !asks[r]);
+            !slack
+        })
+        .collect()
+}
 
 /// Flows resolved against a fleet once: each flow's resources, bound, cap and class; which
 /// resources can ever saturate (the *tight* ones); and the components the tight resources join
@@ -246,12 +314,12 @@ pub(crate) struct Problem<'a> {
     order: Vec<u32>,
     /// Each flow's component (the smallest flow index in it).
     component: Vec<u32>,
-}
-
-/// The filling's result: per flow its rate and what froze it (`None` for a flow left out).
-struct Solved {
-    rate: Vec<f64>,
-    why: Vec<Option<Bottleneck>>,
+    /// The flows of each component (CSR by component).
+    comp_start: Vec<u32>,
+    comp_flows: Vec<u32>,
+    /// The flows each instance sends and receives (CSR by instance index).
+    of_src: (Vec<u32>, Vec<u32>),
+    of_dst: (Vec<u32>, Vec<u32>),
 }
 
 impl<'a> Problem<'a> {
@@ -336,17 +404,7 @@ impl<'a> Problem<'a> {
         }
         flow_start.push(flow_res.len() as u32);
 
-        let mut bounds_crossing = vec![0.0f64; res.count()];
-        for (f, &b) in bound.iter().enumerate() {
-            for &r in &flow_res[flow_start[f] as usize..flow_start[f + 1] as usize] {
-                bounds_crossing[r as usize] += b;
-            }
-        }
-        let tight: Vec<bool> = bounds_crossing
-            .iter()
-            .zip(&capacity)
-            .map(|(&sum, &cap)| sum > cap * SLACK_SHARE)
-            .collect();
+        let tight = tight_resources(&res, &capacity, flows, (&flow_start, &flow_res), &bound);
         let mut tight_start = Vec::with_capacity(flows.len() + 1);
         let mut tight_res = Vec::with_capacity(flow_res.len());
         for f in 0..flows.len() {
@@ -376,6 +434,9 @@ impl<'a> Problem<'a> {
         let mut order: Vec<u32> = (0..flows.len() as u32).collect();
         order.sort_by(|&a, &b| bound[a as usize].total_cmp(&bound[b as usize]));
         let component = components(flows.len(), &res_start, &res_flows);
+        let (comp_start, comp_flows) = group_by(flows.len(), component.iter().map(|&c| c as usize));
+        let of_src = group_by(res.n_inst, flows.iter().map(|f| f.src.index()));
+        let of_dst = group_by(res.n_inst, flows.iter().map(|f| f.dst.index()));
         Ok(Self {
             flows,
             res,
@@ -391,6 +452,10 @@ impl<'a> Problem<'a> {
             classes,
             order,
             component,
+            comp_start,
+            comp_flows,
+            of_src,
+            of_dst,
         })
     }
 
@@ -402,46 +467,60 @@ impl<'a> Problem<'a> {
         &self.flow_res[self.flow_start[f] as usize..self.flow_start[f + 1] as usize]
     }
 
-    /// Progressive filling of the flows `live` keeps (all of them for `None`).
-    fn solve(&self, live: Option<&[bool]>) -> Solved {
-        let n = self.flows.len();
-        let is_live = |f: usize| live.is_none_or(|l| l[f]);
+    /// Progressive filling of the flows `live` (ascending), in `scratch`: each one's rate and
+    /// bottleneck are left in `scratch.rate` and `scratch.why`. Costs the live flows and their
+    /// resources, not the whole problem.
+    fn solve(&self, live: &[u32], scratch: &mut Scratch) {
+        let sorted;
+        let order: &[u32] = if live.len() == self.flows.len() {
+            &self.order
+        } else {
+            let mut by_bound = live.to_vec();
+            // Stable: ties stay in input order, as in `self.order`.
+            by_bound.sort_by(|&a, &b| self.bound[a as usize].total_cmp(&self.bound[b as usize]));
+            sorted = by_bound;
+            &sorted
+        };
         let mut fill = Filling {
             capacity: &self.capacity,
             tight_res: &self.tight_res,
             tight_start: &self.tight_start,
-            state: vec![ResState::default(); self.res.count()],
+            state: &mut scratch.state,
             heap: BinaryHeap::new(),
-            rate: vec![0.0; n],
-            why: vec![None; n],
+            rate: &mut scratch.rate,
+            why: &mut scratch.why,
         };
-        let mut frozen: Vec<bool> = (0..n).map(|f| !is_live(f)).collect();
-        let mut to_freeze = 0usize;
-        for f in (0..n).filter(|&f| is_live(f)) {
-            to_freeze += 1;
-            for &r in self.tight_of(f) {
-                fill.state[r as usize].active += 1;
+        let mark = &mut scratch.mark;
+        let mut touched: Vec<u32> = Vec::new();
+        for &f in live {
+            mark[f as usize] = Mark::Live;
+            for &r in self.tight_of(f as usize) {
+                let s = &mut fill.state[r as usize];
+                if s.active == 0 {
+                    touched.push(r);
+                }
+                s.active += 1;
             }
         }
-        for (r, s) in fill.state.iter_mut().enumerate() {
-            if s.active > 0 {
-                s.level = self.capacity[r] / f64::from(s.active);
-                s.queued = (s.level, 0);
-                fill.heap.push(Reverse((Level(s.level), r as u32, 0)));
-            }
+        for &r in &touched {
+            let s = &mut fill.state[r as usize];
+            s.level = self.capacity[r as usize] / f64::from(s.active);
+            s.queued = (s.level, 0);
+            fill.heap.push(Reverse((Level(s.level), r, 0)));
         }
 
+        let mut to_freeze = live.len();
         let mut next = 0usize;
         let mut level = 0.0f64;
         while to_freeze > 0 {
-            while next < n && frozen[self.order[next] as usize] {
+            while next < order.len() && mark[order[next] as usize] != Mark::Live {
                 next += 1;
             }
             let next_bound =
-                if next < n { self.bound[self.order[next] as usize] } else { f64::INFINITY };
+                if next < order.len() { self.bound[order[next] as usize] } else { f64::INFINITY };
             let next_saturation = fill.next_saturation();
             if next_bound <= next_saturation {
-                let f = self.order[next] as usize;
+                let f = order[next] as usize;
                 level = level.max(next_bound);
                 let b = if self.caps[f] <= self.flows[f].demand_gbps {
                     Bottleneck::FlowCap
@@ -449,7 +528,7 @@ impl<'a> Problem<'a> {
                     Bottleneck::Demand
                 };
                 fill.freeze(f, next_bound, b);
-                frozen[f] = true;
+                mark[f] = Mark::Solved;
                 to_freeze -= 1;
             } else {
                 let Some(Reverse((l, r, _))) = fill.heap.pop() else { break };
@@ -459,28 +538,31 @@ impl<'a> Problem<'a> {
                 let link = self.res.link(r);
                 for k in self.res_start[r]..self.res_start[r + 1] {
                     let f = self.res_flows[k as usize] as usize;
-                    if !frozen[f] {
+                    if mark[f] == Mark::Live {
                         fill.freeze(f, level, Bottleneck::Link(link));
-                        frozen[f] = true;
+                        mark[f] = Mark::Solved;
                         to_freeze -= 1;
                     }
                 }
             }
         }
-        Solved { rate: fill.rate, why: fill.why }
+        for &r in &touched {
+            fill.state[r as usize] = ResState::default();
+        }
     }
 
-    /// The plan of the flows `live` keeps, each with the rate and bottleneck `outcome` gives.
+    /// The plan of the flows `survives` keeps, each with the rate and bottleneck `outcome` gives.
     fn assemble(
         &self,
-        live: impl Fn(usize) -> bool,
+        survives: impl Fn(usize) -> bool,
         outcome: impl Fn(usize) -> (f64, Bottleneck),
     ) -> Plan {
         let n = self.flows.len();
         let mut crossed = vec![false; self.res.count()];
         let mut used = vec![0.0f64; self.res.count()];
         let mut flows_out = Vec::with_capacity(n);
-        for f in (0..n).filter(|&f| live(f)) {
+        let mut unmet = Vec::new();
+        for f in (0..n).filter(|&f| survives(f)) {
             let (rate, bottleneck) = outcome(f);
             for &r in self.resources_of(f) {
                 crossed[r as usize] = true;
@@ -492,6 +574,9 @@ impl<'a> Problem<'a> {
                 bottleneck,
                 class: self.classes[f],
             });
+            if self.flows[f].demand_gbps.is_finite() {
+                unmet.push((self.flows[f].demand_gbps - rate).max(0.0));
+            }
         }
         let links = (0..self.res.count())
             .filter(|&r| crossed[r])
@@ -502,52 +587,134 @@ impl<'a> Problem<'a> {
             })
             .collect();
         let total_gbps = total(flows_out.iter().map(|p| p.rate_gbps));
-        let unmet_demand_gbps = total(
-            (0..n)
-                .filter(|&f| live(f))
-                .zip(&flows_out)
-                .filter(|(f, _)| self.flows[*f].demand_gbps.is_finite())
-                .map(|(f, p)| (self.flows[f].demand_gbps - p.rate_gbps).max(0.0)),
-        );
+        let unmet_demand_gbps = total(unmet.into_iter());
         Plan { flows: flows_out, links, total_gbps, unmet_demand_gbps }
     }
 
     /// The plan of every flow.
     pub(crate) fn plan(&self) -> Plan {
-        let solved = self.solve(None);
-        self.assemble(|_| true, |f| (solved.rate[f], solved.why[f].unwrap_or(Bottleneck::Demand)))
+        let mut scratch = self.scratch();
+        let all: Vec<u32> = (0..self.flows.len() as u32).collect();
+        self.solve(&all, &mut scratch);
+        self.assemble(|_| true, |f| (scratch.rate[f], scratch.why[f].unwrap_or(Bottleneck::Demand)))
     }
 
-    /// The plan of the flows `survives` keeps, given `before`, the plan of all of them: only
-    /// the components that lost a flow are solved again, the others keep `before`'s rates.
-    pub(crate) fn plan_without(&self, before: &Plan, survives: &[bool]) -> Plan {
+    /// Buffers for [`Problem::after_loss`], one per thread.
+    pub(crate) fn scratch(&self) -> Scratch {
         let n = self.flows.len();
-        let mut touched = vec![false; n];
-        for f in (0..n).filter(|&f| !survives[f]) {
-            touched[self.component[f] as usize] = true;
+        Scratch {
+            state: vec![ResState::default(); self.res.count()],
+            mark: vec![Mark::Untouched; n],
+            rate: vec![0.0; n],
+            why: vec![None; n],
         }
-        let resolve: Vec<bool> =
-            (0..n).map(|f| survives[f] && touched[self.component[f] as usize]).collect();
-        let solved = self.solve(Some(&resolve));
-        self.assemble(
-            |f| survives[f],
-            |f| match solved.why[f] {
-                Some(b) if resolve[f] => (solved.rate[f], b),
-                _ if resolve[f] => (solved.rate[f], Bottleneck::Demand),
-                _ => (before.flows[f].rate_gbps, before.flows[f].bottleneck),
-            },
-        )
     }
 
-    /// How many flows.
-    pub(crate) fn len(&self) -> usize {
-        self.flows.len()
-    }
+    /// What the flows of `problem` become when the instances `failed` marks stop, given
+    /// `before`, the plan of all of them: the flows lost, and the plan of the others (in full
+    /// with `full_plan`, else only its total). Only the components that lost a flow are solved
+    /// again; the others keep `before`'s rates.
+    pub(crate) fn after_loss(
+        &self,
+        before: &Plan,
+        failed: &[bool],
+        full_plan: bool,
+        scratch: &mut Scratch,
+    ) -> AfterLoss {
+        let mut lost: Vec<u32> = Vec::new();
+        for (i, _) in failed.iter().enumerate().filter(|(_, f)| **f) {
+            for of in [&self.of_src, &self.of_dst] {
+                for &f in &of.1[of.0[i] as usize..of.0[i + 1] as usize] {
+                    if scratch.mark[f as usize] != Mark::Lost {
+                        scratch.mark[f as usize] = Mark::Lost;
+                        lost.push(f);
+                    }
+                }
+            }
+        }
+        lost.sort_unstable();
+        let mut components: Vec<u32> = lost.iter().map(|&f| self.component[f as usize]).collect();
+        components.sort_unstable();
+        components.dedup();
+        let mut resolve: Vec<u32> = Vec::new();
+        for c in components {
+            let members = &self.comp_flows
+                [self.comp_start[c as usize] as usize..self.comp_start[c as usize + 1] as usize];
+            resolve.extend(members.iter().filter(|&&f| scratch.mark[f as usize] != Mark::Lost));
+        }
+        resolve.sort_unstable();
+        self.solve(&resolve, scratch);
 
-    /// The flows.
-    pub(crate) fn flows(&self) -> &'a [FlowDemand] {
-        self.flows
+        let mark = &scratch.mark;
+        let outcome = |f: usize| match mark[f] {
+            Mark::Solved => (scratch.rate[f], scratch.why[f].unwrap_or(Bottleneck::Demand)),
+            _ => (before.flows[f].rate_gbps, before.flows[f].bottleneck),
+        };
+        let survives = |f: usize| mark[f] != Mark::Lost;
+        let (plan, total_gbps) = if full_plan {
+            let plan = self.assemble(survives, outcome);
+            let total_gbps = plan.total_gbps;
+            (Some(plan), total_gbps)
+        } else {
+            let rates = (0..self.flows.len()).filter(|&f| survives(f)).map(|f| outcome(f).0);
+            (None, total(rates))
+        };
+        for &f in lost.iter().chain(&resolve) {
+            scratch.mark[f as usize] = Mark::Untouched;
+            scratch.why[f as usize] = None;
+        }
+        AfterLoss { lost: lost.into_iter().map(|f| f as usize).collect(), plan, total_gbps }
     }
+}
+
+/// What a loss of instances does to a problem's plan ([`Problem::after_loss`]).
+pub(crate) struct AfterLoss {
+    /// The flows that ended, ascending.
+    pub(crate) lost: Vec<usize>,
+    /// The plan of the others, if asked for.
+    pub(crate) plan: Option<Plan>,
+    /// Its total, Gbps.
+    pub(crate) total_gbps: f64,
+}
+
+/// Where a flow stands in one solve.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Not part of it: it keeps the rate it had.
+    Untouched,
+    /// To be solved, not yet frozen.
+    Live,
+    /// Solved: its rate is in the scratch.
+    Solved,
+    /// Ended with a failed instance.
+    Lost,
+}
+
+/// One thread's buffers for solving parts of a problem again and again: every entry is back to
+/// its default after each use, so a solve costs what it touches, not the problem's size.
+pub(crate) struct Scratch {
+    state: Vec<ResState>,
+    mark: Vec<Mark>,
+    rate: Vec<f64>,
+    why: Vec<Option<Bottleneck>>,
+}
+
+/// Flows grouped by one key (CSR): `.1[.0[k]...0[k + 1]]` are key `k`'s, ascending.
+fn group_by(n_keys: usize, keys: impl Iterator<Item = usize> + Clone) -> (Vec<u32>, Vec<u32>) {
+    let mut start = vec![0u32; n_keys + 1];
+    for k in keys.clone() {
+        start[k + 1] += 1;
+    }
+    for k in 0..n_keys {
+        start[k + 1] += start[k];
+    }
+    let mut members = vec![0u32; start[n_keys] as usize];
+    let mut cursor = start.clone();
+    for (f, k) in keys.enumerate() {
+        members[cursor[k] as usize] = f as u32;
+        cursor[k] += 1;
+    }
+    (start, members)
 }
 
 /// Each flow's component: flows that share a tight resource are in one, named by its smallest
@@ -592,10 +759,10 @@ struct Filling<'a> {
     capacity: &'a [f64],
     tight_res: &'a [u32],
     tight_start: &'a [u32],
-    state: Vec<ResState>,
+    state: &'a mut [ResState],
     heap: BinaryHeap<Reverse<(Level, u32, u32)>>,
-    rate: Vec<f64>,
-    why: Vec<Option<Bottleneck>>,
+    rate: &'a mut [f64],
+    why: &'a mut [Option<Bottleneck>],
 }
 
 impl Filling<'_> {
@@ -768,9 +935,18 @@ mod tests {
             let surviving: Vec<FlowDemand> =
                 flows.iter().zip(&survives).filter(|(_, s)| **s).map(|(f, _)| f.clone()).collect();
             let afresh = reference::plan(&f, &model, &surviving).expect("plan");
-            let again = problem.plan_without(&lazy, &survives);
-            prop_assert_eq!(&again, &afresh);
-            prop_assert_eq!(bits(&again), bits(&afresh));
+            let is_failed: Vec<bool> = (0..f.instances().len()).map(|i| failed(InstanceId(i as u32))).collect();
+            let mut scratch = problem.scratch();
+            let again = problem.after_loss(&lazy, &is_failed, true, &mut scratch);
+            let lost: Vec<usize> = (0..flows.len()).filter(|&k| !survives[k]).collect();
+            prop_assert_eq!(&again.lost, &lost);
+            let again_plan = again.plan.expect("asked for");
+            prop_assert_eq!(&again_plan, &afresh);
+            prop_assert_eq!(bits(&again_plan), bits(&afresh));
+            prop_assert_eq!(again.total_gbps.to_bits(), afresh.total_gbps.to_bits());
+            // The scratch is clean again: a second loss on it gives the same.
+            let twice = problem.after_loss(&lazy, &is_failed, false, &mut scratch);
+            prop_assert_eq!(twice.total_gbps.to_bits(), afresh.total_gbps.to_bits());
         }
     }
 

@@ -214,11 +214,11 @@ fn a_rack_failure_takes_down_one_partition_and_its_flows() {
     assert_eq!(b.groups[0].lost as usize, b.failed.len());
     assert!(close(b.groups[0].fraction(), b.failed.len() as f64 / 8.0));
     assert!(!b.flows_lost.is_empty());
-    assert!(b.throughput_after_gbps() < b.throughput_before_gbps);
-    assert_eq!(b.after.flows.len(), 8 - b.flows_lost.len());
+    assert!(b.throughput_after_gbps < b.throughput_before_gbps);
+    assert_eq!(b.after.as_ref().map(|p| p.flows.len()), Some(8 - b.flows_lost.len()));
     let az = blast_radius(&f, &m, &flows, None, FailureDomain::Az(AzId(0))).unwrap();
     assert_eq!(az.failed.len(), 8);
-    assert_eq!(az.after.total_gbps, 0.0);
+    assert_eq!(az.throughput_after_gbps, 0.0);
     assert_eq!(
         FailureDomain::occupied(&f).iter().filter(|d| matches!(d, FailureDomain::Az(_))).count(),
         1
@@ -229,11 +229,11 @@ fn a_rack_failure_takes_down_one_partition_and_its_flows() {
         .iter()
         .map(|&d| {
             let r = blast_radius(&f, &m, &flows, Some(&before), d).unwrap();
-            (r.failed.clone(), r.throughput_after_gbps())
+            (r.failed.clone(), r.throughput_after_gbps)
         })
         .collect();
     for threads in [1, 3, 64] {
-        let summary = |r: &BlastRadius| (r.failed.clone(), r.throughput_after_gbps());
+        let summary = |r: &BlastRadius| (r.failed.clone(), r.throughput_after_gbps);
         let all = blast_radii(&f, &m, &flows, &before, &domains, threads, summary).unwrap();
         assert_eq!(all, one_by_one, "{threads} threads");
     }
@@ -316,8 +316,8 @@ fn a_failure_that_ends_no_flow_leaves_the_plan_as_it_was() {
     let idle = FailureDomain::Rack(rack(ids[2]));
     let b = blast_radius(&f, &m, &flows, Some(&before), idle).unwrap();
     assert_eq!((b.failed.clone(), b.flows_lost.clone()), (vec![ids[2]], vec![]));
-    assert_eq!(b.after, plan(&f, &m, &flows).unwrap());
+    assert_eq!(b.after, Some(plan(&f, &m, &flows).unwrap()));
     let busy = FailureDomain::Rack(rack(ids[0]));
     let b = blast_radius(&f, &m, &flows, Some(&before), busy).unwrap();
-    assert_eq!((b.flows_lost.clone(), b.after.total_gbps), (vec![0], 0.0));
+    assert_eq!((b.flows_lost.clone(), b.throughput_after_gbps), (vec![0], 0.0));
 }

@@ -99,8 +99,10 @@ pub(super) fn resolve(
     for (decl, f) in s.flows.iter().enumerate() {
         let shape = shape(f, src, duration_s)?;
         let before = flows.len();
-        for from in matching(&f.from, src, vms)? {
-            for to in matching(&f.to, src, vms)? {
+        let senders = matching(&f.from, src, vms)?;
+        let receivers = matching(&f.to, src, vms)?;
+        for from in senders {
+            for &to in &receivers {
                 if from == to {
                     // `web-*` to `web-*` means every pair of two different VMs.
                     continue;
