@@ -226,25 +226,34 @@ fn why(
     reach::explain(&placed, from, to, proto, port)
 }
 
+/// Plans `file` and writes the report to standard output as it is formatted (a region's JSON
+/// is hundreds of MB: it is never held as one string).
 fn plan_command(
     file: &Path,
     json: bool,
     out: Option<&Path>,
     limits: &scenario::Limits,
 ) -> Result<String, String> {
+    use std::io::Write as _;
     let r = plan::run_file(file, limits).map_err(|e| e.to_string())?;
-    let mut text = if json {
-        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())? + "\n"
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let printed = if json {
+        serde_json::to_writer_pretty(&mut w, &r)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(w))
     } else {
-        r.to_string()
+        write!(w, "{r}")
     };
+    printed.and_then(|()| w.flush()).map_err(|e| format!("writing the plan: {e}"))?;
+    let mut tail = String::new();
     if let Some(dir) = out {
         let written = report::write_plan_out(dir, &r.scenario, &r)?;
         if !json {
-            text.push_str(&format!("\nwrote {}\n", written.join(", ")));
+            tail = format!("\nwrote {}\n", written.join(", "));
         }
     }
-    Ok(text)
+    Ok(tail)
 }
 
 fn main() -> ExitCode {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::Path;
+use std::sync::Arc;
 
 use placement::{
     Bottleneck, FailureDomain, Fleet, FlowDemand, InstanceId, NetworkModel, blast_radii, plan,
@@ -37,13 +38,15 @@ pub struct VmPlacement {
     pub partition: Option<u8>,
 }
 
-/// One flow in the report.
+/// One flow in the report. Its names and its bottleneck in words are shared with every other
+/// flow of the same VM or bottleneck (a region's million flows name a few thousand VMs and
+/// links).
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FlowResult {
     /// Sender.
-    pub from: String,
+    pub from: Arc<str>,
     /// Receiver.
-    pub to: String,
+    pub to: Arc<str>,
     /// Achieved rate, Gbps.
     pub gbps: f64,
     /// Its single-flow cap, Gbps.
@@ -55,7 +58,7 @@ pub struct FlowResult {
     /// What limits it (absent: a security group or NACL blocks it).
     pub bottleneck: Option<Bottleneck>,
     /// The same, in words (a blocked flow: which rule stops it, or which rule is missing).
-    pub limited_by: String,
+    pub limited_by: Arc<str>,
     /// Whether the VPC's security groups and NACLs let it and its replies through.
     pub allowed: bool,
 }
@@ -144,10 +147,14 @@ pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
 /// The plan of a placed scenario, its blast radius on up to `threads` threads (the result is
 /// the same for any number).
 pub fn plan_placed_on(placed: &Placed, threads: usize) -> Result<PlanReport, String> {
-    let reach = flow_reach(placed)?;
+    // Undeclared security lets every flow through: nothing to walk, nothing to keep per flow.
+    let reach = match placed.security.is_declared() {
+        true => Some(flow_reach(placed)?),
+        false => None,
+    };
     let mut flows = placed.demands();
     // A blocked flow moves nothing: it asks for nothing.
-    for (d, r) in flows.iter_mut().zip(&reach) {
+    for (d, r) in flows.iter_mut().zip(reach.iter().flatten()) {
         if !r.allowed {
             d.demand_gbps = 0.0;
         }
@@ -157,20 +164,20 @@ pub fn plan_placed_on(placed: &Placed, threads: usize) -> Result<PlanReport, Str
     let order: Vec<String> = placed.vms.iter().map(|v| v.name.clone()).collect();
     let names: BTreeMap<String, InstanceId> =
         placed.vms.iter().map(|v| (v.name.clone(), v.id)).collect();
-    let flow_names: Vec<(String, String)> = placed
-        .flows
-        .iter()
-        .map(|f| (placed.vms[f.from].name.clone(), placed.vms[f.to].name.clone()))
-        .collect();
+    let vm_names: Vec<Arc<str>> = placed.vms.iter().map(|v| Arc::from(v.name.as_str())).collect();
+    let flow_names: Vec<(Arc<str>, Arc<str>)> =
+        placed.flows.iter().map(|f| (vm_names[f.from].clone(), vm_names[f.to].clone())).collect();
     let mut report =
         report(&placed.fleet, model, (&order, &names), (&flows, &flow_names), &planned, threads)?;
     report.scenario = placed.name.clone();
-    for ((f, r), declared) in report.flows.iter_mut().zip(reach).zip(&placed.flows) {
+    for ((f, r), declared) in
+        report.flows.iter_mut().zip(reach.into_iter().flatten()).zip(&placed.flows)
+    {
         if let Some(why) = r.blocked {
             report.unmet_demand_gbps += declared.gbps.unwrap_or(0.0);
             f.allowed = false;
             f.bottleneck = None;
-            f.limited_by = why;
+            f.limited_by = why.into();
             // What it asked for, not the nothing the planner was given.
             f.demand_gbps = declared.gbps;
         }
@@ -195,11 +202,14 @@ pub fn flow_reach(placed: &Placed) -> Result<Vec<crate::reach::FlowReach>, Strin
     Ok(crate::reach::flows(placed, &mut vpc))
 }
 
+/// A flow's sender and receiver, by name.
+type FlowNames = (Arc<str>, Arc<str>);
+
 fn report(
     fleet: &Fleet,
     model: &NetworkModel,
     (order, names): (&[String], &BTreeMap<String, InstanceId>),
-    (flows, flow_names): (&[FlowDemand], &[(String, String)]),
+    (flows, flow_names): (&[FlowDemand], &[FlowNames]),
     planned: &placement::Plan,
     threads: usize,
 ) -> Result<PlanReport, String> {
@@ -231,16 +241,20 @@ fn report(
         placement::Link::AzLinkIn(a) => format!("{}'s inter-AZ link in", t.azs[a.index()].name),
         placement::Link::RegionEgress(i) => format!("{}'s region egress allowance", vm(i)),
     };
+    let mut labels: std::collections::HashMap<Bottleneck, Arc<str>> = Default::default();
     let flows_out = flows
         .iter()
         .zip(&planned.flows)
         .zip(flow_names)
         .map(|((f, p), (from, to))| FlowResult {
-            limited_by: match p.bottleneck {
-                Bottleneck::FlowCap => "the single-flow cap".into(),
-                Bottleneck::Demand => "its demand".into(),
-                Bottleneck::Link(l) => link_label(l),
-            },
+            limited_by: labels
+                .entry(p.bottleneck)
+                .or_insert_with(|| match p.bottleneck {
+                    Bottleneck::FlowCap => "the single-flow cap".into(),
+                    Bottleneck::Demand => "its demand".into(),
+                    Bottleneck::Link(l) => link_label(l).into(),
+                })
+                .clone(),
             from: from.clone(),
             to: to.clone(),
             gbps: p.rate_gbps,

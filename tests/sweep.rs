@@ -241,3 +241,93 @@ fn a_damaged_part_is_refused_by_name_not_trusted() {
     let e = refused(&["sweep", "--merge", &dir.path("p")]);
     assert!(e.contains("part-1/sweep.json"), "{e}");
 }
+
+/// Two VMs on two racks, one flow whose rate the sweep varies: small enough to simulate.
+const ONE_FLOW: &str = r#"name = "one-flow"
+seed = 1
+duration_s = 0.02
+
+[topology]
+regions = ["us-east-1"]
+azs_per_region = 1
+racks_per_az = 2
+hosts_per_rack = 1
+host = { vcpus = 192, memory_gib = 1536 }
+rack_uplink_gbps = 400.0
+az_uplink_gbps = 4000.0
+
+[[vms]]
+name = "tx"
+type = "c5n.9xlarge"
+
+[[vms]]
+name = "rx"
+type = "c5n.9xlarge"
+
+[[flows]]
+from = "tx"
+to = "rx"
+gbps = 1.0
+frame = 1514
+"#;
+
+/// `--simulate` runs every variant in virtual time beside its plan: a flow well under every cap
+/// gets what it offers, in the frames that rate makes, and the table is the same on every run
+/// and merged from shards.
+#[test]
+fn a_simulated_sweep_adds_what_each_variant_delivered() {
+    let dir = Scratch::new("simulate");
+    let file = dir.path("one-flow.toml");
+    std::fs::write(&file, ONE_FLOW).unwrap();
+    let args = ["sweep", &file, "--vary", "flows[0].gbps=0.5,1,2", "--simulate", "--json"];
+    let text = ok(&args);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["simulate"], true);
+    for (row, offered) in json["rows"].as_array().unwrap().iter().zip([0.5, 1.0, 2.0]) {
+        assert!(row["error"].is_null(), "{row}");
+        let planned = row["plan"]["total_gbps"].as_f64().unwrap();
+        assert!((planned - offered).abs() < 1e-9, "the plan gives the demand: {row}");
+        let sim = &row["simulated"];
+        // 20 ms at `offered` Gbps of 1514-byte frames.
+        let frames = offered * 1e9 * 0.02 / (1514.0 * 8.0);
+        let sent = sim["sent_frames"].as_f64().unwrap();
+        assert!((sent - frames).abs() <= frames * 0.02 + 1.0, "{sent} frames for {frames}: {row}");
+        let got = sim["achieved_gbps"].as_f64().unwrap();
+        assert!((got - offered).abs() <= offered * 0.05, "{got} Gbps for {offered}: {row}");
+        assert_eq!(sim["lost_frames"], 0, "{row}");
+        assert!(sim["worst_p99_us"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert_eq!(ok(&args), text, "virtual time: the same table on every run");
+
+    let csv = ok(&["sweep", &file, "--vary", "flows[0].gbps=0.5,1,2", "--simulate", "--csv"]);
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with("sim_worst_p99_us,sim_events,error"), "{header}");
+
+    let parts = dir.path("parts");
+    for k in 0..2 {
+        let part = format!("{parts}/part-{k}");
+        ok(&[
+            "sweep",
+            &file,
+            "--vary",
+            "flows[0].gbps=0.5,1,2",
+            "--simulate",
+            "--shard",
+            &format!("{k}/2"),
+            "--out",
+            &part,
+        ]);
+    }
+    ok(&["sweep", "--merge", &parts]);
+    let local = dir.path("local");
+    ok(&["sweep", &file, "--vary", "flows[0].gbps=0.5,1,2", "--simulate", "--out", &local]);
+    for name in OUTPUTS {
+        assert_eq!(read(Path::new(&parts), name), read(Path::new(&local), name), "{name}");
+    }
+
+    // A part planned without --simulate is of another sweep.
+    let plain = format!("{parts}/part-9");
+    ok(&["sweep", &file, "--vary", "flows[0].gbps=0.5,1,2", "--shard", "1/2", "--out", &plain]);
+    let e = refused(&["sweep", "--merge", &parts]);
+    assert!(e.contains("parts of different sweeps"), "{e}");
+}

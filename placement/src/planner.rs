@@ -64,7 +64,7 @@ pub enum Link {
 }
 
 /// What stopped a flow from going faster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "link")]
 pub enum Bottleneck {
     /// Its single-flow cap.
@@ -471,12 +471,20 @@ impl<'a> Problem<'a> {
     /// bottleneck are left in `scratch.rate` and `scratch.why`. Costs the live flows and their
     /// resources, not the whole problem.
     fn solve(&self, live: &[u32], scratch: &mut Scratch) {
-        let sorted;
+        // The live flows by bound, ties in input order: `self.order` itself, or filtered (a
+        // pass over every flow) for a large part, or sorted afresh (stable) for a small one.
+        let sorted: Vec<u32>;
         let order: &[u32] = if live.len() == self.flows.len() {
             &self.order
+        } else if live.len() > self.flows.len() / 16 {
+            let mut is_live = vec![false; self.flows.len()];
+            for &f in live {
+                is_live[f as usize] = true;
+            }
+            sorted = self.order.iter().copied().filter(|&f| is_live[f as usize]).collect();
+            &sorted
         } else {
             let mut by_bound = live.to_vec();
-            // Stable: ties stay in input order, as in `self.order`.
             by_bound.sort_by(|&a, &b| self.bound[a as usize].total_cmp(&self.bound[b as usize]));
             sorted = by_bound;
             &sorted

@@ -35,6 +35,9 @@ fn shard_args(sweep: &Sweep, scenario: &str) -> Vec<String> {
         "--max-instances".to_string(),
         sweep.limits.max_instances.to_string(),
     ]);
+    if sweep.simulate {
+        args.push("--simulate".to_string());
+    }
     args
 }
 

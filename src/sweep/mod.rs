@@ -44,6 +44,10 @@ pub struct SweepArgs {
     /// Write sweep.csv, sweep.json and sweep.svg into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Simulate each planned variant too (`run`, in virtual time: deterministic, so shards
+    /// merge byte for byte) and add its headline: Gbps received, frames lost, worst p99.
+    #[arg(long)]
+    simulate: bool,
     /// Variants planned at once (default: one per core).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -90,6 +94,8 @@ pub struct Sweep {
     limits: Limits,
     /// The `--vary` arguments as given, which the shards are given too.
     vary_args: Vec<String>,
+    /// Each variant simulated as well as planned.
+    simulate: bool,
 }
 
 /// FNV-1a, 64 bits: the same on every machine and every build, as a merge needs.
@@ -107,7 +113,12 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 impl Sweep {
     /// The sweep of the scenario at `path` over its `[sweep]` keys and `vary` (each
     /// `KEY=V1,V2,...`). A key that leads nowhere is an error here, before anything is planned.
-    pub fn load(path: &Path, vary: &[String], limits: Limits) -> Result<Self, String> {
+    pub fn load(
+        path: &Path,
+        vary: &[String],
+        limits: Limits,
+        simulate: bool,
+    ) -> Result<Self, String> {
         let text = scenario::read_text(path).map_err(|e| e.to_string())?;
         let file = path.display().to_string();
         let file_name =
@@ -142,6 +153,7 @@ impl Sweep {
             variants,
             limits,
             vary_args: vary.to_vec(),
+            simulate,
         })
     }
 
@@ -159,24 +171,44 @@ impl Sweep {
         }
         parts.push(self.limits.max_flows.to_le_bytes().to_vec());
         parts.push(self.limits.max_instances.to_le_bytes().to_vec());
+        if self.simulate {
+            parts.push(b"simulate".to_vec());
+        }
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         format!("{:016x}", fnv1a(&refs))
     }
 
-    /// Variant `i`, planned with `threads` for its blast radius.
+    /// Variant `i`, planned with `threads` for its blast radius (and simulated if the sweep
+    /// simulates).
     fn row(&self, i: usize, threads: usize) -> Row {
         let values = self.variants.values(i).into_iter().map(axes::label).collect();
         let planned = self.variants.text(&self.base, i).and_then(|text| {
             let placed = scenario::load_with(&self.file_name, &text, &self.limits)
                 .map_err(|e| e.to_string())?;
-            crate::plan::plan_placed_on(&placed, threads)
+            let plan = crate::plan::plan_placed_on(&placed, threads)?;
+            Ok((placed, plan))
         });
-        match planned {
-            Ok(report) => {
-                Row { variant: i, values, plan: Some(Headline::of(&report)), error: None }
+        let (placed, report) = match planned {
+            Ok(done) => done,
+            Err(e) => {
+                return Row { variant: i, values, plan: None, simulated: None, error: Some(e) };
             }
-            Err(e) => Row { variant: i, values, plan: None, error: Some(e) },
+        };
+        let mut row = Row {
+            variant: i,
+            values,
+            plan: Some(Headline::of(&report)),
+            simulated: None,
+            error: None,
+        };
+        if self.simulate {
+            let options = crate::run::RunOptions { progress: false, pcap: Vec::new(), live: false };
+            match crate::run::run(&self.file_name, &placed, &options) {
+                Ok(run) => row.simulated = Some(table::Simulated::of(&run)),
+                Err(e) => row.error = Some(format!("simulation: {e}")),
+            }
         }
+        row
     }
 
     /// Plans the variants (all, or `shard`'s), `jobs` at a time.
@@ -210,6 +242,7 @@ impl Sweep {
             variants: self.count(),
             fingerprint: self.fingerprint(),
             shard,
+            simulate: self.simulate,
             rows: rows.into_iter().flatten().collect(),
         }
     }
@@ -258,7 +291,7 @@ pub fn run(args: &SweepArgs) -> Result<String, String> {
     let Some(file) = &args.file else {
         return Err("sweep: give a scenario FILE, or --merge DIR".into());
     };
-    let sweep = Sweep::load(file, &args.vary, args.limits.limits())?;
+    let sweep = Sweep::load(file, &args.vary, args.limits.limits(), args.simulate)?;
     let tasks = args.tasks.unwrap_or(sweep.count().min(DEFAULT_MAX_TASKS));
     if tasks == 0 {
         return Err("--tasks 0: a sweep needs at least one task".into());

@@ -27,6 +27,9 @@ pub struct SweepTable {
     /// Which shard this is (absent: the whole sweep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// Whether each variant was simulated too (`--simulate`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulate: bool,
     /// One row per variant, in variant order.
     pub rows: Vec<Row>,
 }
@@ -68,9 +71,41 @@ pub struct Row {
     pub values: Vec<String>,
     /// Its plan's headline (absent if it failed).
     pub plan: Option<Headline>,
+    /// Its simulation's headline (`--simulate`; absent if it was not simulated or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<Simulated>,
     /// Why it could not be planned (a value the scenario refuses, a placement EC2 would refuse
-    /// with InsufficientInstanceCapacity, ...).
+    /// with InsufficientInstanceCapacity, ...), or, planned, not simulated.
     pub error: Option<String>,
+}
+
+/// What a variant's simulation (`run` in virtual time, deterministic: the same on every
+/// machine) comes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Simulated {
+    /// Gbps the receivers got, all flows together.
+    pub achieved_gbps: f64,
+    /// Frames (or EFA messages) the senders sent.
+    pub sent_frames: u64,
+    /// Of those, lost on the way, plus those the senders dropped.
+    pub lost_frames: u64,
+    /// The highest 99th-percentile one-way latency of any path, µs (absent: none measured).
+    pub worst_p99_us: Option<f64>,
+    /// Events simulated.
+    pub events: u64,
+}
+
+impl Simulated {
+    /// The headline of a run's report.
+    pub fn of(run: &crate::run::RunReport) -> Self {
+        Simulated {
+            achieved_gbps: run.flows.iter().map(|f| f.achieved_gbps).sum(),
+            sent_frames: run.flows.iter().map(|f| f.sent_frames).sum(),
+            lost_frames: run.flows.iter().map(|f| f.lost_frames + f.sender_drops).sum(),
+            worst_p99_us: run.latency.iter().map(|l| l.p99_us).reduce(f64::max),
+            events: run.simulation.events,
+        }
+    }
 }
 
 /// What a plan comes to.
@@ -173,8 +208,25 @@ const HEADLINE_COLUMNS: [&str; 16] = [
     "error",
 ];
 
+/// The CSV columns of a simulated sweep, before `error`.
+const SIMULATED_COLUMNS: [&str; 5] =
+    ["sim_achieved_gbps", "sim_sent_frames", "sim_lost_frames", "sim_worst_p99_us", "sim_events"];
+
 fn gbps(x: f64) -> String {
     format!("{x:.3}")
+}
+
+fn simulated_cells(s: Option<&Simulated>) -> [String; 5] {
+    match s {
+        Some(s) => [
+            gbps(s.achieved_gbps),
+            s.sent_frames.to_string(),
+            s.lost_frames.to_string(),
+            s.worst_p99_us.map(|us| format!("{us:.2}")).unwrap_or_default(),
+            s.events.to_string(),
+        ],
+        None => Default::default(),
+    }
 }
 
 fn worst_cells(w: Option<&Worst>) -> [String; 4] {
@@ -190,9 +242,10 @@ fn worst_cells(w: Option<&Worst>) -> [String; 4] {
 }
 
 impl Row {
-    /// Its CSV cells after the keys, in [`HEADLINE_COLUMNS`]' order.
-    fn headline_cells(&self) -> Vec<String> {
-        let mut cells = Vec::with_capacity(HEADLINE_COLUMNS.len());
+    /// Its CSV cells after the keys, in [`HEADLINE_COLUMNS`]' order (with
+    /// [`SIMULATED_COLUMNS`] before `error` if `simulate`).
+    fn headline_cells(&self, simulate: bool) -> Vec<String> {
+        let mut cells = Vec::with_capacity(HEADLINE_COLUMNS.len() + SIMULATED_COLUMNS.len());
         match &self.plan {
             Some(h) => {
                 cells.extend([
@@ -209,6 +262,9 @@ impl Row {
             }
             None => cells.resize(HEADLINE_COLUMNS.len() - 1, String::new()),
         }
+        if simulate {
+            cells.extend(simulated_cells(self.simulated.as_ref()));
+        }
         cells.push(self.error.clone().unwrap_or_default());
         cells
     }
@@ -219,14 +275,16 @@ impl SweepTable {
     pub fn to_csv(&self) -> Result<String, String> {
         let mut w = csv::Writer::from_writer(Vec::new());
         let err = |e: csv::Error| format!("CSV: {e}");
+        let (plan_columns, error) = HEADLINE_COLUMNS.split_at(HEADLINE_COLUMNS.len() - 1);
+        let simulated: &[&str] = if self.simulate { &SIMULATED_COLUMNS } else { &[] };
         let header = std::iter::once("variant")
             .chain(self.keys.iter().map(String::as_str))
-            .chain(HEADLINE_COLUMNS);
+            .chain(plan_columns.iter().chain(simulated).chain(error).copied());
         w.write_record(header).map_err(err)?;
         for row in &self.rows {
             let cells = std::iter::once(row.variant.to_string())
                 .chain(row.values.iter().cloned())
-                .chain(row.headline_cells());
+                .chain(row.headline_cells(self.simulate));
             w.write_record(cells).map_err(err)?;
         }
         let bytes = w.into_inner().map_err(|e| format!("CSV: {e}"))?;
@@ -238,9 +296,9 @@ impl SweepTable {
         serde_json::to_string_pretty(self).map(|s| s + "\n").map_err(|e| e.to_string())
     }
 
-    /// How many variants failed.
+    /// How many variants failed (not planned, or planned but not simulated).
     pub fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.plan.is_none()).count()
+        self.rows.iter().filter(|r| r.error.is_some()).count()
     }
 }
 
@@ -260,6 +318,9 @@ impl fmt::Display for SweepTable {
             ["VMs", "racks", "Gbps", "unmet", "worst rack", "lost", "group", "Gbps after"]
                 .map(String::from),
         );
+        if self.simulate {
+            header.extend(["sim Gbps", "lost frames", "p99 µs"].map(String::from));
+        }
         let mut lines = vec![header];
         let mut errors = Vec::new();
         for row in &self.rows {
@@ -282,6 +343,18 @@ impl fmt::Display for SweepTable {
                         ]),
                         None => cells.extend(["-", "", "", ""].map(String::from)),
                     }
+                    match (&row.simulated, &row.error) {
+                        _ if !self.simulate => {}
+                        (Some(s), _) => cells.extend([
+                            format!("{:.2}", s.achieved_gbps),
+                            s.lost_frames.to_string(),
+                            s.worst_p99_us.map_or_else(|| "-".into(), |us| format!("{us:.1}")),
+                        ]),
+                        (None, e) => {
+                            cells.push(format!("failed (see {})", errors.len() + 1));
+                            errors.push((row.variant, e.clone().unwrap_or_default()));
+                        }
+                    }
                 }
                 (None, e) => {
                     cells.push(format!("failed (see {})", errors.len() + 1));
@@ -303,7 +376,8 @@ impl fmt::Display for SweepTable {
             writeln!(f, "{}", out.trim_end())?;
         }
         if self.failed() > 0 {
-            writeln!(f, "{} of {} variants could not be planned:", self.failed(), self.rows.len())?;
+            let what = if self.simulate { "planned and simulated" } else { "planned" };
+            writeln!(f, "{} of {} variants could not be {what}:", self.failed(), self.rows.len())?;
         }
         for (n, (variant, e)) in errors.iter().enumerate() {
             writeln!(f, "  ({}) variant {variant}: {e}", n + 1)?;
@@ -347,6 +421,7 @@ pub fn merge(dir: &Path) -> Result<SweepTable, String> {
     let mut rows = Vec::new();
     for (file, part) in &parts {
         let same = part.fingerprint == first.fingerprint
+            && part.simulate == first.simulate
             && part.keys == first.keys
             && part.variants == first.variants
             && part.shard.map(|s| s.of) == Some(of);
@@ -402,6 +477,7 @@ pub fn merge(dir: &Path) -> Result<SweepTable, String> {
         variants: first.variants,
         fingerprint: first.fingerprint.clone(),
         shard: None,
+        simulate: first.simulate,
         rows,
     })
 }
@@ -455,10 +531,12 @@ mod tests {
             variants: 1,
             fingerprint: "0".into(),
             shard: None,
+            simulate: false,
             rows: vec![Row {
                 variant: 0,
                 values: vec!["cluster".into()],
                 plan: None,
+                simulated: None,
                 error: Some("hpc-3: InsufficientInstanceCapacity, \"cluster\"".into()),
             }],
         };
