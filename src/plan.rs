@@ -148,10 +148,7 @@ pub fn plan_placed(placed: &Placed) -> Result<PlanReport, String> {
 /// the same for any number).
 pub fn plan_placed_on(placed: &Placed, threads: usize) -> Result<PlanReport, String> {
     // Undeclared security lets every flow through: nothing to walk, nothing to keep per flow.
-    let reach = match placed.security.is_declared() {
-        true => Some(flow_reach(placed)?),
-        false => None,
-    };
+    let reach = if placed.security.is_declared() { Some(flow_reach(placed)?) } else { None };
     let mut flows = placed.demands();
     // A blocked flow moves nothing: it asks for nothing.
     for (d, r) in flows.iter_mut().zip(reach.iter().flatten()) {
@@ -165,7 +162,7 @@ pub fn plan_placed_on(placed: &Placed, threads: usize) -> Result<PlanReport, Str
     let names: BTreeMap<String, InstanceId> =
         placed.vms.iter().map(|v| (v.name.clone(), v.id)).collect();
     let vm_names: Vec<Arc<str>> = placed.vms.iter().map(|v| Arc::from(v.name.as_str())).collect();
-    let flow_names: Vec<(Arc<str>, Arc<str>)> =
+    let flow_names: Vec<FlowNames> =
         placed.flows.iter().map(|f| (vm_names[f.from].clone(), vm_names[f.to].clone())).collect();
     let mut report =
         report(&placed.fleet, model, (&order, &names), (&flows, &flow_names), &planned, threads)?;

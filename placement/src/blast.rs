@@ -128,6 +128,14 @@ pub fn blast_radii<T: Send>(
 ) -> Result<Vec<T>, PlacementError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let problem = Problem::new(fleet, model, flows)?;
+    let computed;
+    let before = if before.flows.len() == flows.len() {
+        before
+    } else {
+        // Not the plan of these flows: the plan of these flows.
+        computed = problem.plan();
+        &computed
+    };
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
@@ -160,9 +168,10 @@ pub fn blast_radii<T: Send>(
 /// The blast radius of `domain` for a fleet carrying `flows` (`before`: the plan without the
 /// failure, computed if not given).
 ///
-/// The plan after is the plan of the surviving flows, exactly as [`crate::plan`] would make it, but
-/// only the flows in a component (flows joined by resources that can saturate) that lost a flow
-/// are solved again: max-min fair rates of one component do not depend on another's.
+/// The plan after is the plan of the surviving flows, exactly as [`crate::plan`] would make
+/// it, but only the flows in a component (flows joined by resources that can saturate) that
+/// lost a flow are solved again: max-min fair rates of one component do not depend on
+/// another's.
 pub fn blast_radius(
     fleet: &Fleet,
     model: &NetworkModel,

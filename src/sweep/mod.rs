@@ -1,6 +1,7 @@
 //! `vnic-lab sweep FILE --vary KEY=V1,V2,...`: the cartesian product of a scenario's variants,
-//! each planned as `plan` would (placement, max-min rates, every rack and AZ failed in turn),
-//! merged into one table (CSV, JSON, text) and one plot.
+//! each planned as `plan` would (placement, max-min rates, every rack and AZ failed in turn)
+//! and, with `--simulate`, run as `run` would in virtual time (deterministic: the same on every
+//! machine), merged into one table (CSV, JSON, text) and one plot.
 //!
 //! The keys come from `--vary` and from the scenario's `[sweep]` table (`--vary` replaces a key
 //! the table also names); see [`axes`] for the key syntax. Locally the variants are planned on
@@ -55,7 +56,11 @@ pub struct SweepArgs {
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
     shard: Option<Shard>,
     /// Join the parts that the shards wrote under DIR (DIR/*/sweep.json) into the whole sweep.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "vary", "shard", "slurm", "k8s"])]
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["file", "vary", "shard", "slurm", "k8s", "simulate"]
+    )]
     merge: Option<PathBuf>,
     /// Write a Slurm job-array script (DIR/sweep.sbatch) that runs the shards, instead of
     /// planning here.
