@@ -22,7 +22,7 @@ if ! command -v dpdk-test >/dev/null; then
 fi
 
 dpdk_cmd=(dpdk-test --no-huge -m 512 -l 0-1 --no-pci --log-level=lib.eal:error)
-cargo bench --locked --bench ring_cycles --no-run 2>/dev/null
+cargo bench --locked --bench ring_cycles --no-run
 ours_bin=$(cargo bench --locked --bench ring_cycles --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
