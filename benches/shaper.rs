@@ -87,6 +87,33 @@ fn resident_bytes() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096)
 }
 
+/// The packet's flow key, as the ENI classifies it (outbound TCP).
+fn key_of(w: &Wire) -> FlowKey {
+    FlowKey::of_packet(Direction::Out, w.src, w.dst, PROTO_TCP, w.sport, w.dport)
+}
+
+/// Benchmarks `admit` once per visiting order, `random` (every packet another flow of `visit`)
+/// and `bursts_of_32` (32 packets of a flow back to back), [`PER_ITER`] packets an iteration.
+fn per_order(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+    visit: &[Wire],
+    mut admit: impl FnMut(&Wire),
+) {
+    for (order, runs) in [("random", 1usize), ("bursts_of_32", 32)] {
+        group.bench_function(BenchmarkId::new(order, n), |b| {
+            let (mut next, mut left) = (0usize, 0usize);
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters * PER_ITER {
+                    admit(&visit[next_flow(visit.len(), runs, &mut next, &mut left)]);
+                }
+                start.elapsed()
+            })
+        });
+    }
+}
+
 /// The visiting order of `n` flows: every packet another flow (`runs` 1), or bursts of `runs`.
 fn next_flow(visit_len: usize, runs: usize, next: &mut usize, left: &mut usize) -> usize {
     if *left == 0 {
@@ -106,9 +133,6 @@ fn governor_peer(c: &mut Criterion) {
     let one_packet = std::num::NonZeroU32::new(1500).expect("1500 is not zero");
     for n in [1usize, 10_000, 1_000_000] {
         let wires = flows(n);
-        let key_of = |w: &Wire| {
-            FlowKey::of_packet(Direction::Out, w.src, w.dst, PROTO_TCP, w.sport, w.dport)
-        };
         let clock = FakeRelativeClock::default();
         let before = resident_bytes();
         let per_flow = RateLimiter::dashmap_with_clock(unlimited, clock.clone());
@@ -127,23 +151,13 @@ fn governor_peer(c: &mut Criterion) {
             );
         }
         let visit: Vec<Wire> = shuffled(n).into_iter().map(|i| wires[i as usize]).collect();
-        for (order, runs) in [("random", 1usize), ("bursts_of_32", 32)] {
-            group.bench_function(BenchmarkId::new(order, n), |b| {
-                let (mut next, mut left) = (0usize, 0usize);
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters * PER_ITER {
-                        let w = &visit[next_flow(visit.len(), runs, &mut next, &mut left)];
-                        clock.advance(Duration::from_nanos(2));
-                        let pass = per_flow.check_key(&key_of(w)).is_ok()
-                            && eni_bytes.check_n(one_packet).is_ok_and(|r| r.is_ok())
-                            && eni_packets.check().is_ok();
-                        black_box(pass);
-                    }
-                    start.elapsed()
-                })
-            });
-        }
+        per_order(&mut group, n, &visit, |w| {
+            clock.advance(Duration::from_nanos(2));
+            let pass = per_flow.check_key(&key_of(w)).is_ok()
+                && eni_bytes.check_n(one_packet).is_ok_and(|r| r.is_ok())
+                && eni_packets.check().is_ok();
+            black_box(pass);
+        });
     }
     group.finish();
 }
@@ -159,8 +173,8 @@ fn bench(c: &mut Criterion) {
         let mut s = shaper(n);
         let mut now = 1_000u64;
         for w in &wires {
-            let key = FlowKey::of_packet(Direction::Out, w.src, w.dst, PROTO_TCP, w.sport, w.dport);
-            let v = s.admit(now, &Packet { key, len: 1500, dir: Direction::Out, handle: 0 });
+            let v =
+                s.admit(now, &Packet { key: key_of(w), len: 1500, dir: Direction::Out, handle: 0 });
             assert_eq!(v, Verdict::Pass);
             now += 2;
         }
@@ -180,29 +194,11 @@ fn bench(c: &mut Criterion) {
         // Headers arrive in the order they are visited (as a NIC hands them over, hot in
         // cache): only the flow table is accessed at random.
         let visit: Vec<Wire> = shuffled(n).into_iter().map(|i| wires[i as usize]).collect();
-        for (order, runs) in [("random", 1usize), ("bursts_of_32", 32)] {
-            group.bench_function(BenchmarkId::new(order, n), |b| {
-                let (mut next, mut left) = (0usize, 0usize);
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters * PER_ITER {
-                        let w = &visit[next_flow(visit.len(), runs, &mut next, &mut left)];
-                        let key = FlowKey::of_packet(
-                            Direction::Out,
-                            w.src,
-                            w.dst,
-                            PROTO_TCP,
-                            w.sport,
-                            w.dport,
-                        );
-                        now += 2;
-                        let pkt = Packet { key, len: 1500, dir: Direction::Out, handle: 0 };
-                        black_box(s.admit(now, &pkt));
-                    }
-                    start.elapsed()
-                })
-            });
-        }
+        per_order(&mut group, n, &visit, |w| {
+            now += 2;
+            let pkt = Packet { key: key_of(w), len: 1500, dir: Direction::Out, handle: 0 };
+            black_box(s.admit(now, &pkt));
+        });
     }
     group.finish();
 }
