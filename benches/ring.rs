@@ -16,7 +16,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use ring_peers::{Crossbeam, DEPTH, ping_pong, transfer, tx_completion, tx_desc};
-use vnic::desc::{TxCompletion, TxDesc};
+use vnic::abi::io::{TxCompletion, TxDesc};
 use vnic::ring::{CompletionRing, SubmissionRing};
 const BURSTS: [usize; 4] = [1, 8, 32, 128];
 /// Descriptors moved per criterion iteration (16 laps of a 1024-entry ring).

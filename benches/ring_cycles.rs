@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use vnic::desc::TxDesc;
+use vnic::abi::io::TxDesc;
 use vnic::ring::SubmissionRing;
 
 /// `rte_ring`'s size in the DPDK test.

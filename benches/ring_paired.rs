@@ -15,7 +15,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use ring_peers::{Crossbeam, DEPTH, ping_pong, transfer, tx_completion, tx_desc};
-use vnic::desc::{TxCompletion, TxDesc};
+use vnic::abi::io::{TxCompletion, TxDesc};
 use vnic::ring::{CompletionRing, SubmissionRing};
 
 /// Descriptors per implementation per round.

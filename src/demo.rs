@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use vnic::desc::{TxCompletion, TxDesc};
+use vnic::abi::io::{TxCompletion, TxDesc, sq_phase};
 use vnic::ring::{
     CompletionConsumer, CompletionProducer, CompletionRing, RingError, SharedRegion,
     SubmissionConsumer, SubmissionProducer, SubmissionRing,
@@ -191,16 +191,19 @@ fn guest_loop(
             let now = Instant::now();
             let mut res = sq.reserve_up_to(want);
             let len = res.len();
+            let first_position = res.position(0);
             let (a, b) = res.as_mut_slices();
-            for slot in a.iter_mut().chain(b.iter_mut()) {
+            for (k, slot) in a.iter_mut().chain(b.iter_mut()).enumerate() {
                 let Some(id) = free_ids.pop() else { break };
                 posted_at[usize::from(id)] = now;
                 in_flight[usize::from(id)] = true;
                 let addr = (u64::from(id) << 14) | 0x1000_0000;
+                let position = first_position.wrapping_add(k as u32);
                 *slot = TxDesc::new(addr, args.frame, id)
                     .with_first(true)
                     .with_last(true)
-                    .with_comp_req(true);
+                    .with_comp_req(true)
+                    .with_phase(sq_phase(position, args.depth));
                 posted += 1;
             }
             debug_assert_eq!(posted, len);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use vnic::desc::{TxCompletion, TxDesc};
+use vnic::abi::io::{TxCompletion, TxDesc};
 use vnic::ring::{CompletionConsumer, CompletionProducer, SubmissionConsumer, SubmissionProducer};
 
 /// ENA's default ring depth.

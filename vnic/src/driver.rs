@@ -14,7 +14,7 @@
 //! (first … last). An RX buffer is `rx_buf` bytes (2 KiB by default); the device spreads a larger
 //! frame over several buffers and the driver gathers them.
 
-use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
+use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
 use crate::device::{DmaWindow, QueuePairSpec};
 use crate::ring::{
     CompletionConsumer, CompletionRing, RingError, SubmissionProducer, SubmissionRing,
@@ -251,12 +251,14 @@ impl QueuePairDriver {
     /// Posts every RX buffer not posted yet, in place and with one doorbell; returns how many.
     pub fn refill_rx(&mut self) -> usize {
         let len = (self.layout.rx_buf % 65536) as u16; // ENA: 0 stands for 64 KiB
+        let depth = self.layout.depth;
         let mut res = self.rx_sq.reserve_up_to(self.rx_unposted.len());
         let n = res.len();
         for i in 0..n {
             let Some(id) = self.rx_unposted.pop() else { break };
             let addr = self.window.iova(self.layout.rx_bufs + usize::from(id) * self.layout.rx_buf);
-            res.set(i, RxDesc::new(addr.0, len, id));
+            let phase = sq_phase(res.position(i), depth);
+            res.set(i, RxDesc::new(addr.0, len, id).with_phase(phase));
             self.rx_posted[usize::from(id)] = true;
         }
         res.commit();
@@ -265,7 +267,8 @@ impl QueuePairDriver {
 
     /// Copies each frame into a TX buffer and posts them all in place with one doorbell; returns
     /// how many were taken (fewer if request ids or ring slots run out, or a frame is empty or
-    /// larger than a TX buffer).
+    /// larger than a TX buffer). Descriptors are ENA's driver's: each with the ring's phase, a
+    /// chain's first one with `first`, `comp_req` and the request id, its last with `last`.
     pub fn send_burst(&mut self, frames: &[&[u8]]) -> usize {
         let want: usize = frames.iter().map(|f| f.len().div_ceil(TX_DESC_MAX)).sum();
         let mut res = self.tx_sq.reserve_up_to(want);
@@ -285,11 +288,13 @@ impl QueuePairDriver {
             }
             for (i, off) in (0..frame.len()).step_by(TX_DESC_MAX).enumerate() {
                 let len = (frame.len() - off).min(TX_DESC_MAX);
-                let last = i + 1 == chain;
-                let desc = TxDesc::new(base.0 + off as u64, len as u16, req_id)
-                    .with_first(i == 0)
-                    .with_last(last)
-                    .with_comp_req(last);
+                let first = i == 0;
+                let desc =
+                    TxDesc::new(base.0 + off as u64, len as u16, if first { req_id } else { 0 })
+                        .with_first(first)
+                        .with_comp_req(first)
+                        .with_last(i + 1 == chain)
+                        .with_phase(sq_phase(res.position(used), self.layout.depth));
                 res.set(used, desc);
                 used += 1;
             }
@@ -405,12 +410,17 @@ impl QueuePairDriver {
 // ---------------------------------------------------------------------------------------------
 // The admin path.
 
-use crate::device::admin::{
-    self, AENQ_DEPTH, AQ_DEPTH, AdminCommand, AdminCompletion, AenqEntry, RegisterSpace, opcode,
-    reg,
+use crate::abi::admin::{
+    self, AenqConfig, BasicStats, Command, Completion, CompletionPolicy, ControlBuffer, CreateCq,
+    CreateCqResponse, CreateSq, CreateSqResponse, DeviceAttributes, Direction, EniStats, Entry,
+    GetFeature, GetStats, HwHints, MaxQueuesExt, Placement, ResponseBody, RssHashKey, SetFeature,
+    SrdInfo, feature, stats_type,
 };
+use crate::abi::aenq::{self, AenqEntry, Event};
+use crate::abi::regs::{self, ReadlessResponse, RegisterSpace, dev_ctl, dev_sts, reset_reason};
+use crate::ring::INDEX_BLOCK_BYTES;
 
-/// Why an admin command failed.
+/// Why an admin operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The device answered with a non-zero status.
@@ -421,91 +431,360 @@ pub enum AdminError {
         /// ENA's status code.
         status: u8,
     },
-    /// The admin queue was full.
-    #[error("the admin queue is full")]
-    QueueFull,
     /// No completion came back.
     #[error("admin command {0} got no completion")]
     NoCompletion(u8),
-    /// The rings could not be laid out.
+    /// A completion answered another command.
+    #[error("admin completion for command {got}, expected {expected}")]
+    WrongCompletion {
+        /// The command posted.
+        expected: u16,
+        /// The id in the completion.
+        got: u16,
+    },
+    /// A readless register read got no answer.
+    #[error("readless read of register {offset:#x} got no answer")]
+    ReadlessTimeout {
+        /// The register.
+        offset: u32,
+    },
+    /// `DEV_STS` did not say ready.
+    #[error("the device is not ready (DEV_STS {0:#x})")]
+    NotReady(u32),
+    /// The reset handshake did not complete.
+    #[error("reset: {0}")]
+    Reset(&'static str),
+    /// The device does not offer a feature the driver needs.
+    #[error("the device does not support feature {0}")]
+    Unsupported(u8),
+    /// No keep-alive event for longer than the watchdog allows: reset the function.
+    #[error("no keep-alive for {elapsed_ms} ms (watchdog {timeout_ms} ms)")]
+    KeepAliveTimeout {
+        /// Since the last keep-alive.
+        elapsed_ms: u64,
+        /// The watchdog.
+        timeout_ms: u64,
+    },
+    /// The admin memory is outside the window.
     #[error(transparent)]
-    Ring(#[from] RingError),
+    Dma(#[from] crate::device::DmaError),
 }
 
-/// The driver's admin queue, admin completion queue and async event queue.
+/// What the driver learnt about the device at bring-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `VERSION`.
+    pub version: u32,
+    /// `CONTROLLER_VERSION`.
+    pub controller_version: u32,
+    /// DMA address width from `CAPS`.
+    pub dma_width: u32,
+    /// `DEVICE_ATTRIBUTES`.
+    pub attributes: DeviceAttributes,
+    /// `MAX_QUEUES_EXT`.
+    pub max_queues: MaxQueuesExt,
+    /// `HW_HINTS` (zeros if the device gives none).
+    pub hints: HwHints,
+    /// The async event groups enabled.
+    pub aenq_groups: u32,
+}
+
+impl DeviceInfo {
+    /// Whether the device answers feature `id`.
+    pub fn supports(&self, id: u8) -> bool {
+        self.attributes.supported_features & (1 << id) != 0
+    }
+}
+
+/// The device's queues of one queue pair, as admin commands created them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoQueues {
+    /// TX SQ index (2q).
+    pub tx_sq: u16,
+    /// RX SQ index (2q + 1).
+    pub rx_sq: u16,
+    /// TX CQ index.
+    pub tx_cq: u16,
+    /// RX CQ index (what the indirection table names).
+    pub rx_cq: u16,
+    /// TX doorbell offset in BAR0.
+    pub tx_doorbell: u32,
+    /// RX doorbell offset in BAR0.
+    pub rx_doorbell: u32,
+}
+
+/// Where the admin memory sits in guest memory (offsets from the window's start).
+#[derive(Debug, Clone, Copy)]
+struct AdminLayout {
+    aq: usize,
+    acq: usize,
+    aenq: usize,
+    readless: usize,
+    control: usize,
+}
+
+/// Bytes of the control buffer the driver keeps for RSS and statistics.
+const CONTROL_BYTES: usize = 4096;
+/// Polls of a completion, a readless answer or `DEV_STS` before giving up. The modelled device
+/// answers on the register write; a real one within its timeout.
+const POLLS: usize = 1000;
+/// Async event groups the driver asks for (ENA's driver asks for all five).
+const WANTED_AENQ_GROUPS: u32 = admin::AENQ_ALL_GROUPS;
+
+/// The driver's admin queue, admin completion queue and async event queue, used as ENA's
+/// driver uses them.
 #[derive(Debug)]
 pub struct AdminDriver {
     window: DmaWindow,
-    aq: SubmissionProducer<AdminCommand>,
-    acq: CompletionConsumer<AdminCompletion>,
-    aenq: CompletionConsumer<AenqEntry>,
+    layout: AdminLayout,
+    /// Running admin queue tail and completion head, and events consumed.
+    aq_tail: u32,
+    acq_head: u32,
+    aenq_head: u32,
     next_id: u16,
+    readless_seq: u16,
+    info: Option<DeviceInfo>,
+    last_keep_alive_ns: Option<u64>,
+}
+
+fn slot(base: usize, depth: u16, position: u32) -> (usize, bool) {
+    let depth = u32::from(depth);
+    (base + (position % depth) as usize * 64, (position / depth) & 1 == 0)
 }
 
 impl AdminDriver {
-    /// Bytes the admin rings take in guest memory.
-    pub const BYTES: usize = SubmissionRing::<AdminCommand>::bytes(AQ_DEPTH)
-        + CompletionRing::<AdminCompletion>::bytes(AQ_DEPTH)
-        + CompletionRing::<AenqEntry>::bytes(AENQ_DEPTH);
+    /// Bytes the admin memory takes in guest memory.
+    pub const BYTES: usize = (admin::AQ_DEPTH as usize + admin::AQ_DEPTH as usize) * 64
+        + admin::AENQ_DEPTH as usize * 64
+        + 64
+        + CONTROL_BYTES;
 
-    /// Lays out the admin rings at `offset` of guest memory and programs the function's
-    /// registers with their addresses, as ENA's driver does at probe time.
+    /// Brings the function up as ENA's driver does at probe (`ena_device_init`): the readless
+    /// address, a reset (`DEV_CTL` held until `DEV_STS` says reset in progress, then released
+    /// until it says ready), the versions and DMA width, the admin and event queues, the
+    /// device attributes, queue limits and hints, the event groups, and the event queue opened.
+    /// The admin memory is laid out at `offset` (rounded up to 128) of guest memory.
     pub fn bring_up(
         window: DmaWindow,
         offset: usize,
         regs: &mut impl RegisterSpace,
     ) -> Result<Self, AdminError> {
-        let r = window.region();
-        let aq_at = align(offset);
-        let acq_at = aq_at + SubmissionRing::<AdminCommand>::bytes(AQ_DEPTH);
-        let aenq_at = acq_at + CompletionRing::<AdminCompletion>::bytes(AQ_DEPTH);
-        SubmissionRing::<AdminCommand>::init(r, aq_at, AQ_DEPTH)?;
-        CompletionRing::<AdminCompletion>::init(r, acq_at, AQ_DEPTH)?;
-        CompletionRing::<AenqEntry>::init(r, aenq_at, AENQ_DEPTH)?;
-        let driver = Self {
-            aq: SubmissionProducer::attach(r.clone(), aq_at)?,
-            acq: CompletionConsumer::attach(r.clone(), acq_at)?,
-            aenq: CompletionConsumer::attach(r.clone(), aenq_at)?,
-            next_id: 0,
-            window,
-        };
-        let caps = |depth: u32| depth | (64 << 16);
-        for (lo, hi, at) in [
-            (reg::AQ_BASE_LO, reg::AQ_BASE_HI, aq_at),
-            (reg::ACQ_BASE_LO, reg::ACQ_BASE_HI, acq_at),
-            (reg::AENQ_BASE_LO, reg::AENQ_BASE_HI, aenq_at),
-        ] {
-            let iova = driver.window.iova(at).0;
-            regs.write32(lo, iova as u32);
-            regs.write32(hi, (iova >> 32) as u32);
+        let aq = align(offset);
+        let acq = aq + usize::from(admin::AQ_DEPTH) * 64;
+        let aenq = acq + usize::from(admin::AQ_DEPTH) * 64;
+        let readless = aenq + usize::from(admin::AENQ_DEPTH) * 64;
+        let control = readless + 64;
+        if (control + CONTROL_BYTES) as u64 > window.size() {
+            return Err(AdminError::Dma(crate::device::DmaError {
+                iova: window.iova(aq).0,
+                len: Self::BYTES as u64,
+                base: window.base().0,
+                size: window.size(),
+            }));
         }
-        regs.write32(reg::AQ_CAPS, caps(AQ_DEPTH));
-        regs.write32(reg::ACQ_CAPS, caps(AQ_DEPTH));
-        regs.write32(reg::AENQ_CAPS, caps(AENQ_DEPTH));
+        let mut driver = Self {
+            window,
+            layout: AdminLayout { aq, acq, aenq, readless, control },
+            aq_tail: 0,
+            acq_head: 0,
+            aenq_head: 0,
+            next_id: 0,
+            readless_seq: 0,
+            info: None,
+            last_keep_alive_ns: None,
+        };
+        driver.write_readless_address(regs);
+        driver.reset(regs, reset_reason::NORMAL)?;
+        let version = driver.read_register(regs, regs::VERSION)?;
+        let controller_version = driver.read_register(regs, regs::CONTROLLER_VERSION)?;
+        let caps = driver.read_register(regs, regs::CAPS)?;
+        let dma_width =
+            (caps & regs::caps::DMA_ADDR_WIDTH_MASK) >> regs::caps::DMA_ADDR_WIDTH_SHIFT;
+        let attributes: DeviceAttributes = driver.get_feature(regs, feature::DEVICE_ATTRIBUTES)?;
+        let supports = |id: u8| attributes.supported_features & (1 << id) != 0;
+        if !supports(feature::MAX_QUEUES_EXT) {
+            return Err(AdminError::Unsupported(feature::MAX_QUEUES_EXT));
+        }
+        let max_queues: MaxQueuesExt = driver.get_feature(regs, feature::MAX_QUEUES_EXT)?;
+        let hints: HwHints = if supports(feature::HW_HINTS) {
+            driver.get_feature(regs, feature::HW_HINTS)?
+        } else {
+            HwHints::default()
+        };
+        let aenq_config: AenqConfig = driver.get_feature(regs, feature::AENQ_CONFIG)?;
+        let aenq_groups = aenq_config.supported_groups & WANTED_AENQ_GROUPS;
+        driver.set_feature(regs, SetFeature::AenqConfig { enabled_groups: aenq_groups })?;
+        driver.info = Some(DeviceInfo {
+            version,
+            controller_version,
+            dma_width,
+            attributes,
+            max_queues,
+            hints,
+            aenq_groups,
+        });
+        // Open the event queue: every entry is the device's to write.
+        regs.write32(regs::AENQ_HEAD_DB, u32::from(admin::AENQ_DEPTH));
         Ok(driver)
     }
 
-    /// Posts one command, rings the doorbell and waits for its completion.
+    /// What bring-up learnt.
+    pub fn info(&self) -> Option<&DeviceInfo> {
+        self.info.as_ref()
+    }
+
+    fn write_readless_address(&self, regs: &mut impl RegisterSpace) {
+        let at = self.window.iova(self.layout.readless).0;
+        regs.write32(regs::MMIO_RESP_LO, at as u32);
+        regs.write32(regs::MMIO_RESP_HI, (at >> 32) as u32);
+    }
+
+    /// Reads a register readless: the request goes to `MMIO_REG_READ`, the answer comes back
+    /// in guest memory with the request id.
+    pub fn read_register(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        offset: u32,
+    ) -> Result<u32, AdminError> {
+        self.readless_seq = self.readless_seq.wrapping_add(1);
+        let seq = self.readless_seq;
+        let at = self.window.iova(self.layout.readless).0;
+        // A stale id, so that an answer is seen only once it is written.
+        let stale = ReadlessResponse { req_id: seq.wrapping_add(0xdead), ..Default::default() };
+        self.window.write(at, &stale.encode())?;
+        regs.write32(regs::MMIO_REG_READ, regs::readless_request(offset, seq));
+        for _ in 0..POLLS {
+            let mut bytes = [0u8; ReadlessResponse::BYTES];
+            self.window.read(at, &mut bytes)?;
+            let answer = ReadlessResponse::decode(&bytes);
+            if answer.req_id == seq {
+                if u32::from(answer.reg_off) != offset {
+                    return Err(AdminError::ReadlessTimeout { offset });
+                }
+                return Ok(answer.reg_val);
+            }
+            std::hint::spin_loop();
+        }
+        Err(AdminError::ReadlessTimeout { offset })
+    }
+
+    fn wait_for_reset_state(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        in_progress: bool,
+    ) -> Result<u32, AdminError> {
+        for _ in 0..POLLS {
+            let sts = self.read_register(regs, regs::DEV_STS)?;
+            if (sts & dev_sts::RESET_IN_PROGRESS != 0) == in_progress {
+                return Ok(sts);
+            }
+        }
+        Err(AdminError::Reset(if in_progress {
+            "the reset indication did not turn on"
+        } else {
+            "the reset indication did not turn off"
+        }))
+    }
+
+    /// Resets the function (`ena_com_dev_reset`) and sets the admin queues up again; every IO
+    /// queue is gone after it. `reason` goes into `DEV_CTL` 31:28 ([`reset_reason`]).
+    pub fn reset(&mut self, regs: &mut impl RegisterSpace, reason: u32) -> Result<(), AdminError> {
+        // The function may have been reset under the driver (which forgets the address).
+        self.write_readless_address(regs);
+        let sts = self.read_register(regs, regs::DEV_STS)?;
+        if sts & dev_sts::READY == 0 {
+            return Err(AdminError::NotReady(sts));
+        }
+        regs.write32(regs::DEV_CTL, dev_ctl::DEV_RESET | reason << dev_ctl::RESET_REASON_SHIFT);
+        // The reset forgot the readless address.
+        self.write_readless_address(regs);
+        self.wait_for_reset_state(regs, true)?;
+        regs.write32(regs::DEV_CTL, 0);
+        let sts = self.wait_for_reset_state(regs, false)?;
+        if sts & dev_sts::READY == 0 {
+            return Err(AdminError::NotReady(sts));
+        }
+        self.init_queues(regs)?;
+        if self.info.is_some() {
+            regs.write32(regs::AENQ_HEAD_DB, u32::from(admin::AENQ_DEPTH));
+        }
+        Ok(())
+    }
+
+    /// Zeroes the admin memory and writes the queues' addresses and sizes (`ena_com_admin_init`).
+    fn init_queues(&mut self, regs: &mut impl RegisterSpace) -> Result<(), AdminError> {
+        let l = self.layout;
+        let zeros = vec![0u8; l.readless - l.aq];
+        self.window.write(self.window.iova(l.aq).0, &zeros)?;
+        (self.aq_tail, self.acq_head, self.aenq_head) = (0, 0, 0);
+        self.last_keep_alive_ns = None;
+        let caps = |depth: u16| u32::from(depth) | 64 << regs::queue_caps::ENTRY_SIZE_SHIFT;
+        for (lo, hi, at) in [
+            (regs::AQ_BASE_LO, regs::AQ_BASE_HI, l.aq),
+            (regs::ACQ_BASE_LO, regs::ACQ_BASE_HI, l.acq),
+            (regs::AENQ_BASE_LO, regs::AENQ_BASE_HI, l.aenq),
+        ] {
+            let iova = self.window.iova(at).0;
+            regs.write32(lo, iova as u32);
+            regs.write32(hi, (iova >> 32) as u32);
+        }
+        regs.write32(regs::AQ_CAPS, caps(admin::AQ_DEPTH));
+        regs.write32(regs::ACQ_CAPS, caps(admin::AQ_DEPTH));
+        regs.write32(regs::AENQ_CAPS, caps(admin::AENQ_DEPTH));
+        Ok(())
+    }
+
+    /// Posts one command, rings the doorbell with the running tail, and waits for its
+    /// completion; a non-zero status is an error.
     pub fn execute(
         &mut self,
         regs: &mut impl RegisterSpace,
-        opcode: u8,
-        words: &[u32],
-    ) -> Result<AdminCompletion, AdminError> {
-        let mut cmd =
-            AdminCommand { command_id: self.next_id & 0x0fff, opcode, ..Default::default() };
-        self.next_id = self.next_id.wrapping_add(1);
-        let n = words.len().min(cmd.words.len());
-        cmd.words[..n].copy_from_slice(&words[..n]);
-        if !self.aq.push(cmd) {
-            return Err(AdminError::QueueFull);
+        command: &Command,
+    ) -> Result<Completion, AdminError> {
+        let opcode = command.opcode();
+        let c = self.post(regs, |id, phase| command.encode(id, phase))?;
+        if c.status != admin::status::SUCCESS {
+            return Err(AdminError::Status { opcode, status: c.status });
         }
-        regs.write32(reg::AQ_DB, 1);
-        // The modelled device executes on the doorbell; a real one is polled for a while.
-        for _ in 0..1000 {
-            if let Some(c) = self.acq.pop() {
-                if c.status != admin::status::SUCCESS {
-                    return Err(AdminError::Status { opcode, status: c.status });
+        Ok(c)
+    }
+
+    /// Posts an entry of arbitrary bytes (its command id and phase set by the driver) and
+    /// returns the completion whatever its status: how a test plays a buggy or hostile driver.
+    pub fn execute_raw(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        mut entry: Entry,
+    ) -> Result<Completion, AdminError> {
+        self.post(regs, |id, phase| {
+            entry[0..2].copy_from_slice(&id.to_le_bytes());
+            entry[3] = (entry[3] & !admin::flags::PHASE) | u8::from(phase);
+            entry
+        })
+    }
+
+    fn post(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        encode: impl FnOnce(u16, bool) -> Entry,
+    ) -> Result<Completion, AdminError> {
+        let id = self.next_id & admin::COMMAND_ID_MASK;
+        self.next_id = self.next_id.wrapping_add(1);
+        let (at, phase) = slot(self.layout.aq, admin::AQ_DEPTH, self.aq_tail);
+        let entry = encode(id, phase);
+        let opcode = entry[2];
+        self.window.write(self.window.iova(at).0, &entry)?;
+        self.aq_tail = self.aq_tail.wrapping_add(1);
+        regs.write32(regs::AQ_DB, self.aq_tail & 0xffff);
+        for _ in 0..POLLS {
+            let (at, phase) = slot(self.layout.acq, admin::AQ_DEPTH, self.acq_head);
+            let mut e = [0u8; admin::ENTRY_BYTES];
+            self.window.read(self.window.iova(at).0, &mut e)?;
+            let c = Completion::decode(&e);
+            if c.phase == phase {
+                self.acq_head = self.acq_head.wrapping_add(1);
+                if c.command_id != id {
+                    return Err(AdminError::WrongCompletion { expected: id, got: c.command_id });
                 }
                 return Ok(c);
             }
@@ -514,34 +793,257 @@ impl AdminDriver {
         Err(AdminError::NoCompletion(opcode))
     }
 
-    /// Creates the device's end of `queue` through admin commands: two CQs, then the TX and RX
-    /// SQs; returns the TX and RX queue indices (2q, 2q + 1).
+    /// Reads a feature.
+    pub fn get_feature<R: ResponseBody>(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        id: u8,
+    ) -> Result<R, AdminError> {
+        let cmd = Command::GetFeature(GetFeature { feature: id, version: 1, control: None });
+        Ok(self.execute(regs, &cmd)?.response())
+    }
+
+    /// Reads a feature whose value comes in a control buffer of `len` bytes too.
+    pub fn get_feature_with_buffer<R: ResponseBody>(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        id: u8,
+        len: usize,
+    ) -> Result<(R, Vec<u8>), AdminError> {
+        let control = self.control(&[], len)?;
+        let cmd =
+            Command::GetFeature(GetFeature { feature: id, version: 1, control: Some(control) });
+        let response = self.execute(regs, &cmd)?.response();
+        let mut bytes = vec![0u8; len];
+        self.window.read(control.address, &mut bytes)?;
+        Ok((response, bytes))
+    }
+
+    /// Writes a feature.
+    pub fn set_feature(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        value: SetFeature,
+    ) -> Result<(), AdminError> {
+        self.execute(regs, &Command::SetFeature(value)).map(|_| ())
+    }
+
+    /// The control buffer holding `data`, `len` bytes long.
+    fn control(&self, data: &[u8], len: usize) -> Result<ControlBuffer, AdminError> {
+        let at = self.window.iova(self.layout.control).0;
+        let len = len.clamp(data.len(), CONTROL_BYTES);
+        self.window.write(at, &vec![0u8; len])?;
+        self.window.write(at, data)?;
+        Ok(ControlBuffer { length: len as u32, address: at })
+    }
+
+    /// Sets the Toeplitz key through a control buffer, as `ena_com_set_hash_function` does.
+    pub fn set_rss_key(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        key: [u8; 40],
+    ) -> Result<(), AdminError> {
+        let bytes = RssHashKey { key }.encode();
+        let key = self.control(&bytes, bytes.len())?;
+        let value = SetFeature::RssHashFunction {
+            selected: admin::hash_function::TOEPLITZ,
+            init_val: 0,
+            key,
+        };
+        self.set_feature(regs, value)
+    }
+
+    /// Sets the whole indirection table (RX CQ indices) through a control buffer, as
+    /// `ena_com_indirect_table_set` does.
+    pub fn set_indirection_table(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        rx_cqs: &[u16],
+    ) -> Result<(), AdminError> {
+        let bytes = admin::encode_indirection(rx_cqs);
+        let table = self.control(&bytes, bytes.len())?;
+        let log_size = rx_cqs.len().max(1).ilog2() as u16;
+        self.set_feature(
+            regs,
+            SetFeature::RssIndirectionTable { log_size, inline: None, table: Some(table) },
+        )
+    }
+
+    fn stats<R: ResponseBody>(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        kind: u8,
+    ) -> Result<R, AdminError> {
+        let cmd = Command::GetStats(GetStats {
+            stats_type: kind,
+            scope: 1,
+            queue_idx: 0,
+            device_id: 0xffff,
+            requested_metrics: 0,
+            control: None,
+        });
+        Ok(self.execute(regs, &cmd)?.response())
+    }
+
+    /// `GET_STATS` BASIC.
+    pub fn basic_stats(&mut self, regs: &mut impl RegisterSpace) -> Result<BasicStats, AdminError> {
+        self.stats(regs, stats_type::BASIC)
+    }
+
+    /// `GET_STATS` ENI: the allowance counters.
+    pub fn eni_stats(&mut self, regs: &mut impl RegisterSpace) -> Result<EniStats, AdminError> {
+        self.stats(regs, stats_type::ENI)
+    }
+
+    /// `GET_STATS` ENA_SRD.
+    pub fn srd_info(&mut self, regs: &mut impl RegisterSpace) -> Result<SrdInfo, AdminError> {
+        self.stats(regs, stats_type::ENA_SRD)
+    }
+
+    /// `GET_STATS` CUSTOMER_METRICS: the metrics the device reports of `requested` (a bitmap of
+    /// [`admin::customer_metric`] ids), as `(bitmap reported, values in id order)`.
+    pub fn customer_metrics(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        requested: u64,
+    ) -> Result<(u64, Vec<u64>), AdminError> {
+        let len = 8 * requested.count_ones() as usize;
+        let control = self.control(&[], len)?;
+        let cmd = Command::GetStats(GetStats {
+            stats_type: stats_type::CUSTOMER_METRICS,
+            scope: 1,
+            queue_idx: 0,
+            device_id: 0xffff,
+            requested_metrics: requested,
+            control: Some(control),
+        });
+        let c = self.execute(regs, &cmd)?;
+        let reported = u64::from_le_bytes(c.body[..8].try_into().unwrap_or([0; 8]));
+        let mut bytes = vec![0u8; 8 * reported.count_ones() as usize];
+        self.window.read(control.address, &mut bytes)?;
+        let values = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect();
+        Ok((reported, values))
+    }
+
+    /// Creates the device's end of `queue` as ENA's driver creates an IO queue: for TX, then
+    /// RX, a completion queue and then the submission queue naming it, by the address of each
+    /// ring's entry 0, host placement, a completion per descriptor that asks for one.
     pub fn create_queue_pair(
         &mut self,
         regs: &mut impl RegisterSpace,
         queue: &QueuePairDriver,
-    ) -> Result<(u32, u32), AdminError> {
+    ) -> Result<IoQueues, AdminError> {
         let spec = queue.spec();
-        let lo_hi = |iova: crate::device::Iova| [iova.0 as u32, (iova.0 >> 32) as u32];
-        let [tl, th] = lo_hi(spec.tx_cq);
-        let tx_cq = self.execute(regs, opcode::CREATE_CQ, &[spec.depth, tl, th])?.words[0];
-        let [rl, rh] = lo_hi(spec.rx_cq);
-        let rx_cq = self.execute(regs, opcode::CREATE_CQ, &[spec.depth, rl, rh])?.words[0];
-        let [a, b] = lo_hi(spec.tx_sq);
-        let tx =
-            self.execute(regs, opcode::CREATE_SQ, &[1 | tx_cq << 16, spec.depth, a, b])?.words[0];
-        let [a, b] = lo_hi(spec.rx_sq);
-        let rx =
-            self.execute(regs, opcode::CREATE_SQ, &[2 | rx_cq << 16, spec.depth, a, b])?.words[0];
-        Ok((tx, rx))
+        let depth = spec.depth as u16;
+        let entry0 = |iova: crate::device::Iova| iova.0 + INDEX_BLOCK_BYTES as u64;
+        let mut create = |cq_ring, entry_words, sq_ring, direction| {
+            let cq: CreateCqResponse = self
+                .execute(
+                    regs,
+                    &Command::CreateCq(CreateCq {
+                        interrupt_mode: true,
+                        entry_words,
+                        depth,
+                        msix_vector: 0,
+                        ring_base: entry0(cq_ring),
+                    }),
+                )?
+                .response();
+            let sq: CreateSqResponse = self
+                .execute(
+                    regs,
+                    &Command::CreateSq(CreateSq {
+                        direction,
+                        placement: Placement::Host,
+                        completion_policy: CompletionPolicy::DescOnDemand,
+                        physically_contiguous: true,
+                        cq_idx: cq.cq_idx,
+                        depth,
+                        ring_base: entry0(sq_ring),
+                        head_writeback: 0,
+                    }),
+                )?
+                .response();
+            Ok::<_, AdminError>((cq, sq))
+        };
+        let words = |bytes: usize| (bytes / 4) as u8;
+        let (tx_cq, tx_sq) =
+            create(spec.tx_cq, words(size_of::<TxCompletion>()), spec.tx_sq, Direction::Tx)?;
+        let (rx_cq, rx_sq) =
+            create(spec.rx_cq, words(size_of::<RxCompletion>()), spec.rx_sq, Direction::Rx)?;
+        Ok(IoQueues {
+            tx_sq: tx_sq.sq_idx,
+            rx_sq: rx_sq.sq_idx,
+            tx_cq: tx_cq.cq_idx,
+            rx_cq: rx_cq.cq_idx,
+            tx_doorbell: tx_sq.sq_doorbell_offset,
+            rx_doorbell: rx_sq.sq_doorbell_offset,
+        })
     }
 
-    /// Async events received since the last call.
-    pub fn events(&mut self) -> Vec<AenqEntry> {
-        let mut out = Vec::new();
-        while let Some(e) = self.aenq.pop() {
-            out.push(e);
+    /// Destroys a queue pair's queues as ENA's driver does: each SQ, then its CQ.
+    pub fn destroy_queue_pair(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        queues: &IoQueues,
+    ) -> Result<(), AdminError> {
+        for (sq_idx, direction, cq_idx) in [
+            (queues.tx_sq, Direction::Tx, queues.tx_cq),
+            (queues.rx_sq, Direction::Rx, queues.rx_cq),
+        ] {
+            self.execute(regs, &Command::DestroySq { sq_idx, direction })?;
+            self.execute(regs, &Command::DestroyCq { cq_idx })?;
         }
-        out
+        Ok(())
+    }
+
+    /// Async events received since the last call; the consumed entries go back to the device
+    /// through `AENQ_HEAD_DB` (events consumed + depth).
+    pub fn events(&mut self, regs: &mut impl RegisterSpace) -> Result<Vec<AenqEntry>, AdminError> {
+        let mut out = Vec::new();
+        loop {
+            let (at, phase) = slot(self.layout.aenq, admin::AENQ_DEPTH, self.aenq_head);
+            let mut e = [0u8; aenq::ENTRY_BYTES];
+            self.window.read(self.window.iova(at).0, &mut e)?;
+            let event = AenqEntry::decode(&e);
+            if event.phase != phase || out.len() == usize::from(admin::AENQ_DEPTH) {
+                break;
+            }
+            self.aenq_head = self.aenq_head.wrapping_add(1);
+            out.push(event);
+        }
+        if !out.is_empty() {
+            regs.write32(
+                regs::AENQ_HEAD_DB,
+                self.aenq_head.wrapping_add(u32::from(admin::AENQ_DEPTH)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The keep-alive watchdog ENA's driver runs from its timer: takes the events that came in
+    /// (returning them), notes a keep-alive at `now_ns`, and fails once none came for longer
+    /// than the device's hinted timeout (6 s if it gives none). The caller then resets with
+    /// [`reset_reason::KEEP_ALIVE_TO`].
+    pub fn watchdog(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        now_ns: u64,
+    ) -> Result<Vec<AenqEntry>, AdminError> {
+        let events = self.events(regs)?;
+        let last = self.last_keep_alive_ns.get_or_insert(now_ns);
+        if events.iter().any(|e| matches!(e.event, Event::KeepAlive { .. })) {
+            *last = now_ns;
+        }
+        let hinted = self.info.map_or(0, |i| i.hints.driver_watchdog_timeout);
+        let timeout_ms = if hinted == 0 { 6000 } else { u64::from(hinted) };
+        let elapsed_ms = now_ns.saturating_sub(*last) / 1_000_000;
+        if elapsed_ms > timeout_ms {
+            return Err(AdminError::KeepAliveTimeout { elapsed_ms, timeout_ms });
+        }
+        Ok(events)
     }
 }

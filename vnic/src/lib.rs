@@ -11,7 +11,9 @@
 //! * [`ring`] — the lock-free single-producer / single-consumer rings in shared memory: the
 //!   submission ring (cached indices on 128-byte lines, burst and zero-copy APIs) and the
 //!   completion ring (ENA's phase-bit protocol).
-//! * [`desc`] — ENA's descriptor and completion layouts with their bit positions.
+//! * [`abi`] — ENA's binary interface byte for byte: registers, admin commands and completions,
+//!   async events, and the data path's descriptors ([`abi::io`]); driver and device share it
+//!   and nothing else.
 //! * `device` — the PF, its VFs, queue pairs, the engine, interrupts and the admin queue;
 //!   `driver` — the guest's ENA-style driver; [`shaper`] — flow caps and ENI allowances;
 //!   [`policy`] — security groups, network ACLs, connection tracking and flow logs;
@@ -20,7 +22,7 @@
 //!   vfio-pci plumbing for real SR-IOV hardware.
 #![deny(missing_docs)]
 
-pub mod desc;
+pub mod abi;
 #[cfg(not(loom))]
 pub mod device;
 #[cfg(not(loom))]

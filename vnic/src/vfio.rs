@@ -614,12 +614,12 @@ impl LabRoots {
         });
         // A TX submission ring of 1024, laid out as the guest driver would, DMA-mapped.
         let depth = 1024;
-        let bytes =
-            crate::ring::SubmissionRing::<crate::desc::TxDesc>::bytes(depth).next_multiple_of(4096);
+        let bytes = crate::ring::SubmissionRing::<crate::abi::io::TxDesc>::bytes(depth)
+            .next_multiple_of(4096);
         let region = crate::ring::SharedRegion::anonymous(bytes)
             .map_err(|e| LabError::Vfio(format!("ring region: {e}")))?;
         let region = Arc::new(region);
-        crate::ring::SubmissionRing::<crate::desc::TxDesc>::init(&region, 0, depth)
+        crate::ring::SubmissionRing::<crate::abi::io::TxDesc>::init(&region, 0, depth)
             .map_err(|e| LabError::Vfio(format!("ring: {e}")))?;
         // SAFETY: the region stays mapped (we hold it) until the unmap below, and no Rust
         // reference into it is live while the device may access it.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vnic::desc::{RxCompletion, TxDesc, rx_cq_field};
+use vnic::abi::io::{RxCompletion, TxDesc, rx_cq_field};
 use vnic::ring::{
     CompletionConsumer, CompletionProducer, CompletionRing, RingError, SharedRegion,
     SubmissionConsumer, SubmissionProducer, SubmissionRing,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use vnic::desc::{RxCompletion, TxCompletion, TxDesc};
+use vnic::abi::io::{RxCompletion, TxCompletion, TxDesc};
 use vnic::device::*;
 use vnic::driver::{QueuePairDriver, QueuePairLayout};
 use vnic::frame::{MacAddr, build_udp_frame};
@@ -173,12 +173,13 @@ fn a_reset_returns_in_flight_buffers_and_keeps_counters() {
     let layout = QueuePairLayout::new(0, 64, 2048);
     let mut raw = SubmissionProducer::<TxDesc>::attach(region, layout.tx_sq).unwrap();
     assert!(raw.push_bulk(&[
-        TxDesc::new(layout.tx_bufs as u64, 4096, 5).with_first(true),
-        TxDesc::new(layout.tx_bufs as u64 + 4096, 4096, 5),
+        TxDesc::new(layout.tx_bufs as u64, 4096, 5).with_first(true).with_phase(true),
+        TxDesc::new(layout.tx_bufs as u64 + 4096, 4096, 0).with_phase(true),
     ]));
     pf.poll();
     // One more frame posted but never consumed by the device.
-    assert!(raw.push(TxDesc::new(layout.tx_bufs as u64, 100, 9).with_first(true).with_last(true)));
+    let whole = TxDesc::new(layout.tx_bufs as u64, 100, 9).with_first(true).with_last(true);
+    assert!(raw.push(whole.with_phase(true)));
     let report = pf.reset_vf(0).unwrap();
     assert_eq!(report.tx_in_flight, vec![(0, vec![5, 9])]);
     // Both also come back to the driver as TX completions marked reset.
@@ -283,8 +284,13 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
     let r0 = w0.region().clone();
     SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 256).unwrap();
     CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 256).unwrap();
-    SubmissionRing::<vnic::desc::RxDesc>::init(&r0, layout.rx_sq, 256).unwrap();
+    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r0, layout.rx_sq, 256).unwrap();
     CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 256).unwrap();
+    // It also has an admin queue, into which it posts random commands (brought up first: the
+    // bring-up resets the function, as ENA's driver does).
+    let mut admin =
+        vnic::driver::AdminDriver::bring_up(w0.clone(), 3 * MB, &mut pf.registers(0).unwrap())
+            .unwrap();
     pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
     // As much of the engine as it can use: this test is about what garbage can do, not how
     // much of it the engine takes (tests/isolation.rs).
@@ -292,10 +298,6 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
     let mut evil = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
     let mut evil_cq = CompletionConsumer::<TxCompletion>::attach(r0.clone(), layout.tx_cq).unwrap();
     let mut rng = Hostile(0x9E37_79B9_7F4A_7C15);
-    // It also has an admin queue, into which it posts random commands.
-    let mut admin =
-        vnic::driver::AdminDriver::bring_up(w0.clone(), 3 * MB, &mut pf.registers(0).unwrap())
-            .unwrap();
     let mut admin_sent = 0u64;
     let targets = [
         0u64,
@@ -326,7 +328,8 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
                 .with_last(r & 0x200 != 0),
                 2 => TxDesc::new(0x1000_0000 + layout.tx_bufs as u64, 64, 7)
                     .with_first(true)
-                    .with_last(true),
+                    .with_last(true)
+                    .with_phase(r & 0x400 != 0),
                 _ => TxDesc::new(0x1000_0000 + (r % (4 * MB as u64)), 9000, (r % 256) as u16)
                     .with_first(true),
             };
@@ -336,10 +339,12 @@ fn a_hostile_guest_cannot_hurt_the_engine_or_its_neighbours() {
         if round % 4 == 0 {
             // Random admin commands, except the two that would end the experiment early (a reset
             // of the hostile queue, or a queue pair built from its own live rings).
-            let words: Vec<u32> = (0..15).map(|_| rng.next() as u32).collect();
-            let op = [3u8, 8, 9, 11, 2, 4, 99][(rng.next() % 7) as usize];
-            let op = if op == 2 { 4 } else { op };
-            let _ = admin.execute(&mut pf.registers(0).unwrap(), op, &words);
+            let mut entry = [0u8; 64];
+            for chunk in entry.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next().to_le_bytes());
+            }
+            entry[2] = [3u8, 8, 9, 11, 4, 99][(rng.next() % 6) as usize];
+            let _ = admin.execute_raw(&mut pf.registers(0).unwrap(), entry);
             admin_sent += 1;
         }
         // The neighbours carry on.
@@ -470,7 +475,7 @@ fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
     let r0 = w0.region().clone();
     SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 64).unwrap();
     CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 64).unwrap();
-    SubmissionRing::<vnic::desc::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
+    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
     CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 64).unwrap();
     pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
     let mut sq = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
@@ -479,9 +484,10 @@ fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
     let buf = layout.tx_bufs as u64;
     w0.write(buf, &frame).unwrap();
     // Request 3 starts a chain that never ends; request 4 is a whole frame.
-    assert!(sq.push(TxDesc::new(buf, 50, 3).with_first(true)));
+    // First lap: phase 1.
+    assert!(sq.push(TxDesc::new(buf, 50, 3).with_first(true).with_phase(true)));
     pf.poll();
-    assert!(sq.push(TxDesc::new(buf, 100, 4).with_first(true).with_last(true)));
+    assert!(sq.push(TxDesc::new(buf, 100, 4).with_first(true).with_last(true).with_phase(true)));
     pf.poll();
     let mut done = [TxCompletion::default(); 4];
     let n = cq.pop_burst(&mut done);

@@ -6,7 +6,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use vnic::desc::{TxCompletion, TxDesc};
+use vnic::abi::io::{TxCompletion, TxDesc};
 use vnic::ring::{CompletionRing, SubmissionRing};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {

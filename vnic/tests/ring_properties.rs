@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use proptest::prelude::*;
-use vnic::desc::{RxCompletion, TxDesc};
+use vnic::abi::io::{RxCompletion, TxDesc};
 use vnic::ring::{CompletionRing, SubmissionRing};
 
 #[derive(Debug, Clone)]

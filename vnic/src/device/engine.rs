@@ -31,7 +31,7 @@ use super::stats::add;
 use super::{
     DeviceQueue, DmaWindow, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction,
 };
-use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field};
+use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
 use crate::frame::FrameInfo;
 use crate::policy::Direction;
 use crate::shaper::Clock;
@@ -224,7 +224,9 @@ impl PhysicalFunction {
     /// descriptors taken and the engine units they cost.
     fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> (usize, u64) {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
-        let n = self.vfs[vf].queues[q].tx_sq.pop_burst(&mut self.tx_descs[..max]);
+        let queue = &mut self.vfs[vf].queues[q];
+        let (start, depth) = (queue.tx_sq.head(), queue.depth);
+        let n = queue.tx_sq.pop_burst(&mut self.tx_descs[..max]);
         if n == 0 {
             return (0, 0);
         }
@@ -245,7 +247,8 @@ impl PhysicalFunction {
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
             let d = self.tx_descs[i];
-            let gathered = gather(&mut self.vfs[vf], q, &d, &mut self.scratch, &mut cost);
+            let fresh = d.phase() == sq_phase(start.wrapping_add(i as u32), depth);
+            let gathered = gather(&mut self.vfs[vf], q, &d, fresh, &mut self.scratch, &mut cost);
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_head = queue.tx_head.wrapping_add(1);
             if let Some(req_id) = queue.abandoned.take() {
@@ -510,43 +513,43 @@ fn shape(
 }
 
 /// Validates one TX descriptor and copies its buffer into `scratch`, adding the engine units
-/// the copy costs (one per [`BYTES_PER_UNIT`] bytes of this descriptor) to `cost`.
+/// the copy costs (one per [`BYTES_PER_UNIT`] bytes of this descriptor) to `cost`. ENA's rule:
+/// a chain's request id is on its first descriptor; a descriptor whose phase is not this lap's
+/// (`fresh` false) is not the driver's, and spoils its chain.
 fn gather(
     vf: &mut VirtualFunction,
     q: usize,
     d: &TxDesc,
+    fresh: bool,
     scratch: &mut [u8],
     cost: &mut u64,
 ) -> Gathered {
     let window = vf.window.as_ref();
     let queue: &mut DeviceQueue = &mut vf.queues[q];
-    let req_id = d.req_id();
-    if u32::from(req_id) >= queue.depth {
-        // No request id to complete: the descriptor is lost to a driver that wrote it.
-        add(&queue.stats.tx_bad_desc, 1);
-        return Gathered::Nothing;
-    }
     if d.is_first() {
+        let req_id = d.req_id();
         if let Some(p) = queue.partial.take() {
             // A chain that never ended: the engine completes it as bad before this one.
             add(&queue.stats.tx_bad_desc, 1);
             queue.abandoned = Some(p.req_id);
         }
-        if queue.tx_in_flight[usize::from(req_id)] {
+        if u32::from(req_id) >= queue.depth || queue.tx_in_flight[usize::from(req_id)] {
+            // No request id to complete: the chain is lost to a driver that wrote it.
             add(&queue.stats.tx_bad_desc, 1);
             return Gathered::Nothing;
         }
         queue.tx_in_flight[usize::from(req_id)] = true;
         queue.partial = Some(PartialFrame { req_id, len: 0, bad: false });
     }
-    let Some(mut p) = queue.partial.filter(|p| p.req_id == req_id) else {
+    let Some(mut p) = queue.partial else {
         // A continuation that belongs to no chain.
         add(&queue.stats.tx_bad_desc, 1);
         return Gathered::Nothing;
     };
     let len = usize::from(d.len());
     let end = p.len + len;
-    let read = !p.bad
+    let read = fresh
+        && !p.bad
         && len > 0
         && end <= scratch.len()
         && window.is_some_and(|w| w.read(d.addr(), &mut scratch[p.len..end]).is_ok());
@@ -564,16 +567,18 @@ fn gather(
         return Gathered::Nothing;
     }
     queue.partial = None;
+    let req_id = p.req_id;
     if p.bad { Gathered::Bad { req_id } } else { Gathered::Frame { req_id, len: p.len } }
 }
 
 /// The next posted RX buffer of `queue`, refilling the descriptor cache a burst at a time, and
 /// only with as many as the RX completion ring has room to complete.
 #[inline]
-fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<RxDesc> {
+fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<(RxDesc, bool)> {
     if queue.rx_cache_next == queue.rx_cache.len() {
         let room = queue.rx_cq.free_slots().saturating_sub(queue.rx_done.len()).min(BURST);
         queue.rx_cache.resize(room, RxDesc::default());
+        queue.rx_cache_start = queue.rx_sq.head();
         let n = queue.rx_sq.pop_burst(&mut queue.rx_cache);
         queue.rx_cache.truncate(n);
         queue.rx_cache_next = 0;
@@ -585,8 +590,9 @@ fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<RxDesc> {
         }
     }
     let rx = queue.rx_cache[queue.rx_cache_next];
+    let position = queue.rx_cache_start.wrapping_add(queue.rx_cache_next as u32);
     queue.rx_cache_next += 1;
-    Some(rx)
+    Some((rx, rx.phase() == sq_phase(position, queue.depth)))
 }
 
 /// Puts a frame into one of `vf`'s RX queues (chosen by RSS), using as many posted buffers as
@@ -632,13 +638,13 @@ fn deliver(
     let mut sent = 0;
     let mut first = true;
     while sent < frame.len() {
-        let Some(rx) = next_rx(queue, window) else {
+        let Some((rx, fresh)) = next_rx(queue, window) else {
             // No buffer posted: the rest of the frame is dropped (buffers already used come back
             // with their completions; the frame is incomplete without a last one).
             add(&queue.stats.rx_drops, 1);
             return;
         };
-        if !rx_desc_ok(&rx, queue.depth) {
+        if !fresh || !rx_desc_ok(&rx, queue.depth) {
             add(&queue.stats.rx_bad_desc, 1);
             continue;
         }

@@ -40,7 +40,7 @@ pub use engine::{
 pub use irq::{InterruptLine, Notification};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
 
-use crate::desc::{RxCompletion, RxDesc, TxCompletion, TxDesc};
+use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc};
 use crate::frame::MacAddr;
 use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
@@ -171,6 +171,8 @@ pub(crate) struct DeviceQueue {
     /// RX descriptors taken from the ring a burst at a time, as a NIC's descriptor cache.
     pub(crate) rx_cache: Vec<RxDesc>,
     pub(crate) rx_cache_next: usize,
+    /// Ring position of the cache's first descriptor (for its phase bit).
+    pub(crate) rx_cache_start: u32,
     /// RX completions written this poll, published with one doorbell at its end.
     pub(crate) rx_done: Vec<RxCompletion>,
     /// Interrupt moderation of TX and RX completions.
@@ -826,6 +828,7 @@ impl PhysicalFunction {
             tx_head: 0,
             rx_cache: Vec::with_capacity(engine::BURST),
             rx_cache_next: 0,
+            rx_cache_start: 0,
             rx_done: Vec::with_capacity(engine::BURST * 4),
             tx_irq: irq::Moderator::busy_poll(),
             rx_irq: irq::Moderator::busy_poll(),
@@ -884,7 +887,8 @@ impl PhysicalFunction {
             let mut descs = [TxDesc::default(); engine::BURST];
             for _ in 0..queue.depth as usize / engine::BURST + 1 {
                 let n = queue.tx_sq.pop_burst(&mut descs);
-                for d in &descs[..n] {
+                // A chain's request id is on its first descriptor.
+                for d in descs[..n].iter().filter(|d| d.is_first()) {
                     if let Some(flag) = queue.tx_in_flight.get_mut(usize::from(d.req_id())) {
                         *flag = true;
                     }
@@ -914,6 +918,7 @@ impl PhysicalFunction {
             }
         }
         v.indirection = IndirectionTable::spread(1);
+        v.admin.forget_queues();
         Ok(report)
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::{DeviceError, DmaWindow, Iova, PhysicalFunction};
-use crate::desc::{TxCompletion, TxDesc};
+use crate::abi::io::{TxCompletion, TxDesc};
 use crate::driver::{DriverError, QueuePairDriver, QueuePairLayout};
 use crate::frame::build_udp_frame;
 use crate::ring::{
@@ -186,8 +186,8 @@ impl HostileVf {
         let region = window.region().clone();
         SubmissionRing::<TxDesc>::init(&region, layout.tx_sq, DEPTH)?;
         CompletionRing::<TxCompletion>::init(&region, layout.tx_cq, DEPTH)?;
-        SubmissionRing::<crate::desc::RxDesc>::init(&region, layout.rx_sq, DEPTH)?;
-        CompletionRing::<crate::desc::RxCompletion>::init(&region, layout.rx_cq, DEPTH)?;
+        SubmissionRing::<crate::abi::io::RxDesc>::init(&region, layout.rx_sq, DEPTH)?;
+        CompletionRing::<crate::abi::io::RxCompletion>::init(&region, layout.rx_cq, DEPTH)?;
         pf.create_queue_pair(vf, layout.spec(&window))?;
         let base = window.iova(0).0;
         let bytes = queue_bytes() as u64;
@@ -207,7 +207,8 @@ impl HostileVf {
                     .with_last(r & 0x200 != 0),
                     2 => TxDesc::new(base + layout.tx_bufs as u64, 64, 7)
                         .with_first(true)
-                        .with_last(true),
+                        .with_last(true)
+                        .with_phase(r & 0x400 != 0),
                     _ => TxDesc::new(base + r % bytes, 9000, (r % 256) as u16).with_first(true),
                 }
             })

@@ -21,6 +21,9 @@ pub(crate) const LAYOUT_VERSION: u32 = 1;
 pub const RING_ALIGN: usize = 128;
 /// Bytes before the first slot.
 pub(crate) const CONTROL_BYTES: usize = 3 * RING_ALIGN;
+/// Bytes of a ring's index block, which sits just before its entry 0: an ENA-style queue's
+/// base address (entry 0) minus this is where the ring starts.
+pub const INDEX_BLOCK_BYTES: usize = CONTROL_BYTES;
 
 /// Smallest ring depth: 16, ENA's async event queue (its admin queue has 32 entries, its TX
 /// rings at least 256). Model checking under loom uses rings of 2–4 entries.

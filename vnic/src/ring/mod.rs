@@ -41,7 +41,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub use completion::{CompletionConsumer, CompletionEntry, CompletionProducer};
-pub use layout::{MAX_DEPTH, MIN_DEPTH, RING_ALIGN, RingKind, depth_is_valid, ring_bytes};
+pub use layout::{
+    INDEX_BLOCK_BYTES, MAX_DEPTH, MIN_DEPTH, RING_ALIGN, RingKind, depth_is_valid, ring_bytes,
+};
 pub use region::{RegionError, SharedRegion};
 pub use submission::{Reservation, SubmissionConsumer, SubmissionProducer};
 
@@ -474,7 +476,7 @@ fn validate_header(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::desc::{TxCompletion, TxDesc};
+    use crate::abi::io::{TxCompletion, TxDesc};
 
     fn region(len: usize) -> Arc<SharedRegion> {
         Arc::new(SharedRegion::anonymous(len).unwrap())

@@ -56,6 +56,12 @@ impl<T: Pod> SubmissionProducer<T> {
         self.cursor.is_faulted()
     }
 
+    /// The position the next descriptor goes to, counted from the ring's creation (wrapping).
+    #[inline(always)]
+    pub fn tail(&self) -> u32 {
+        self.cursor.tail
+    }
+
     #[inline(always)]
     fn free(&mut self, want: u32) -> u32 {
         self.cursor.free(&self.ring, want)
@@ -173,6 +179,13 @@ impl<T: Pod> Reservation<'_, T> {
         (self.producer.cursor.tail.wrapping_add(i as u32) & self.producer.ring.mask) as usize
     }
 
+    /// The `i`-th reserved slot's position counted from the ring's creation (wrapping): what
+    /// an ENA-style phase bit is computed from.
+    #[inline(always)]
+    pub fn position(&self, i: usize) -> u32 {
+        self.producer.cursor.tail.wrapping_add(i as u32)
+    }
+
     /// Writes `desc` into the `i`-th reserved slot. Panics if `i >= len()`, a caller bug.
     #[inline(always)]
     pub fn set(&mut self, i: usize, desc: T) {
@@ -255,6 +268,12 @@ impl<T: Pod> SubmissionConsumer<T> {
         }
         self.cached_tail = tail;
         ready
+    }
+
+    /// The position of the next entry to read, counted from the ring's creation (wrapping).
+    #[inline(always)]
+    pub fn head(&self) -> u32 {
+        self.head
     }
 
     /// Entries ready right now (re-reads the producer's tail).

@@ -10,6 +10,13 @@
 //! Field widths follow the public ENA driver headers (`ena_eth_io_defs.h`): a request id is 16
 //! bits (split 6 + 10 across two words in the TX descriptor), a buffer address 48 bits. All fields
 //! are little endian on the wire; this crate targets little-endian hosts, as ENA does.
+//!
+//! **ENA's rules for a submission ring** ([`sq_phase`]): every descriptor carries the ring's phase,
+//! 1 on the first lap and flipped at every wrap, so a device can tell a descriptor written on
+//! this lap from a stale one. A TX frame's chain (`ena_com_prepare_tx`) sets `first`,
+//! `comp_req` and the request id on its **first** descriptor only; the others carry their
+//! buffer, the phase and, on the last, `last`. The device completes the chain once, with the
+//! first descriptor's request id.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -17,6 +24,12 @@ use crate::ring::CompletionEntry;
 
 #[cfg(target_endian = "big")]
 compile_error!("vnic models ENA's little-endian descriptors on little-endian hosts only");
+
+/// The phase a submission descriptor at ring position `position` (counted from the ring's
+/// creation, wrapping) carries: 1 on even laps, 0 on odd ones.
+pub const fn sq_phase(position: u32, depth: u32) -> bool {
+    (position / depth) & 1 == 0
+}
 
 /// Largest buffer address a descriptor can carry (48 bits).
 pub const MAX_DMA_ADDR: u64 = (1 << 48) - 1;
@@ -245,6 +258,15 @@ impl RxDesc {
             buff_addr_hi: (addr >> 32) as u16,
             reserved16_w3: 0,
         }
+    }
+    /// Sets the phase bit.
+    pub const fn with_phase(mut self, on: bool) -> Self {
+        self.ctrl = if on { self.ctrl | rx_field::PHASE } else { self.ctrl & !rx_field::PHASE };
+        self
+    }
+    /// Phase bit.
+    pub const fn phase(&self) -> bool {
+        self.ctrl & rx_field::PHASE != 0
     }
     /// Buffer address (48 bits).
     pub const fn addr(&self) -> u64 {
