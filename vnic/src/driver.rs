@@ -14,10 +14,14 @@
 //! (first … last). An RX buffer is `rx_buf` bytes (2 KiB by default); the device spreads a larger
 //! frame over several buffers and the driver gathers them.
 
+use std::sync::Arc;
+
 use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
+use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry256, LlqEntry, entries_for};
 use crate::device::{DmaWindow, QueuePairSpec};
 use crate::ring::{
-    CompletionConsumer, CompletionRing, RingError, SubmissionProducer, SubmissionRing,
+    CompletionConsumer, CompletionRing, INDEX_BLOCK_BYTES, RingError, SharedRegion,
+    SubmissionProducer, SubmissionRing,
 };
 
 /// Largest buffer one TX descriptor carries.
@@ -106,6 +110,31 @@ pub enum DriverError {
     RxBuffer(usize),
 }
 
+/// Where the driver posts TX descriptors: its own memory, or the device's LLQ BAR.
+#[derive(Debug)]
+enum TxProducer {
+    Host(SubmissionProducer<TxDesc>),
+    Llq128(SubmissionProducer<Entry128>),
+    Llq256(SubmissionProducer<Entry256>),
+}
+
+/// An LLQ entry type and its producer in [`TxProducer`].
+trait LlqRing: LlqEntry {
+    fn producer(tx: &mut TxProducer) -> Option<&mut SubmissionProducer<Self>>;
+}
+
+impl LlqRing for Entry128 {
+    fn producer(tx: &mut TxProducer) -> Option<&mut SubmissionProducer<Self>> {
+        if let TxProducer::Llq128(p) = tx { Some(p) } else { None }
+    }
+}
+
+impl LlqRing for Entry256 {
+    fn producer(tx: &mut TxProducer) -> Option<&mut SubmissionProducer<Self>> {
+        if let TxProducer::Llq256(p) = tx { Some(p) } else { None }
+    }
+}
+
 /// Counters the driver keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DriverStats {
@@ -128,7 +157,7 @@ pub struct DriverStats {
 pub struct QueuePairDriver {
     window: DmaWindow,
     layout: QueuePairLayout,
-    tx_sq: SubmissionProducer<TxDesc>,
+    tx: TxProducer,
     tx_cq: CompletionConsumer<TxCompletion>,
     rx_sq: SubmissionProducer<RxDesc>,
     rx_cq: CompletionConsumer<RxCompletion>,
@@ -217,7 +246,7 @@ impl QueuePairDriver {
         let depth = layout.depth as usize;
         let d = layout.depth;
         Ok(Self {
-            tx_sq: SubmissionProducer::attach(r.clone(), layout.tx_sq)?,
+            tx: TxProducer::Host(SubmissionProducer::attach(r.clone(), layout.tx_sq)?),
             tx_cq: CompletionConsumer::attach(r.clone(), layout.tx_cq)?,
             rx_sq: SubmissionProducer::attach(r.clone(), layout.rx_sq)?,
             rx_cq: CompletionConsumer::attach(r.clone(), layout.rx_cq)?,
@@ -265,13 +294,51 @@ impl QueuePairDriver {
         n
     }
 
+    /// Moves the TX queue into device memory: from now on frames are posted as low-latency
+    /// queue entries into the ring at `entry0` (an offset in the LLQ BAR `bar`, as `CREATE_SQ`
+    /// answered), with `large` 256-byte entries or 128-byte ones.
+    pub fn use_llq(
+        &mut self,
+        bar: Arc<SharedRegion>,
+        entry0: usize,
+        large: bool,
+    ) -> Result<(), DriverError> {
+        let at = entry0
+            .checked_sub(INDEX_BLOCK_BYTES)
+            .ok_or(RingError::Misaligned { offset: entry0 })?;
+        self.tx = if large {
+            TxProducer::Llq256(SubmissionProducer::attach(bar, at)?)
+        } else {
+            TxProducer::Llq128(SubmissionProducer::attach(bar, at)?)
+        };
+        Ok(())
+    }
+
+    /// Whether frames go out through a low-latency queue.
+    pub fn is_llq(&self) -> bool {
+        !matches!(self.tx, TxProducer::Host(_))
+    }
+
     /// Copies each frame into a TX buffer and posts them all in place with one doorbell; returns
     /// how many were taken (fewer if request ids or ring slots run out, or a frame is empty or
     /// larger than a TX buffer). Descriptors are ENA's driver's: each with the ring's phase, a
-    /// chain's first one with `first`, `comp_req` and the request id, its last with `last`.
+    /// chain's first one with `first`, `comp_req` and the request id, its last with `last`. On
+    /// a low-latency queue a frame's first bytes go into its entry as the header and only the
+    /// rest into the TX buffer.
     pub fn send_burst(&mut self, frames: &[&[u8]]) -> usize {
+        let taken = match self.tx {
+            TxProducer::Host(_) => self.send_host(frames),
+            TxProducer::Llq128(_) => self.send_llq::<Entry128>(frames),
+            TxProducer::Llq256(_) => self.send_llq::<Entry256>(frames),
+        };
+        self.stats.tx_posted += taken as u64;
+        taken
+    }
+
+    fn send_host(&mut self, frames: &[&[u8]]) -> usize {
+        let TxProducer::Host(ring) = &mut self.tx else { return 0 };
         let want: usize = frames.iter().map(|f| f.len().div_ceil(TX_DESC_MAX)).sum();
-        let mut res = self.tx_sq.reserve_up_to(want);
+        let mut res = ring.reserve_up_to(want);
         let room = res.len();
         let (mut used, mut taken) = (0, 0);
         for frame in frames {
@@ -281,8 +348,8 @@ impl QueuePairDriver {
             }
             let Some(req_id) = self.tx_free.pop() else { break };
             let base =
-                self.window.iova(self.layout.tx_bufs + usize::from(req_id) * self.layout.tx_buf);
-            if self.window.write(base.0, frame).is_err() {
+                self.window.iova(self.layout.tx_bufs + usize::from(req_id) * self.layout.tx_buf).0;
+            if self.window.write(base, frame).is_err() {
                 self.tx_free.push(req_id);
                 break;
             }
@@ -290,7 +357,7 @@ impl QueuePairDriver {
                 let len = (frame.len() - off).min(TX_DESC_MAX);
                 let first = i == 0;
                 let desc =
-                    TxDesc::new(base.0 + off as u64, len as u16, if first { req_id } else { 0 })
+                    TxDesc::new(base + off as u64, len as u16, if first { req_id } else { 0 })
                         .with_first(first)
                         .with_comp_req(first)
                         .with_last(i + 1 == chain)
@@ -302,7 +369,61 @@ impl QueuePairDriver {
             taken += 1;
         }
         res.commit_first(used);
-        self.stats.tx_posted += taken as u64;
+        taken
+    }
+
+    fn send_llq<E: LlqRing>(&mut self, frames: &[&[u8]]) -> usize {
+        let Some(ring) = E::producer(&mut self.tx) else { return 0 };
+        let header_room = E::header_room();
+        // The first descriptor carries the header and the first buffer of the rest.
+        let descs_of = |len: usize| len.saturating_sub(header_room).div_ceil(TX_DESC_MAX).max(1);
+        let want: usize = frames.iter().map(|f| entries_for::<E>(descs_of(f.len()))).sum();
+        let mut res = ring.reserve_up_to(want);
+        let room = res.len();
+        let depth = self.layout.depth;
+        let (mut used, mut taken) = (0, 0);
+        for frame in frames {
+            let descs = descs_of(frame.len());
+            let entries = entries_for::<E>(descs);
+            if frame.is_empty() || frame.len() > self.layout.tx_buf || used + entries > room {
+                break;
+            }
+            let Some(req_id) = self.tx_free.pop() else { break };
+            let header = frame.len().min(header_room);
+            let rest = &frame[header..];
+            let base =
+                self.window.iova(self.layout.tx_bufs + usize::from(req_id) * self.layout.tx_buf).0;
+            if !rest.is_empty() && self.window.write(base, rest).is_err() {
+                self.tx_free.push(req_id);
+                break;
+            }
+            let mut entry = E::zeroed();
+            entry.header_mut()[..header].copy_from_slice(&frame[..header]);
+            let (mut e, mut slot) = (0, 0);
+            for i in 0..descs {
+                let cap = if e == 0 { DESCS_BEFORE_HEADER } else { E::descs_per_entry() };
+                if slot == cap {
+                    res.set(used + e, entry);
+                    (entry, e, slot) = (E::zeroed(), e + 1, 0);
+                }
+                let off = i * TX_DESC_MAX;
+                let len = rest.len().saturating_sub(off).min(TX_DESC_MAX);
+                let addr = if len > 0 { base + off as u64 } else { 0 };
+                let mut d = TxDesc::new(addr, len as u16, if i == 0 { req_id } else { 0 })
+                    .with_last(i + 1 == descs)
+                    .with_phase(sq_phase(res.position(used + e), depth));
+                if i == 0 {
+                    d = d.with_first(true).with_comp_req(true).with_header_len(header as u8);
+                }
+                entry.set_desc(slot, d);
+                slot += 1;
+            }
+            res.set(used + e, entry);
+            used += entries;
+            self.tx_in_flight[usize::from(req_id)] = true;
+            taken += 1;
+        }
+        res.commit_first(used);
         taken
     }
 
@@ -413,12 +534,11 @@ impl QueuePairDriver {
 use crate::abi::admin::{
     self, AenqConfig, BasicStats, Command, Completion, CompletionPolicy, ControlBuffer, CreateCq,
     CreateCqResponse, CreateSq, CreateSqResponse, DeviceAttributes, Direction, EniStats, Entry,
-    GetFeature, GetStats, HwHints, MaxQueuesExt, Placement, ResponseBody, RssHashKey, SetFeature,
-    SrdInfo, feature, stats_type,
+    GetFeature, GetStats, HwHints, LlqInfo, MaxQueuesExt, Placement, ResponseBody, RssHashKey,
+    SetFeature, SrdInfo, feature, stats_type,
 };
 use crate::abi::aenq::{self, AenqEntry, Event};
 use crate::abi::regs::{self, ReadlessResponse, RegisterSpace, dev_ctl, dev_sts, reset_reason};
-use crate::ring::INDEX_BLOCK_BYTES;
 
 /// Why an admin operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -468,6 +588,9 @@ pub enum AdminError {
     /// The admin memory is outside the window.
     #[error(transparent)]
     Dma(#[from] crate::device::DmaError),
+    /// The low-latency queue the device answered with is not a ring in its BAR.
+    #[error("the LLQ ring the device gave: {0}")]
+    Llq(RingError),
 }
 
 /// What the driver learnt about the device at bring-up.
@@ -487,6 +610,8 @@ pub struct DeviceInfo {
     pub hints: HwHints,
     /// The async event groups enabled.
     pub aenq_groups: u32,
+    /// `LLQ`, if the device offers low-latency queues.
+    pub llq: Option<LlqInfo>,
 }
 
 impl DeviceInfo {
@@ -511,6 +636,22 @@ pub struct IoQueues {
     pub tx_doorbell: u32,
     /// RX doorbell offset in BAR0.
     pub rx_doorbell: u32,
+}
+
+impl IoQueues {
+    fn of(
+        (tx_cq, tx_sq): (CreateCqResponse, CreateSqResponse),
+        (rx_cq, rx_sq): (CreateCqResponse, CreateSqResponse),
+    ) -> Self {
+        Self {
+            tx_sq: tx_sq.sq_idx,
+            rx_sq: rx_sq.sq_idx,
+            tx_cq: tx_cq.cq_idx,
+            rx_cq: rx_cq.cq_idx,
+            tx_doorbell: tx_sq.sq_doorbell_offset,
+            rx_doorbell: rx_sq.sq_doorbell_offset,
+        }
+    }
 }
 
 /// Where the admin memory sits in guest memory (offsets from the window's start).
@@ -611,6 +752,11 @@ impl AdminDriver {
         } else {
             HwHints::default()
         };
+        let llq = if supports(feature::LLQ) {
+            Some(driver.get_feature::<LlqInfo>(regs, feature::LLQ)?)
+        } else {
+            None
+        };
         let aenq_config: AenqConfig = driver.get_feature(regs, feature::AENQ_CONFIG)?;
         let aenq_groups = aenq_config.supported_groups & WANTED_AENQ_GROUPS;
         driver.set_feature(regs, SetFeature::AenqConfig { enabled_groups: aenq_groups })?;
@@ -622,6 +768,7 @@ impl AdminDriver {
             max_queues,
             hints,
             aenq_groups,
+            llq,
         });
         // Open the event queue: every entry is the device's to write.
         regs.write32(regs::AENQ_HEAD_DB, u32::from(admin::AENQ_DEPTH));
@@ -928,6 +1075,34 @@ impl AdminDriver {
         Ok((reported, values))
     }
 
+    /// Chooses the low-latency queue layout as ENA's driver does (`ena_com_config_llq_info`):
+    /// inline headers, two descriptors before the header, several per continuation entry, and
+    /// 128-byte entries, or 256-byte ones with `large_header` (224 header bytes, half the depth).
+    pub fn configure_llq(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        large_header: bool,
+    ) -> Result<LlqInfo, AdminError> {
+        use crate::abi::llq::{descs_before_header, entry_size, header_location, stride};
+        let offered = self.info.and_then(|i| i.llq).ok_or(AdminError::Unsupported(feature::LLQ))?;
+        let size = if large_header { entry_size::B256 } else { entry_size::B128 };
+        if offered.entry_size_ctrl_supported & size == 0
+            || offered.header_location_ctrl_supported & header_location::INLINE == 0
+        {
+            return Err(AdminError::Unsupported(feature::LLQ));
+        }
+        let chosen = LlqInfo {
+            header_location_ctrl_enabled: header_location::INLINE,
+            entry_size_ctrl_enabled: size,
+            desc_num_before_header_enabled: descs_before_header::TWO,
+            descriptors_stride_ctrl_enabled: stride::MULTIPLE_DESCS_PER_ENTRY,
+            accel_flags: 0,
+            ..offered
+        };
+        self.set_feature(regs, SetFeature::Llq(chosen))?;
+        Ok(chosen)
+    }
+
     /// Creates the device's end of `queue` as ENA's driver creates an IO queue: for TX, then
     /// RX, a completion queue and then the submission queue naming it, by the address of each
     /// ring's entry 0, host placement, a completion per descriptor that asks for one.
@@ -937,51 +1112,69 @@ impl AdminDriver {
         queue: &QueuePairDriver,
     ) -> Result<IoQueues, AdminError> {
         let spec = queue.spec();
-        let depth = spec.depth as u16;
+        let tx =
+            self.create_io_queue(regs, spec.depth, spec.tx_cq, Some(spec.tx_sq), Direction::Tx)?;
+        let rx =
+            self.create_io_queue(regs, spec.depth, spec.rx_cq, Some(spec.rx_sq), Direction::Rx)?;
+        Ok(IoQueues::of(tx, rx))
+    }
+
+    /// [`Self::create_queue_pair`] with the TX queue placed in device memory (a low-latency
+    /// queue in the layout [`Self::configure_llq`] chose): the driver then writes its entries
+    /// into `bar`, the VF's LLQ BAR, at the offset `CREATE_SQ` answered.
+    pub fn create_queue_pair_llq(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        queue: &mut QueuePairDriver,
+        bar: Arc<SharedRegion>,
+        large_header: bool,
+    ) -> Result<IoQueues, AdminError> {
+        let spec = queue.spec();
+        let tx = self.create_io_queue(regs, spec.depth, spec.tx_cq, None, Direction::Tx)?;
+        let entry0 = tx.1.llq_descriptors_offset as usize;
+        queue.use_llq(bar, entry0, large_header).map_err(|e| match e {
+            DriverError::Ring(r) => AdminError::Llq(r),
+            _ => AdminError::Llq(RingError::Misaligned { offset: entry0 }),
+        })?;
+        let rx =
+            self.create_io_queue(regs, spec.depth, spec.rx_cq, Some(spec.rx_sq), Direction::Rx)?;
+        Ok(IoQueues::of(tx, rx))
+    }
+
+    /// One IO queue: its CQ, then its SQ (in host memory at `sq_ring`, or in device memory).
+    fn create_io_queue(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        depth: u32,
+        cq_ring: crate::device::Iova,
+        sq_ring: Option<crate::device::Iova>,
+        direction: Direction,
+    ) -> Result<(CreateCqResponse, CreateSqResponse), AdminError> {
         let entry0 = |iova: crate::device::Iova| iova.0 + INDEX_BLOCK_BYTES as u64;
-        let mut create = |cq_ring, entry_words, sq_ring, direction| {
-            let cq: CreateCqResponse = self
-                .execute(
-                    regs,
-                    &Command::CreateCq(CreateCq {
-                        interrupt_mode: true,
-                        entry_words,
-                        depth,
-                        msix_vector: 0,
-                        ring_base: entry0(cq_ring),
-                    }),
-                )?
-                .response();
-            let sq: CreateSqResponse = self
-                .execute(
-                    regs,
-                    &Command::CreateSq(CreateSq {
-                        direction,
-                        placement: Placement::Host,
-                        completion_policy: CompletionPolicy::DescOnDemand,
-                        physically_contiguous: true,
-                        cq_idx: cq.cq_idx,
-                        depth,
-                        ring_base: entry0(sq_ring),
-                        head_writeback: 0,
-                    }),
-                )?
-                .response();
-            Ok::<_, AdminError>((cq, sq))
-        };
-        let words = |bytes: usize| (bytes / 4) as u8;
-        let (tx_cq, tx_sq) =
-            create(spec.tx_cq, words(size_of::<TxCompletion>()), spec.tx_sq, Direction::Tx)?;
-        let (rx_cq, rx_sq) =
-            create(spec.rx_cq, words(size_of::<RxCompletion>()), spec.rx_sq, Direction::Rx)?;
-        Ok(IoQueues {
-            tx_sq: tx_sq.sq_idx,
-            rx_sq: rx_sq.sq_idx,
-            tx_cq: tx_cq.cq_idx,
-            rx_cq: rx_cq.cq_idx,
-            tx_doorbell: tx_sq.sq_doorbell_offset,
-            rx_doorbell: rx_sq.sq_doorbell_offset,
-        })
+        let entry_words = match direction {
+            Direction::Tx => size_of::<TxCompletion>() / 4,
+            Direction::Rx => size_of::<RxCompletion>() / 4,
+        } as u8;
+        let create_cq = Command::CreateCq(CreateCq {
+            interrupt_mode: true,
+            entry_words,
+            depth: depth as u16,
+            msix_vector: 0,
+            ring_base: entry0(cq_ring),
+        });
+        let cq: CreateCqResponse = self.execute(regs, &create_cq)?.response();
+        let create_sq = Command::CreateSq(CreateSq {
+            direction,
+            placement: if sq_ring.is_some() { Placement::Host } else { Placement::Device },
+            completion_policy: CompletionPolicy::DescOnDemand,
+            physically_contiguous: true,
+            cq_idx: cq.cq_idx,
+            depth: depth as u16,
+            ring_base: sq_ring.map_or(0, entry0),
+            head_writeback: 0,
+        });
+        let sq: CreateSqResponse = self.execute(regs, &create_sq)?.response();
+        Ok((cq, sq))
     }
 
     /// Destroys a queue pair's queues as ENA's driver does: each SQ, then its CQ.

@@ -51,7 +51,8 @@ fn a_driver_brings_a_vf_up_as_enas_driver_does_and_traffic_flows() {
     assert_eq!(info.attributes.mac, pf.port(0).unwrap().mac);
     assert_eq!(info.attributes.max_mtu, 9001);
     assert!(info.supports(feature::MAX_QUEUES_EXT) && info.supports(feature::RSS_HASH_FUNCTION));
-    assert!(!info.supports(feature::LLQ), "low-latency queues are not offered");
+    assert!(info.supports(feature::LLQ), "low-latency queues are offered");
+    assert_eq!(info.llq.map(|l| (l.max_llq_num, l.max_llq_depth)), Some((8, 1024)));
     assert_ne!(info.attributes.capabilities & 1 << capability::ENI_STATS, 0);
     assert_eq!((info.max_queues.max_tx_sq_num, info.max_queues.max_rx_sq_depth), (128, 16384));
     assert_eq!(info.hints.driver_watchdog_timeout, 6000);
@@ -237,7 +238,17 @@ fn bad_admin_commands_get_enas_error_statuses_not_panics() {
     assert_eq!(send(set(groups)), status::ILLEGAL_PARAMETER, "warnings are not reported");
     let get = |id| Command::GetFeature(GetFeature { feature: id, version: 0, control: None });
     assert_eq!(send(get(77)), status::UNSUPPORTED_OPCODE);
-    assert_eq!(send(get(feature::LLQ)), status::UNSUPPORTED_OPCODE);
+    let llq_192 = admin::LlqInfo {
+        header_location_ctrl_enabled: 1,
+        entry_size_ctrl_enabled: vnic::abi::llq::entry_size::B192,
+        desc_num_before_header_enabled: 2,
+        descriptors_stride_ctrl_enabled: 2,
+        ..Default::default()
+    };
+    assert_eq!(send(set(SetFeature::Llq(llq_192))), status::ILLEGAL_PARAMETER, "192-byte entries");
+    let header_ring =
+        admin::LlqInfo { header_location_ctrl_enabled: 2, entry_size_ctrl_enabled: 1, ..llq_192 };
+    assert_eq!(send(set(SetFeature::Llq(header_ring))), status::ILLEGAL_PARAMETER, "header ring");
     let stats = |t, control| {
         Command::GetStats(GetStats {
             stats_type: t,
@@ -281,7 +292,11 @@ fn bad_admin_commands_get_enas_error_statuses_not_panics() {
     assert_eq!(send(cq(2, 256, 0x100)), status::ILLEGAL_PARAMETER, "no room for the index block");
     // A CQ outside the window is accepted (its ring is attached when the pair is complete) ...
     assert_eq!(send(cq(2, 256, 0xdead_0000)), status::SUCCESS);
-    assert_eq!(send(sq(0, 256, W0 + 0x4000, admin::Placement::Device)), 5, "no LLQ");
+    let rx_llq = match sq(0, 256, 0, admin::Placement::Device) {
+        Command::CreateSq(c) => Command::CreateSq(CreateSq { direction: Direction::Rx, ..c }),
+        _ => unreachable!(),
+    };
+    assert_eq!(send(rx_llq), status::ILLEGAL_PARAMETER, "RX queues are never low-latency");
     assert_eq!(send(sq(0, 128, W0 + 0x4000, host)), 5, "depth differs from its CQ's");
     assert_eq!(send(sq(0, 256, W0 + 0x4000, host)), status::SUCCESS);
     assert_eq!(send(cq(4, 256, W0 + 0x10_0000 + INDEX_BLOCK_BYTES as u64)), status::SUCCESS);
@@ -300,7 +315,8 @@ fn bad_admin_commands_get_enas_error_statuses_not_panics() {
     assert_eq!(send_raw(raw(99, &[])), status::BAD_OPCODE);
     assert_eq!(send_raw(raw(admin::opcode::CREATE_SQ, &[(4, &[3 << 5]), (6, &[1])])), 4);
     assert_eq!(send_raw(raw(admin::opcode::CREATE_SQ, &[(4, &[1 << 5]), (6, &[2])])), 4);
-    assert_eq!(send_raw(raw(admin::opcode::SET_FEATURE, &[(17, &[feature::LLQ])])), 3);
+    assert_eq!(send_raw(raw(admin::opcode::SET_FEATURE, &[(17, &[77])])), 3);
+    assert_eq!(send_raw(raw(admin::opcode::SET_FEATURE, &[(17, &[feature::LLQ])])), 5);
     let no_buffer = raw(admin::opcode::SET_FEATURE, &[(17, &[feature::RSS_HASH_FUNCTION])]);
     assert_eq!(send_raw(no_buffer), status::MALFORMED_REQUEST);
     // Random entries: every one gets a completion, none a panic.

@@ -323,6 +323,9 @@ pub enum SetFeature {
     },
     /// vnic extension, for VFs the PF trusts: the VF's MAC, bytes 20..26.
     Mac(MacAddr),
+    /// The low-latency queue layout the driver chose: `ena_admin_feature_llq_desc` from byte
+    /// 20, its `*_enabled` fields (and the accelerated-mode flags) set.
+    Llq(LlqInfo),
 }
 
 impl SetFeature {
@@ -336,6 +339,7 @@ impl SetFeature {
             Self::RssIndirectionTable { .. } => feature::RSS_INDIRECTION_TABLE_CONFIG,
             Self::InterruptModeration { .. } => feature::INTERRUPT_MODERATION,
             Self::Mac(_) => feature::DEVICE_ATTRIBUTES,
+            Self::Llq(_) => feature::LLQ,
         }
     }
 
@@ -671,6 +675,11 @@ fn encode_set_value(e: &mut Entry, s: &SetFeature) {
             put_u32(e, set_at::MODERATION_RX, rx_us);
         }
         SetFeature::Mac(mac) => e[set_at::MAC..set_at::MAC + 6].copy_from_slice(&mac.0),
+        SetFeature::Llq(llq) => {
+            let body = llq.body();
+            let room = ENTRY_BYTES - at::FEAT_VALUE;
+            e[at::FEAT_VALUE..].copy_from_slice(&body[..room]);
+        }
     }
 }
 
@@ -707,6 +716,12 @@ fn decode_set_value(e: &Entry) -> Result<SetFeature, DecodeError> {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&e[set_at::MAC..set_at::MAC + 6]);
             SetFeature::Mac(MacAddr(mac))
+        }
+        feature::LLQ => {
+            let mut body = [0u8; BODY_BYTES];
+            let room = ENTRY_BYTES - at::FEAT_VALUE;
+            body[..room].copy_from_slice(&e[at::FEAT_VALUE..]);
+            SetFeature::Llq(LlqInfo::read(&body))
         }
         other => return Err(DecodeError::UnsupportedFeature(other)),
     })
@@ -948,6 +963,37 @@ response!(
         max_packet_tx_descs: u16 @ 28,
         /// Descriptors per RX packet.
         max_packet_rx_descs: u16 @ 30,
+    }
+);
+
+response!(
+    /// `LLQ` (`ena_admin_feature_llq_desc`): what the device offers (`*_supported`, bitfields of
+    /// [`crate::abi::llq`]'s constants) and what the driver chose (`*_enabled`).
+    LlqInfo {
+        /// Low-latency queues.
+        max_llq_num: u32 @ 0,
+        /// Their depth in 128-byte entries.
+        max_llq_depth: u32 @ 4,
+        /// Header locations.
+        header_location_ctrl_supported: u16 @ 8,
+        /// The one chosen.
+        header_location_ctrl_enabled: u16 @ 10,
+        /// Entry sizes.
+        entry_size_ctrl_supported: u16 @ 12,
+        /// The one chosen.
+        entry_size_ctrl_enabled: u16 @ 14,
+        /// Descriptor slots before the header.
+        desc_num_before_header_supported: u16 @ 16,
+        /// The number chosen.
+        desc_num_before_header_enabled: u16 @ 18,
+        /// Stride controls.
+        descriptors_stride_ctrl_supported: u16 @ 20,
+        /// The one chosen.
+        descriptors_stride_ctrl_enabled: u16 @ 22,
+        /// Accelerated-mode flags (get: supported; set: enabled).
+        accel_flags: u16 @ 28,
+        /// Largest TX burst between doorbells, bytes (get only; 0: no limit).
+        max_tx_burst_size: u16 @ 30,
     }
 );
 

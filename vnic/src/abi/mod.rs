@@ -12,7 +12,9 @@
 //!   buffers that carry the RSS key, indirection table and hash input;
 //! * [`aenq`] — the 64-byte asynchronous events (link change, keep-alive, notifications);
 //! * [`io`] — the data path's descriptors: TX (16 B), TX completion (8 B), RX (16 B), RX
-//!   completion (16 B), their phase bits and ENA's rule for them.
+//!   completion (16 B), their phase bits and ENA's rule for them;
+//! * [`llq`] — low-latency queues: TX descriptors and packet headers in device memory, in
+//!   128- or 256-byte entries.
 //!
 //! What is not ENA's: IO rings keep a 384-byte index block (producer and consumer indices on
 //! their own cache lines) in the bytes just before entry 0, which stands in for ENA's doorbell
@@ -24,5 +26,6 @@
 pub mod admin;
 pub mod aenq;
 pub mod io;
+pub mod llq;
 pub mod regs;
 mod wire;

@@ -39,6 +39,7 @@ use crate::abi::admin::{
 };
 use crate::abi::aenq::{self, AenqEntry, Event};
 use crate::abi::io::{RxCompletion, TxCompletion};
+use crate::abi::llq;
 use crate::abi::regs::{self, ReadlessResponse, RegisterSpace};
 use crate::frame::MacAddr;
 use crate::ring::INDEX_BLOCK_BYTES;
@@ -97,6 +98,7 @@ const SUPPORTED_FEATURES: u32 = admin::feature_bits(&[
     feature::RSS_HASH_INPUT,
     feature::INTERRUPT_MODERATION,
     feature::AENQ_CONFIG,
+    feature::LLQ,
 ]);
 
 /// What the device hashes per protocol: TCP and UDP over IPv4 by addresses and ports, other
@@ -150,6 +152,8 @@ struct IoSq {
     ring: Iova,
     depth: u32,
     cq_idx: u16,
+    /// A low-latency queue's slot in the LLQ BAR.
+    llq: Option<usize>,
 }
 
 /// A function's control-plane state on the device.
@@ -482,6 +486,7 @@ impl PhysicalFunction {
         let none = [0u8; admin::BODY_BYTES];
         let i = usize::from(vf);
         let q = self.vfs[i].queues.len() as u32;
+        let llq_depth = self.vfs[i].llq.max_depth();
         let admin = &mut self.vfs[i].admin;
         let Some(cq) = admin.cqs.get(&c.cq_idx).copied() else {
             return (status::ILLEGAL_PARAMETER, none);
@@ -490,30 +495,52 @@ impl PhysicalFunction {
             Direction::Tx => words_of::<TxCompletion>(),
             Direction::Rx => words_of::<RxCompletion>(),
         };
-        // Host placement with a completion per descriptor that asks for one is what the device
-        // models; a low-latency queue is not offered (DEVICE_ATTRIBUTES does not list LLQ).
-        let supported = c.placement == Placement::Host
+        // A completion per descriptor that asks for one is what the device models; TX queues
+        // may be placed in host memory or in the LLQ BAR, RX queues in host memory.
+        let llq = c.placement == Placement::Device;
+        let fits = if llq {
+            c.direction == Direction::Tx
+                && u32::from(c.depth) <= llq_depth
+                && admin.pending_tx.is_none()
+        } else {
+            c.ring_base >= INDEX_BLOCK_BYTES as u64
+        };
+        let supported = fits
             && c.completion_policy == CompletionPolicy::DescOnDemand
             && cq.entry_words == entry_words
             && u32::from(c.depth) == cq.depth;
-        let Some(ring) = c.ring_base.checked_sub(INDEX_BLOCK_BYTES as u64).filter(|_| supported)
-        else {
-            return (status::ILLEGAL_PARAMETER, none);
-        };
-        let sq = IoSq { ring: Iova(ring), depth: u32::from(c.depth), cq_idx: c.cq_idx };
         let slot = match c.direction {
-            Direction::Tx => &mut admin.pending_tx,
-            Direction::Rx => &mut admin.pending_rx,
+            Direction::Tx => admin.pending_tx,
+            Direction::Rx => admin.pending_rx,
         };
-        if slot.is_some() {
+        if !supported || slot.is_some() {
             return (status::ILLEGAL_PARAMETER, none);
         }
-        *slot = Some(sq);
+        let ring = Iova(c.ring_base.saturating_sub(INDEX_BLOCK_BYTES as u64));
+        let mut sq = IoSq { ring, depth: u32::from(c.depth), cq_idx: c.cq_idx, llq: None };
+        let mut llq_descriptors_offset = 0;
+        if llq {
+            match self.lay_out_llq(vf, sq.depth, None) {
+                Ok(k) => {
+                    sq.llq = Some(k);
+                    llq_descriptors_offset = (k * super::LLQ_SLOT_BYTES + INDEX_BLOCK_BYTES) as u32;
+                }
+                Err(DeviceError::TooManyQueues { .. }) => {
+                    return (status::RESOURCE_ALLOCATION_FAILURE, none);
+                }
+                Err(_) => return (status::ILLEGAL_PARAMETER, none),
+            }
+        }
+        let admin = &mut self.vfs[i].admin;
+        match c.direction {
+            Direction::Tx => admin.pending_tx = Some(sq),
+            Direction::Rx => admin.pending_rx = Some(sq),
+        }
         let sq_idx = 2 * q + u32::from(c.direction == Direction::Rx);
         let response = CreateSqResponse {
             sq_idx: sq_idx as u16,
             sq_doorbell_offset: doorbell::SQ_BASE + 4 * (sq_idx % 512),
-            llq_descriptors_offset: 0,
+            llq_descriptors_offset,
             llq_headers_offset: 0,
         };
         let st = self.complete_pair(vf);
@@ -542,7 +569,11 @@ impl PhysicalFunction {
         admin.pending_rx = None;
         admin.cqs.remove(&tx.cq_idx);
         admin.cqs.remove(&rx.cq_idx);
-        match self.create_queue_pair(vf, spec) {
+        let llq = match tx.llq.map(|slot| self.attach_llq(vf, slot)).transpose() {
+            Ok(llq) => llq,
+            Err(_) => return status::ILLEGAL_PARAMETER,
+        };
+        match self.attach_queue_pair(vf, spec, llq) {
             Ok(_) => {
                 self.vfs[i].admin.cqs_of_queue.push((tx.cq_idx, rx.cq_idx));
                 status::SUCCESS
@@ -719,6 +750,7 @@ impl PhysicalFunction {
                 .body()
             }
             feature::MTU => MtuInfo { mtu: u32::from(v.mtu()) }.body(),
+            feature::LLQ => llq_info(v.llq).body(),
             feature::INTERRUPT_MODERATION => ModerationDelays {
                 intr_delay_resolution: 1,
                 tx_us: v.moderation_us.0,
@@ -788,6 +820,26 @@ impl PhysicalFunction {
                 status::SUCCESS
             }
             SetFeature::Mac(mac) => self.set_mac_from_guest(vf, mac),
+            SetFeature::Llq(chosen) => {
+                let large = match chosen.entry_size_ctrl_enabled {
+                    llq::entry_size::B128 => false,
+                    llq::entry_size::B256 => true,
+                    _ => return status::ILLEGAL_PARAMETER,
+                };
+                let layout_ok = chosen.header_location_ctrl_enabled == llq::header_location::INLINE
+                    && chosen.desc_num_before_header_enabled == llq::descs_before_header::TWO
+                    && chosen.descriptors_stride_ctrl_enabled
+                        == llq::stride::MULTIPLE_DESCS_PER_ENTRY
+                    && chosen.accel_flags == 0;
+                // The layout may change only while no low-latency queue uses it.
+                let in_use = self.vfs[i].queues.iter().any(|q| q.tx.llq_slot().is_some())
+                    || self.vfs[i].admin.pending_tx.is_some_and(|t| t.llq.is_some());
+                if !layout_ok || in_use {
+                    return status::ILLEGAL_PARAMETER;
+                }
+                self.vfs[i].llq = super::llq::LlqChoice { large_entries: large };
+                status::SUCCESS
+            }
         }
     }
 
@@ -902,6 +954,29 @@ impl PhysicalFunction {
             _ => return (status::UNSUPPORTED_OPCODE, [0; admin::BODY_BYTES]),
         };
         (status::SUCCESS, body)
+    }
+}
+
+/// What `GET_FEATURE LLQ` answers: inline headers, 128- or 256-byte entries, two descriptors
+/// before the header, several per continuation entry; the layout chosen.
+fn llq_info(chosen: super::llq::LlqChoice) -> admin::LlqInfo {
+    admin::LlqInfo {
+        max_llq_num: super::LLQ_QUEUES as u32,
+        max_llq_depth: super::LLQ_MAX_DEPTH,
+        header_location_ctrl_supported: llq::header_location::INLINE,
+        header_location_ctrl_enabled: llq::header_location::INLINE,
+        entry_size_ctrl_supported: llq::entry_size::B128 | llq::entry_size::B256,
+        entry_size_ctrl_enabled: if chosen.large_entries {
+            llq::entry_size::B256
+        } else {
+            llq::entry_size::B128
+        },
+        desc_num_before_header_supported: llq::descs_before_header::TWO,
+        desc_num_before_header_enabled: llq::descs_before_header::TWO,
+        descriptors_stride_ctrl_supported: llq::stride::MULTIPLE_DESCS_PER_ENTRY,
+        descriptors_stride_ctrl_enabled: llq::stride::MULTIPLE_DESCS_PER_ENTRY,
+        accel_flags: 0,
+        max_tx_burst_size: 0,
     }
 }
 

@@ -27,11 +27,13 @@
 //! NIC's descriptor cache does), and RX completions are published once per poll, so a frame costs
 //! no shared-index traffic of its own.
 
+use super::llq::TxRing;
 use super::stats::add;
 use super::{
     DeviceQueue, DmaWindow, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction,
 };
 use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
+use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry256, LlqEntry};
 use crate::frame::FrameInfo;
 use crate::policy::Direction;
 use crate::shaper::Clock;
@@ -216,21 +218,35 @@ impl PhysicalFunction {
         v.engine.next_queue = q;
         add(&v.stats.engine_descriptors, taken as u64);
         add(&v.stats.engine_units, charged);
-        v.engine.waiting = !idle && v.queues.iter_mut().any(|queue| !queue.tx_sq.is_empty());
+        v.engine.waiting = !idle && v.queues.iter_mut().any(|queue| !queue.tx.is_empty());
         (taken, charged)
     }
 
-    /// One burst of at most `max` descriptors from TX queue `q` of VF `vf`; returns the
-    /// descriptors taken and the engine units they cost.
+    /// One burst of at most `max` descriptors (or LLQ entries) from TX queue `q` of VF `vf`;
+    /// returns the descriptors taken and the engine units they cost.
     fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> (usize, u64) {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
         let queue = &mut self.vfs[vf].queues[q];
-        let (start, depth) = (queue.tx_sq.head(), queue.depth);
-        let n = queue.tx_sq.pop_burst(&mut self.tx_descs[..max]);
+        let depth = queue.depth;
+        let llq = &mut self.llq_burst;
+        let (start, n) = match &mut queue.tx {
+            TxRing::Host(ring) => (ring.head(), ring.pop_burst(&mut self.tx_descs[..max])),
+            TxRing::Llq128 { ring, .. } => {
+                (ring.head(), ring.pop_burst(bytemuck::cast_slice_mut(&mut llq[..max * 128])))
+            }
+            TxRing::Llq256 { ring, .. } => {
+                (ring.head(), ring.pop_burst(bytemuck::cast_slice_mut(&mut llq[..max * 256])))
+            }
+        };
         if n == 0 {
             return (0, 0);
         }
-        if let Some(window) = self.vfs[vf].window.as_ref() {
+        let entry_bytes = match queue.tx {
+            TxRing::Host(_) => 0,
+            TxRing::Llq128 { .. } => Entry128::BYTES,
+            TxRing::Llq256 { .. } => Entry256::BYTES,
+        };
+        if let Some(window) = self.vfs[vf].window.as_ref().filter(|_| entry_bytes == 0) {
             for d in &self.tx_descs[..n] {
                 window.prefetch(d.addr(), u64::from(d.len()));
             }
@@ -246,9 +262,23 @@ impl PhysicalFunction {
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
-            let d = self.tx_descs[i];
-            let fresh = d.phase() == sq_phase(start.wrapping_add(i as u32), depth);
-            let gathered = gather(&mut self.vfs[vf], q, &d, fresh, &mut self.scratch, &mut cost);
+            let phase = sq_phase(start.wrapping_add(i as u32), depth);
+            let (v, scratch) = (&mut self.vfs[vf], &mut self.scratch);
+            let entry = &self.llq_burst[i * entry_bytes..(i + 1) * entry_bytes];
+            let gathered = match entry_bytes {
+                0 => {
+                    let d = self.tx_descs[i];
+                    gather(v, q, &d, d.phase() == phase, scratch, &mut cost)
+                }
+                Entry128::BYTES => {
+                    let e: Entry128 = bytemuck::pod_read_unaligned(entry);
+                    gather_llq(v, q, &e, phase, scratch, &mut cost)
+                }
+                _ => {
+                    let e: Entry256 = bytemuck::pod_read_unaligned(entry);
+                    gather_llq(v, q, &e, phase, scratch, &mut cost)
+                }
+            };
             let queue = &mut self.vfs[vf].queues[q];
             queue.tx_head = queue.tx_head.wrapping_add(1);
             if let Some(req_id) = queue.abandoned.take() {
@@ -526,21 +556,94 @@ fn gather(
 ) -> Gathered {
     let window = vf.window.as_ref();
     let queue: &mut DeviceQueue = &mut vf.queues[q];
-    if d.is_first() {
-        let req_id = d.req_id();
-        if let Some(p) = queue.partial.take() {
-            // A chain that never ended: the engine completes it as bad before this one.
-            add(&queue.stats.tx_bad_desc, 1);
-            queue.abandoned = Some(p.req_id);
-        }
-        if u32::from(req_id) >= queue.depth || queue.tx_in_flight[usize::from(req_id)] {
-            // No request id to complete: the chain is lost to a driver that wrote it.
+    if d.is_first() && !start_chain(queue, d) {
+        return Gathered::Nothing;
+    }
+    add_buffer(window, queue, d, fresh, false, scratch, cost)
+}
+
+/// [`gather`] for one LLQ entry: a packet's first entry (its first descriptor says so) starts
+/// the chain with the header written inline after its two descriptor slots, then its
+/// descriptors' buffers follow; a continuation entry holds only descriptors. Every descriptor
+/// must carry the entry's `phase`.
+fn gather_llq<E: LlqEntry>(
+    vf: &mut VirtualFunction,
+    q: usize,
+    e: &E,
+    phase: bool,
+    scratch: &mut [u8],
+    cost: &mut u64,
+) -> Gathered {
+    let window = vf.window.as_ref();
+    let queue: &mut DeviceQueue = &mut vf.queues[q];
+    let d0 = e.desc(0);
+    let first_entry = queue.partial.is_none() || d0.is_first();
+    let slots = if first_entry {
+        if !d0.is_first() {
+            // Not a packet's start, and no packet to continue.
             add(&queue.stats.tx_bad_desc, 1);
             return Gathered::Nothing;
         }
-        queue.tx_in_flight[usize::from(req_id)] = true;
-        queue.partial = Some(PartialFrame { req_id, len: 0, bad: false });
+        if !start_chain(queue, &d0) {
+            return Gathered::Nothing;
+        }
+        let header = usize::from(d0.header_len());
+        let Some(p) = queue.partial.as_mut() else { return Gathered::Nothing };
+        if header > E::header_room() || d0.phase() != phase {
+            add(&queue.stats.tx_bad_desc, 1);
+            p.bad = true;
+        } else {
+            scratch[..header].copy_from_slice(&e.header()[..header]);
+            *cost += header as u64 / BYTES_PER_UNIT;
+            p.len = header;
+        }
+        DESCS_BEFORE_HEADER
+    } else {
+        E::descs_per_entry()
+    };
+    let mut gathered = Gathered::Nothing;
+    for i in 0..slots {
+        let d = e.desc(i);
+        // A packet that is all header has no buffer on its first descriptor.
+        let header_only = first_entry && i == 0 && d.header_len() > 0;
+        gathered = add_buffer(window, queue, &d, d.phase() == phase, header_only, scratch, cost);
+        if queue.partial.is_none() {
+            break;
+        }
     }
+    gathered
+}
+
+/// Starts a chain at its first descriptor `d` (a chain left unfinished is abandoned: it will
+/// be completed as bad); false if `d` has no usable request id.
+fn start_chain(queue: &mut DeviceQueue, d: &TxDesc) -> bool {
+    let req_id = d.req_id();
+    if let Some(p) = queue.partial.take() {
+        // A chain that never ended: the engine completes it as bad before this one.
+        add(&queue.stats.tx_bad_desc, 1);
+        queue.abandoned = Some(p.req_id);
+    }
+    if u32::from(req_id) >= queue.depth || queue.tx_in_flight[usize::from(req_id)] {
+        // No request id to complete: the chain is lost to a driver that wrote it.
+        add(&queue.stats.tx_bad_desc, 1);
+        return false;
+    }
+    queue.tx_in_flight[usize::from(req_id)] = true;
+    queue.partial = Some(PartialFrame { req_id, len: 0, bad: false });
+    true
+}
+
+/// Copies `d`'s buffer into the chain being gathered (none if it is empty and `may_be_empty`)
+/// and ends the chain at `d`'s last flag.
+fn add_buffer(
+    window: Option<&DmaWindow>,
+    queue: &mut DeviceQueue,
+    d: &TxDesc,
+    fresh: bool,
+    may_be_empty: bool,
+    scratch: &mut [u8],
+    cost: &mut u64,
+) -> Gathered {
     let Some(mut p) = queue.partial else {
         // A continuation that belongs to no chain.
         add(&queue.stats.tx_bad_desc, 1);
@@ -548,12 +651,15 @@ fn gather(
     };
     let len = usize::from(d.len());
     let end = p.len + len;
-    let read = fresh
+    let ok = fresh
         && !p.bad
-        && len > 0
-        && end <= scratch.len()
-        && window.is_some_and(|w| w.read(d.addr(), &mut scratch[p.len..end]).is_ok());
-    if read {
+        && if len == 0 {
+            may_be_empty
+        } else {
+            end <= scratch.len()
+                && window.is_some_and(|w| w.read(d.addr(), &mut scratch[p.len..end]).is_ok())
+        };
+    if ok {
         *cost += len as u64 / BYTES_PER_UNIT;
         p.len = end;
     } else {

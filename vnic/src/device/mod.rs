@@ -27,6 +27,7 @@ pub mod admin;
 mod dma;
 mod engine;
 mod irq;
+mod llq;
 pub mod neighbours;
 pub mod stats;
 
@@ -38,6 +39,8 @@ pub use engine::{
     RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
 };
 pub use irq::{InterruptLine, Notification};
+pub use llq::{LLQ_MAX_DEPTH, LLQ_QUEUES, LLQ_SLOT_BYTES};
+use llq::{LlqChoice, TxRing};
 use stats::{QueueStats, QueueStatsSnapshot, VfStats, VfStatsSnapshot};
 
 use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc};
@@ -153,7 +156,8 @@ pub struct QueuePairSpec {
 #[derive(Debug)]
 pub(crate) struct DeviceQueue {
     pub(crate) depth: u32,
-    pub(crate) tx_sq: SubmissionConsumer<TxDesc>,
+    /// The TX submission ring: descriptors in guest memory, or LLQ entries in the LLQ BAR.
+    pub(crate) tx: TxRing,
     pub(crate) tx_cq: CompletionProducer<TxCompletion>,
     pub(crate) rx_sq: SubmissionConsumer<RxDesc>,
     pub(crate) rx_cq: CompletionProducer<RxCompletion>,
@@ -202,6 +206,10 @@ pub struct VirtualFunction {
     retired: QueueStatsSnapshot,
     /// Admin queue, async event queue and register state.
     pub(crate) admin: admin::AdminState,
+    /// Its LLQ BAR (device memory for low-latency queues), once used, and the entry layout
+    /// its driver chose.
+    pub(crate) llq_bar: Option<Arc<crate::ring::SharedRegion>>,
+    pub(crate) llq: LlqChoice,
     /// Interrupt moderation delays set through the admin queue: (TX, RX) µs.
     pub(crate) moderation_us: (u32, u32),
     /// Whether the guest may change its own MAC (`ip link set dev PF vf N trust on`).
@@ -354,6 +362,8 @@ impl VirtualFunction {
             stats: Arc::default(),
             retired: QueueStatsSnapshot::default(),
             admin: admin::AdminState::default(),
+            llq_bar: None,
+            llq: LlqChoice::default(),
             moderation_us: (64, 20),
             trusted: false,
             addresses: None,
@@ -427,6 +437,8 @@ pub struct PhysicalFunction {
     /// A TX burst being processed, and its completions (one more than the burst: a chain from
     /// an earlier burst may be cut short in this one).
     pub(crate) tx_descs: [TxDesc; engine::BURST],
+    /// A burst of LLQ entries (up to 256 bytes each).
+    pub(crate) llq_burst: Vec<u8>,
     pub(crate) tx_done: [TxCompletion; engine::BURST + 1],
     /// The device's time (shapers, interrupt moderation): the wall clock, or a simulation's.
     pub(crate) clock: DeviceClock,
@@ -468,6 +480,7 @@ impl PhysicalFunction {
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
             rx_dirty: Vec::new(),
             tx_descs: [TxDesc::default(); engine::BURST],
+            llq_burst: vec![0; engine::BURST * 256],
             tx_done: [TxCompletion::default(); engine::BURST + 1],
             clock: DeviceClock::default(),
             due: Vec::new(),
@@ -777,6 +790,17 @@ impl PhysicalFunction {
 
     /// Creates a queue pair from rings the driver laid out in the VF's window; returns its index.
     pub fn create_queue_pair(&mut self, vf: u16, spec: QueuePairSpec) -> Result<u16, DeviceError> {
+        self.attach_queue_pair(vf, spec, None)
+    }
+
+    /// [`Self::create_queue_pair`], its TX ring `llq` in the LLQ BAR if given (then
+    /// `spec.tx_sq` is not used).
+    pub(crate) fn attach_queue_pair(
+        &mut self,
+        vf: u16,
+        spec: QueuePairSpec,
+        llq: Option<TxRing>,
+    ) -> Result<u16, DeviceError> {
         let i = self.check(vf)?;
         let v = &self.vfs[i];
         let window = v.window.clone().ok_or(DeviceError::NotAssigned(vf))?;
@@ -787,11 +811,16 @@ impl PhysicalFunction {
         let at = |iova: Iova, bytes: usize| window.offset(iova.0, bytes as u64);
         let ring = |iova: Iova| move |source| DeviceError::Ring { iova: iova.0, source };
         let region = window.region().clone();
-        let tx_sq = SubmissionConsumer::attach(
-            region.clone(),
-            at(spec.tx_sq, SubmissionRing::<TxDesc>::bytes(d))?,
-        )
-        .map_err(ring(spec.tx_sq))?;
+        let tx = match llq {
+            Some(tx) => tx,
+            None => TxRing::Host(
+                SubmissionConsumer::attach(
+                    region.clone(),
+                    at(spec.tx_sq, SubmissionRing::<TxDesc>::bytes(d))?,
+                )
+                .map_err(ring(spec.tx_sq))?,
+            ),
+        };
         let tx_cq = CompletionProducer::attach(
             region.clone(),
             at(spec.tx_cq, CompletionRing::<TxCompletion>::bytes(d))?,
@@ -807,8 +836,8 @@ impl PhysicalFunction {
             at(spec.rx_cq, CompletionRing::<RxCompletion>::bytes(d))?,
         )
         .map_err(ring(spec.rx_cq))?;
-        let depth = tx_sq.depth();
-        if [tx_cq.depth(), rx_sq.depth(), rx_cq.depth()].iter().any(|&x| x != depth) {
+        let depth = tx_cq.depth();
+        if [d, rx_sq.depth(), rx_cq.depth()].iter().any(|&x| x != depth) {
             return Err(DeviceError::Ring {
                 iova: spec.tx_cq.0,
                 source: RingError::BadDepth { depth: tx_cq.depth() },
@@ -817,7 +846,7 @@ impl PhysicalFunction {
         let v = &mut self.vfs[i];
         v.queues.push(DeviceQueue {
             depth,
-            tx_sq,
+            tx,
             tx_cq,
             rx_sq,
             rx_cq,
@@ -884,19 +913,7 @@ impl PhysicalFunction {
         let mut report = ResetReport::default();
         for (q, mut queue) in v.queues.drain(..).enumerate() {
             // Descriptors the device has not consumed yet are in flight too.
-            let mut descs = [TxDesc::default(); engine::BURST];
-            for _ in 0..queue.depth as usize / engine::BURST + 1 {
-                let n = queue.tx_sq.pop_burst(&mut descs);
-                // A chain's request id is on its first descriptor.
-                for d in descs[..n].iter().filter(|d| d.is_first()) {
-                    if let Some(flag) = queue.tx_in_flight.get_mut(usize::from(d.req_id())) {
-                        *flag = true;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
+            queue.tx.drain_into(&mut queue.tx_in_flight);
             let ids: Vec<u16> = (0..queue.depth as usize)
                 .filter(|&r| queue.tx_in_flight[r])
                 .map(|r| r as u16)
