@@ -7,7 +7,11 @@
 //! and two queue pairs (two flows spread by RSS over VF 1's queues, VF 0 sending on both of its
 //! queues), and with one queue pair at burst 32 also with moderated RX interrupts (ENA's 20 µs;
 //! the guest sleeps on the interrupt line whenever it finds nothing to receive) instead of busy
-//! polling. One iteration is [`PER_ITER`] frames received; criterion reports frames per second.
+//! polling. One queue pair at burst 32 also with VF 0's TX queue placed in device memory (a
+//! low-latency queue, ENA's default layout of 128-byte entries with 96 header bytes, brought up
+//! through the admin queue), 64 and 1500 bytes: `vf_to_vf/1qp_64B/burst32_llq` against
+//! `.../burst32`. One iteration is [`PER_ITER`] frames received; criterion reports frames per
+//! second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vnic::device::{DmaWindow, InterruptLine, Iova, Notification, PhysicalFunction};
-use vnic::driver::{QueuePairDriver, QueuePairLayout};
+use vnic::driver::{AdminDriver, QueuePairDriver, QueuePairLayout};
 use vnic::frame::{MacAddr, build_udp_frame};
 use vnic::ring::SharedRegion;
 
@@ -33,7 +37,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(frame_len: usize, queues: usize, moderated: bool) -> Rig {
+    fn new(frame_len: usize, queues: usize, moderated: bool, llq: bool) -> Rig {
         let mut pf = PhysicalFunction::new(2).expect("pf");
         pf.set_num_vfs(2).expect("vfs");
         // Buffers sized to the frames, as a driver sizes them to its MTU.
@@ -42,14 +46,30 @@ impl Rig {
         let mut drivers: Vec<Vec<QueuePairDriver>> = Vec::new();
         for vf in 0..2u16 {
             pf.set_mtu(vf, 9001).expect("mtu");
-            let region = SharedRegion::anonymous(layout_bytes * queues).expect("guest memory");
+            let admin_at = layout_bytes * queues;
+            let region =
+                SharedRegion::anonymous(admin_at + AdminDriver::BYTES + 256).expect("guest memory");
             let window = DmaWindow::new(Arc::new(region), Iova(0x1_0000_0000 * u64::from(vf + 1)));
             pf.assign(vf, window.clone()).expect("assign");
+            let llq_sender = llq && vf == 0;
+            let mut admin = llq_sender.then(|| {
+                let mut regs = pf.registers(vf).expect("registers");
+                let mut admin =
+                    AdminDriver::bring_up(window.clone(), admin_at, &mut regs).expect("bring-up");
+                admin.configure_llq(&mut regs, false).expect("llq");
+                admin
+            });
             let mut qs = Vec::new();
             for q in 0..queues {
                 let layout = QueuePairLayout::with_buffers(q * layout_bytes, DEPTH, buf, buf);
                 let mut drv = QueuePairDriver::create(window.clone(), layout).expect("driver");
-                pf.create_queue_pair(vf, drv.spec()).expect("queue pair");
+                if let Some(admin) = admin.as_mut() {
+                    let bar = pf.llq_bar(vf).expect("llq bar");
+                    let mut regs = pf.registers(vf).expect("registers");
+                    admin.create_queue_pair_llq(&mut regs, &mut drv, bar, false).expect("llq pair");
+                } else {
+                    pf.create_queue_pair(vf, drv.spec()).expect("queue pair");
+                }
                 drv.refill_rx();
                 qs.push(drv);
             }
@@ -154,16 +174,26 @@ fn device(c: &mut Criterion) {
                     if (queues == 2 && burst != 32) || (moderated && (queues != 1 || burst != 32)) {
                         continue;
                     }
-                    let mut rig = Rig::new(frame_len, queues, moderated);
-                    group.throughput(Throughput::Elements(PER_ITER));
-                    let mode = if moderated { "_irq" } else { "" };
-                    let id = BenchmarkId::new(
-                        format!("{queues}qp_{frame_len}B"),
-                        format!("burst{burst}{mode}"),
-                    );
-                    group.bench_function(id, |b| {
-                        b.iter_custom(|iters| rig.run(iters * PER_ITER, burst))
-                    });
+                    let with_llq = !moderated && queues == 1 && burst == 32 && frame_len <= 1500;
+                    for llq in [false, true] {
+                        if llq && !with_llq {
+                            continue;
+                        }
+                        let mut rig = Rig::new(frame_len, queues, moderated, llq);
+                        group.throughput(Throughput::Elements(PER_ITER));
+                        let mode = match (moderated, llq) {
+                            (true, _) => "_irq",
+                            (_, true) => "_llq",
+                            _ => "",
+                        };
+                        let id = BenchmarkId::new(
+                            format!("{queues}qp_{frame_len}B"),
+                            format!("burst{burst}{mode}"),
+                        );
+                        group.bench_function(id, |b| {
+                            b.iter_custom(|iters| rig.run(iters * PER_ITER, burst))
+                        });
+                    }
                 }
             }
         }

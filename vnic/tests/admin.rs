@@ -369,3 +369,38 @@ fn a_command_written_with_a_stale_phase_waits_for_the_driver() {
     regs.write32(regs::AQ_DB, tail + 1);
     assert_eq!(regs.read32(regs::ACQ_TAIL), acq_tail + 1, "executed once its phase is right");
 }
+
+#[test]
+fn queue_pairs_are_destroyed_in_enas_order_first_queue_first() {
+    let (mut pf, w0, _) = setup();
+    let mut regs = pf.registers(0).unwrap();
+    let mut admin = AdminDriver::bring_up(w0.clone(), 12 * MB, &mut regs).unwrap();
+    let end = QueuePairLayout::new(0, 256, 2048).end;
+    let q0 = QueuePairDriver::create(w0.clone(), QueuePairLayout::new(0, 256, 2048)).unwrap();
+    let q1 = QueuePairDriver::create(w0.clone(), QueuePairLayout::new(end, 256, 2048)).unwrap();
+    let a = admin.create_queue_pair(&mut regs, &q0).unwrap();
+    let b = admin.create_queue_pair(&mut regs, &q1).unwrap();
+    assert_eq!((a.tx_sq, b.tx_sq), (0, 2));
+    // ena_destroy_all_tx_queues then ..._rx_queues: queue 0 first.
+    for (sq_idx, direction, cq_idx) in [
+        (a.tx_sq, Direction::Tx, a.tx_cq),
+        (b.tx_sq, Direction::Tx, b.tx_cq),
+        (a.rx_sq, Direction::Rx, a.rx_cq),
+        (b.rx_sq, Direction::Rx, b.rx_cq),
+    ] {
+        admin.execute(&mut regs, &Command::DestroySq { sq_idx, direction }).unwrap();
+        admin.execute(&mut regs, &Command::DestroyCq { cq_idx }).unwrap();
+    }
+    assert_eq!(pf.vf(0).unwrap().queue_count(), 0);
+    // And the queues come back at the same indices.
+    let mut regs = pf.registers(0).unwrap();
+    let again = admin.create_queue_pair(&mut regs, &q0).unwrap();
+    assert_eq!((again.tx_sq, again.rx_sq), (0, 1));
+    // A stopped pair below a live one: the live one is served, the stopped one is not.
+    let b = admin.create_queue_pair(&mut regs, &q1).unwrap();
+    admin.execute(&mut regs, &Command::DestroySq { sq_idx: 0, direction: Direction::Tx }).unwrap();
+    assert_eq!(pf.vf(0).unwrap().queue_count(), 2, "pair 0 stops, pair 1 lives");
+    let mut regs = pf.registers(0).unwrap();
+    admin.destroy_queue_pair(&mut regs, &b).unwrap();
+    assert_eq!(pf.vf(0).unwrap().queue_count(), 0, "both gone once the last one goes");
+}

@@ -24,7 +24,7 @@
 //! IO queues are created ENA's way (CQ, then SQ naming it), by the address of entry 0; the
 //! ring's index block sits in the [`crate::ring::INDEX_BLOCK_BYTES`] before it. A VF's TX
 //! and RX queue become queue pair `q` once both exist (SQ indices `2q` and `2q + 1`, as ENA's
-//! driver numbers them); they are destroyed whole, the last pair first.
+//! driver numbers them); they are destroyed whole, in any order.
 
 use std::collections::BTreeMap;
 
@@ -583,33 +583,39 @@ impl PhysicalFunction {
         }
     }
 
-    /// Destroys the last queue pair by either of its SQ indices (the other SQ and both CQs are
-    /// then destroyed already, and their own destroy commands succeed); a pending SQ by its
-    /// own. Pairs go last first.
+    /// Destroys a queue pair by either of its SQ indices (the other SQ and both CQs are then
+    /// destroyed already, and their own destroy commands succeed); a pending SQ by its own. A
+    /// pair below the last one stops (the engine leaves it alone, frames RSS would give it are
+    /// dropped) and goes once every pair above it has gone, so queue indices never shift.
     fn destroy_sq(&mut self, vf: u16, sq_idx: u16) -> u8 {
         let i = usize::from(vf);
-        let pairs = self.vfs[i].queues.len() as u16;
-        let admin = &mut self.vfs[i].admin;
-        if pairs > 0 && sq_idx / 2 == pairs - 1 {
-            let v = &mut self.vfs[i];
-            if let Some(queue) = v.queues.pop() {
-                // Counters survive their queue.
-                v.retired += queue.stats.snapshot();
-            }
+        let v = &mut self.vfs[i];
+        let q = usize::from(sq_idx / 2);
+        if let Some(queue) = v.queues.get_mut(q).filter(|queue| !queue.stopped) {
+            queue.stopped = true;
             let admin = &mut v.admin;
-            if let Some((tx_cq, rx_cq)) = admin.cqs_of_queue.pop() {
+            if let Some(&(tx_cq, rx_cq)) = admin.cqs_of_queue.get(q) {
                 admin.retired_cqs.extend([tx_cq, rx_cq]);
             }
             admin.retired_sqs.push(sq_idx ^ 1);
+            while v.queues.last().is_some_and(|queue| queue.stopped) {
+                if let Some(queue) = v.queues.pop() {
+                    // Counters survive their queue.
+                    v.retired += queue.stats.snapshot();
+                }
+                v.admin.cqs_of_queue.pop();
+            }
             return status::SUCCESS;
         }
+        let pairs = v.queues.len();
+        let admin = &mut v.admin;
         if let Some(k) = admin.retired_sqs.iter().position(|&s| s == sq_idx) {
             admin.retired_sqs.swap_remove(k);
             return status::SUCCESS;
         }
         let pending =
             if sq_idx.is_multiple_of(2) { &mut admin.pending_tx } else { &mut admin.pending_rx };
-        if sq_idx / 2 == pairs && pending.take().is_some() {
+        if q == pairs && pending.take().is_some() {
             return status::SUCCESS;
         }
         status::ILLEGAL_PARAMETER

@@ -218,7 +218,8 @@ impl PhysicalFunction {
         v.engine.next_queue = q;
         add(&v.stats.engine_descriptors, taken as u64);
         add(&v.stats.engine_units, charged);
-        v.engine.waiting = !idle && v.queues.iter_mut().any(|queue| !queue.tx.is_empty());
+        v.engine.waiting =
+            !idle && v.queues.iter_mut().any(|queue| !queue.stopped && !queue.tx.is_empty());
         (taken, charged)
     }
 
@@ -227,6 +228,9 @@ impl PhysicalFunction {
     fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> (usize, u64) {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
         let queue = &mut self.vfs[vf].queues[q];
+        if queue.stopped {
+            return (0, 0);
+        }
         let depth = queue.depth;
         let llq = &mut self.llq_burst;
         let (start, n) = match &mut queue.tx {
@@ -737,7 +741,7 @@ fn deliver(
     let id = vf.id();
     let Some(window) = vf.window.as_ref() else { return };
     let queue = &mut vf.queues[q];
-    if too_big {
+    if too_big || queue.stopped {
         add(&queue.stats.rx_drops, 1);
         return;
     }

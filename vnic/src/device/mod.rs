@@ -158,6 +158,8 @@ pub(crate) struct DeviceQueue {
     pub(crate) depth: u32,
     /// The TX submission ring: descriptors in guest memory, or LLQ entries in the LLQ BAR.
     pub(crate) tx: TxRing,
+    /// Destroyed through the admin queue while a pair above it lives: not served.
+    pub(crate) stopped: bool,
     pub(crate) tx_cq: CompletionProducer<TxCompletion>,
     pub(crate) rx_sq: SubmissionConsumer<RxDesc>,
     pub(crate) rx_cq: CompletionProducer<RxCompletion>,
@@ -847,6 +849,7 @@ impl PhysicalFunction {
         v.queues.push(DeviceQueue {
             depth,
             tx,
+            stopped: false,
             tx_cq,
             rx_sq,
             rx_cq,
