@@ -274,13 +274,14 @@ impl PhysicalFunction {
                     let d = self.tx_descs[i];
                     gather(v, q, &d, d.phase() == phase, scratch, &mut cost)
                 }
+                // In place: entries have byte alignment.
                 Entry128::BYTES => {
-                    let e: Entry128 = bytemuck::pod_read_unaligned(entry);
-                    gather_llq(v, q, &e, phase, scratch, &mut cost)
+                    let e: &Entry128 = bytemuck::from_bytes(entry);
+                    gather_llq(v, q, e, phase, scratch, &mut cost)
                 }
                 _ => {
-                    let e: Entry256 = bytemuck::pod_read_unaligned(entry);
-                    gather_llq(v, q, &e, phase, scratch, &mut cost)
+                    let e: &Entry256 = bytemuck::from_bytes(entry);
+                    gather_llq(v, q, e, phase, scratch, &mut cost)
                 }
             };
             let queue = &mut self.vfs[vf].queues[q];
