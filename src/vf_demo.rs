@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use vnic::device::stats::{QueueStatsSnapshot, VfStatsSnapshot};
 use vnic::device::{DeviceError, DmaWindow, Iova, PhysicalFunction};
-use vnic::driver::{DriverError, QueuePairDriver, QueuePairLayout};
+use vnic::driver::{
+    AdminDriver, AdminError, DriverError, QueuePairDriver, QueuePairLayout, ethtool_stats,
+    format_ethtool,
+};
 use vnic::frame::build_udp_frame;
 use vnic::ring::{RegionError, SharedRegion};
 
@@ -25,11 +28,19 @@ pub struct VfDemoArgs {
     /// Frames per doorbell.
     #[arg(long, default_value_t = 32)]
     pub burst: usize,
+    /// Place VF 0's TX queue in device memory: a low-latency queue (ENA's default layout,
+    /// 128-byte entries with the first 96 bytes of each frame inline).
+    #[arg(long)]
+    pub llq: bool,
+    /// Print both VFs' counters as `ethtool -S` lists them for ENA, read through the admin
+    /// queue.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 impl Default for VfDemoArgs {
     fn default() -> Self {
-        Self { frames: 5_000_000, frame: 64, burst: 32 }
+        Self { frames: 5_000_000, frame: 64, burst: 32, llq: false, stats: false }
     }
 }
 
@@ -45,6 +56,9 @@ pub enum VfDemoError {
     /// Guest memory could not be made.
     #[error(transparent)]
     Region(#[from] RegionError),
+    /// The admin queue refused a step of the bring-up.
+    #[error("admin queue: {0}")]
+    Admin(#[from] AdminError),
     /// An option is out of range.
     #[error("--{0}")]
     BadOption(&'static str),
@@ -64,6 +78,8 @@ pub struct VfDemoReport {
     received: u64,
     sender: (QueueStatsSnapshot, VfStatsSnapshot),
     receiver: (QueueStatsSnapshot, VfStatsSnapshot),
+    /// Each VF's `ethtool -S` lines, if asked for.
+    ethtool: Vec<Vec<(String, u64)>>,
 }
 
 impl fmt::Display for VfDemoReport {
@@ -77,7 +93,12 @@ impl fmt::Display for VfDemoReport {
             f,
             "vnic-lab SR-IOV demo (VF 0 -> embedded switch -> VF 1, device engine on its own thread)"
         )?;
-        writeln!(f, "  {}-byte frames, burst {}, rings of 1024", self.args.frame, self.args.burst)?;
+        let tx_ring = if self.args.llq { "VF 0 TX in device memory (LLQ)" } else { "host-placed" };
+        writeln!(
+            f,
+            "  {}-byte frames, burst {}, rings of 1024, {tx_ring}",
+            self.args.frame, self.args.burst
+        )?;
         writeln!(f, "  received {} frames: {mpps:.2} Mpps, {gbps:.2} Gbps", self.received)?;
         writeln!(
             f,
@@ -88,7 +109,11 @@ impl fmt::Display for VfDemoReport {
             f,
             "  VF 1: rx_packets {} rx_bytes {} rx_drops {}",
             rx.rx_packets, rx.rx_bytes, rx.rx_drops
-        )
+        )?;
+        for (vf, lines) in self.ethtool.iter().enumerate() {
+            write!(f, "\nethtool -S (VF {vf})\n{}", format_ethtool(lines))?;
+        }
+        Ok(())
     }
 }
 
@@ -105,15 +130,28 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     let buf = if args.frame > 2048 { 9216 } else { 2048 };
     let layout = QueuePairLayout::with_buffers(0, 1024, buf, buf);
     let mut drivers = Vec::new();
+    let mut admins = Vec::new();
     for vf in 0..2u16 {
-        pf.set_mtu(vf, 9001)?;
-        let memory = Arc::new(SharedRegion::anonymous(layout.end)?);
+        // Each VF is brought up as ENA's driver brings one up: through its registers and admin
+        // queue (the admin memory after the queue pair's).
+        let memory = Arc::new(SharedRegion::anonymous(layout.end + AdminDriver::BYTES + 128)?);
         let window = DmaWindow::new(memory, Iova(0x1_0000_0000 * u64::from(vf + 1)));
         pf.assign(vf, window.clone())?;
+        let mut regs = pf.registers(vf)?;
+        let mut admin = AdminDriver::bring_up(window.clone(), layout.end, &mut regs)?;
+        admin.set_feature(&mut regs, vnic::abi::admin::SetFeature::Mtu(9001))?;
         let mut driver = QueuePairDriver::create(window, layout)?;
-        pf.create_queue_pair(vf, driver.spec())?;
+        if args.llq && vf == 0 {
+            admin.configure_llq(&mut regs, false)?;
+            let bar = pf.llq_bar(vf)?;
+            let mut regs = pf.registers(vf)?;
+            admin.create_queue_pair_llq(&mut regs, &mut driver, bar, false)?;
+        } else {
+            admin.create_queue_pair(&mut regs, &driver)?;
+        }
         driver.refill_rx();
         drivers.push(driver);
+        admins.push(admin);
     }
     let (dst, src) = (pf.port(1)?.mac, pf.port(0)?.mac);
     let mut frame = vec![0u8; args.frame];
@@ -160,14 +198,32 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let pf = engine.join().map_err(|_| VfDemoError::EnginePanicked)?;
+    let mut pf = engine.join().map_err(|_| VfDemoError::EnginePanicked)?;
     result?;
+    let mut ethtool = Vec::new();
+    if args.stats {
+        for (vf, admin) in admins.iter_mut().enumerate() {
+            let vf = vf as u16;
+            let queues: Vec<QueueStatsSnapshot> = {
+                let v = pf.vf(vf)?;
+                (0..v.queue_count())
+                    .filter_map(|q| v.queue_stats(q))
+                    .map(|s| s.snapshot())
+                    .collect()
+            };
+            let mut regs = pf.registers(vf)?;
+            let basic = admin.basic_stats(&mut regs)?;
+            let eni = admin.eni_stats(&mut regs)?;
+            ethtool.push(ethtool_stats(&basic, &eni, &queues));
+        }
+    }
     Ok(VfDemoReport {
         args: *args,
         elapsed,
         received,
         sender: stats(&pf, 0)?,
         receiver: stats(&pf, 1)?,
+        ethtool,
     })
 }
 
@@ -177,7 +233,8 @@ mod tests {
 
     #[test]
     fn frames_flow_from_vf_to_vf_and_are_counted() {
-        let report = run(&VfDemoArgs { frames: 20_000, frame: 1500, burst: 8 }).unwrap();
+        let args = VfDemoArgs { frames: 20_000, frame: 1500, burst: 8, ..Default::default() };
+        let report = run(&args).unwrap();
         assert!(report.received >= 20_000);
         assert!(
             report.receiver.0.rx_packets >= report.received,
@@ -186,5 +243,24 @@ mod tests {
         assert_eq!(report.sender.0.tx_bad_desc, 0);
         assert!(report.to_string().contains("Mpps"));
         assert!(run(&VfDemoArgs { frame: 10, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn an_llq_sender_delivers_and_its_counters_read_as_ethtool_lists_them() {
+        let args = VfDemoArgs { frames: 20_000, frame: 64, burst: 32, llq: true, stats: true };
+        let report = run(&args).unwrap();
+        assert!(report.received >= 20_000);
+        assert_eq!(report.sender.0.tx_bad_desc, 0);
+        let text = report.to_string();
+        assert!(text.contains("LLQ"));
+        let count = |vf: usize, name: &str| {
+            report.ethtool[vf].iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        };
+        // What the sender's queue 0 counted, in ethtool's name, equals the device's total.
+        assert_eq!(count(0, "queue_0_tx_cnt"), Some(report.sender.0.tx_packets));
+        assert_eq!(count(0, "queue_0_tx_bytes"), Some(64 * report.sender.0.tx_packets));
+        assert_eq!(count(1, "queue_0_rx_cnt"), Some(report.receiver.0.rx_packets));
+        assert_eq!(count(0, "bw_out_allowance_exceeded"), Some(0));
+        assert!(text.contains("NIC statistics:\n     rx_drops: "));
     }
 }

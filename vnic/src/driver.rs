@@ -1240,3 +1240,41 @@ impl AdminDriver {
         Ok(events)
     }
 }
+
+/// A VF's counters as `ethtool -S` lists them for ENA's Linux driver, with its names: the
+/// device's drops (`GET_STATS` BASIC), the ENI's allowance counters (`GET_STATS` ENI), then per
+/// queue `queue_N_tx_cnt`, `queue_N_tx_bytes`, `queue_N_rx_cnt`, `queue_N_rx_bytes` and
+/// `queue_N_rx_bad_desc_num`. Counters ENA's driver keeps that this model has no source for
+/// (`tx_timeout`, `queue_N_tx_queue_stop`, ...) are left out rather than shown as zero.
+pub fn ethtool_stats(
+    basic: &BasicStats,
+    eni: &EniStats,
+    queues: &[crate::device::stats::QueueStatsSnapshot],
+) -> Vec<(String, u64)> {
+    let mut out = vec![
+        ("rx_drops".to_string(), basic.rx_drops),
+        ("tx_drops".to_string(), basic.tx_drops),
+        ("bw_in_allowance_exceeded".to_string(), eni.bw_in_allowance_exceeded),
+        ("bw_out_allowance_exceeded".to_string(), eni.bw_out_allowance_exceeded),
+        ("pps_allowance_exceeded".to_string(), eni.pps_allowance_exceeded),
+        ("conntrack_allowance_exceeded".to_string(), eni.conntrack_allowance_exceeded),
+        ("linklocal_allowance_exceeded".to_string(), eni.linklocal_allowance_exceeded),
+    ];
+    for (q, s) in queues.iter().enumerate() {
+        out.push((format!("queue_{q}_tx_cnt"), s.tx_packets));
+        out.push((format!("queue_{q}_tx_bytes"), s.tx_bytes));
+        out.push((format!("queue_{q}_rx_cnt"), s.rx_packets));
+        out.push((format!("queue_{q}_rx_bytes"), s.rx_bytes));
+        out.push((format!("queue_{q}_rx_bad_desc_num"), s.rx_bad_desc));
+    }
+    out
+}
+
+/// [`ethtool_stats`] laid out as `ethtool -S` prints it.
+pub fn format_ethtool(stats: &[(String, u64)]) -> String {
+    let mut s = String::from("NIC statistics:\n");
+    for (name, value) in stats {
+        s.push_str(&format!("     {name}: {value}\n"));
+    }
+    s
+}
