@@ -56,7 +56,7 @@ impl Rig {
                 let mut regs = pf.registers(vf).expect("registers");
                 let mut admin =
                     AdminDriver::bring_up(window.clone(), admin_at, &mut regs).expect("bring-up");
-                admin.configure_llq(&mut regs, false).expect("llq");
+                admin.configure_llq(&mut regs, 128).expect("llq");
                 admin
             });
             let mut qs = Vec::new();
@@ -66,7 +66,7 @@ impl Rig {
                 if let Some(admin) = admin.as_mut() {
                     let bar = pf.llq_bar(vf).expect("llq bar");
                     let mut regs = pf.registers(vf).expect("registers");
-                    admin.create_queue_pair_llq(&mut regs, &mut drv, bar, false).expect("llq pair");
+                    admin.create_queue_pair_llq(&mut regs, &mut drv, bar, 128).expect("llq pair");
                 } else {
                     pf.create_queue_pair(vf, drv.spec()).expect("queue pair");
                 }

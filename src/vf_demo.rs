@@ -142,10 +142,10 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
         admin.set_feature(&mut regs, vnic::abi::admin::SetFeature::Mtu(9001))?;
         let mut driver = QueuePairDriver::create(window, layout)?;
         if args.llq && vf == 0 {
-            admin.configure_llq(&mut regs, false)?;
+            admin.configure_llq(&mut regs, 128)?;
             let bar = pf.llq_bar(vf)?;
             let mut regs = pf.registers(vf)?;
-            admin.create_queue_pair_llq(&mut regs, &mut driver, bar, false)?;
+            admin.create_queue_pair_llq(&mut regs, &mut driver, bar, 128)?;
         } else {
             admin.create_queue_pair(&mut regs, &driver)?;
         }

@@ -13,11 +13,17 @@
 //! split into descriptors of at most [`TX_DESC_MAX`] bytes, so jumbo frames use a chain
 //! (first … last). An RX buffer is `rx_buf` bytes (2 KiB by default); the device spreads a larger
 //! frame over several buffers and the driver gathers them.
+//!
+//! With a low-latency queue ([`QueuePairDriver::use_llq`]) the TX ring is in the device's LLQ
+//! BAR instead: each frame's descriptors and first 96 (or 224) bytes go into its entry, the rest
+//! into the TX buffer. The admin path ([`AdminDriver`]) brings a function up as ENA's driver does
+//! and creates queues, RSS and statistics through `crate::abi`, the only thing it shares with the
+//! device.
 
 use std::sync::Arc;
 
 use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
-use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry256, LlqEntry, entries_for};
+use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry192, Entry256, LlqEntry, entries_for};
 use crate::device::{DmaWindow, QueuePairSpec};
 use crate::ring::{
     CompletionConsumer, CompletionRing, INDEX_BLOCK_BYTES, RingError, SharedRegion,
@@ -115,6 +121,7 @@ pub enum DriverError {
 enum TxProducer {
     Host(SubmissionProducer<TxDesc>),
     Llq128(SubmissionProducer<Entry128>),
+    Llq192(SubmissionProducer<Entry192>),
     Llq256(SubmissionProducer<Entry256>),
 }
 
@@ -126,6 +133,12 @@ trait LlqRing: LlqEntry {
 impl LlqRing for Entry128 {
     fn producer(tx: &mut TxProducer) -> Option<&mut SubmissionProducer<Self>> {
         if let TxProducer::Llq128(p) = tx { Some(p) } else { None }
+    }
+}
+
+impl LlqRing for Entry192 {
+    fn producer(tx: &mut TxProducer) -> Option<&mut SubmissionProducer<Self>> {
+        if let TxProducer::Llq192(p) = tx { Some(p) } else { None }
     }
 }
 
@@ -296,20 +309,20 @@ impl QueuePairDriver {
 
     /// Moves the TX queue into device memory: from now on frames are posted as low-latency
     /// queue entries into the ring at `entry0` (an offset in the LLQ BAR `bar`, as `CREATE_SQ`
-    /// answered), with `large` 256-byte entries or 128-byte ones.
+    /// answered), with entries of `entry_bytes` (128, 192 or 256).
     pub fn use_llq(
         &mut self,
         bar: Arc<SharedRegion>,
         entry0: usize,
-        large: bool,
+        entry_bytes: usize,
     ) -> Result<(), DriverError> {
         let at = entry0
             .checked_sub(INDEX_BLOCK_BYTES)
             .ok_or(RingError::Misaligned { offset: entry0 })?;
-        self.tx = if large {
-            TxProducer::Llq256(SubmissionProducer::attach(bar, at)?)
-        } else {
-            TxProducer::Llq128(SubmissionProducer::attach(bar, at)?)
+        self.tx = match entry_bytes {
+            Entry256::BYTES => TxProducer::Llq256(SubmissionProducer::attach(bar, at)?),
+            Entry192::BYTES => TxProducer::Llq192(SubmissionProducer::attach(bar, at)?),
+            _ => TxProducer::Llq128(SubmissionProducer::attach(bar, at)?),
         };
         Ok(())
     }
@@ -329,6 +342,7 @@ impl QueuePairDriver {
         let taken = match self.tx {
             TxProducer::Host(_) => self.send_host(frames),
             TxProducer::Llq128(_) => self.send_llq::<Entry128>(frames),
+            TxProducer::Llq192(_) => self.send_llq::<Entry192>(frames),
             TxProducer::Llq256(_) => self.send_llq::<Entry256>(frames),
         };
         self.stats.tx_posted += taken as u64;
@@ -1042,6 +1056,29 @@ impl AdminDriver {
         self.stats(regs, stats_type::ENI)
     }
 
+    /// `GET_STATS` EXTENDED: the device's text of further counters, through a control buffer of
+    /// `len` bytes (the text is cut to fit).
+    pub fn extended_stats(
+        &mut self,
+        regs: &mut impl RegisterSpace,
+        len: usize,
+    ) -> Result<String, AdminError> {
+        let control = self.control(&[], len)?;
+        let cmd = Command::GetStats(GetStats {
+            stats_type: stats_type::EXTENDED,
+            scope: 1,
+            queue_idx: 0,
+            device_id: 0xffff,
+            requested_metrics: 0,
+            control: Some(control),
+        });
+        self.execute(regs, &cmd)?;
+        let mut bytes = vec![0u8; control.length as usize];
+        self.window.read(control.address, &mut bytes)?;
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
+    }
+
     /// `GET_STATS` ENA_SRD.
     pub fn srd_info(&mut self, regs: &mut impl RegisterSpace) -> Result<SrdInfo, AdminError> {
         self.stats(regs, stats_type::ENA_SRD)
@@ -1077,15 +1114,21 @@ impl AdminDriver {
 
     /// Chooses the low-latency queue layout as ENA's driver does (`ena_com_config_llq_info`):
     /// inline headers, two descriptors before the header, several per continuation entry, and
-    /// 128-byte entries, or 256-byte ones with `large_header` (224 header bytes, half the depth).
+    /// entries of `entry_bytes`: 128 (ENA's default, 96 header bytes), 192 (160) or 256 (the
+    /// large-header option, 224 bytes, half the depth).
     pub fn configure_llq(
         &mut self,
         regs: &mut impl RegisterSpace,
-        large_header: bool,
+        entry_bytes: usize,
     ) -> Result<LlqInfo, AdminError> {
         use crate::abi::llq::{descs_before_header, entry_size, header_location, stride};
         let offered = self.info.and_then(|i| i.llq).ok_or(AdminError::Unsupported(feature::LLQ))?;
-        let size = if large_header { entry_size::B256 } else { entry_size::B128 };
+        let size = match entry_bytes {
+            128 => entry_size::B128,
+            192 => entry_size::B192,
+            256 => entry_size::B256,
+            _ => return Err(AdminError::Unsupported(feature::LLQ)),
+        };
         if offered.entry_size_ctrl_supported & size == 0
             || offered.header_location_ctrl_supported & header_location::INLINE == 0
         {
@@ -1127,12 +1170,12 @@ impl AdminDriver {
         regs: &mut impl RegisterSpace,
         queue: &mut QueuePairDriver,
         bar: Arc<SharedRegion>,
-        large_header: bool,
+        entry_bytes: usize,
     ) -> Result<IoQueues, AdminError> {
         let spec = queue.spec();
         let tx = self.create_io_queue(regs, spec.depth, spec.tx_cq, None, Direction::Tx)?;
         let entry0 = tx.1.llq_descriptors_offset as usize;
-        queue.use_llq(bar, entry0, large_header).map_err(|e| match e {
+        queue.use_llq(bar, entry0, entry_bytes).map_err(|e| match e {
             DriverError::Ring(r) => AdminError::Llq(r),
             _ => AdminError::Llq(RingError::Misaligned { offset: entry0 }),
         })?;

@@ -119,6 +119,9 @@ fn a_driver_brings_a_vf_up_as_enas_driver_does_and_traffic_flows() {
     assert_eq!(admin.eni_stats(&mut regs).unwrap(), admin::EniStats::default(), "no shaper");
     let (reported, values) = admin.customer_metrics(&mut regs, 0b11_1111).unwrap();
     assert_eq!((reported, values), (0b1_1111, vec![0; 5]), "ids 0-4 counted, 5 not");
+    let text = admin.extended_stats(&mut regs, 4096).unwrap();
+    assert!(text.starts_with("tx_packets: 300\ntx_bytes: 150000\n"), "{text}");
+    assert_eq!(admin.extended_stats(&mut regs, 11).unwrap(), "tx_packets", "cut to the buffer");
     assert!(pf.send_keep_alive(0).unwrap());
     let mut regs = pf.registers(0).unwrap();
     let keep_alive = admin.events(&mut regs).unwrap();
@@ -245,7 +248,8 @@ fn bad_admin_commands_get_enas_error_statuses_not_panics() {
         descriptors_stride_ctrl_enabled: 2,
         ..Default::default()
     };
-    assert_eq!(send(set(SetFeature::Llq(llq_192))), status::ILLEGAL_PARAMETER, "192-byte entries");
+    let llq_64 = admin::LlqInfo { entry_size_ctrl_enabled: 8, ..llq_192 };
+    assert_eq!(send(set(SetFeature::Llq(llq_64))), status::ILLEGAL_PARAMETER, "no such entry size");
     let header_ring =
         admin::LlqInfo { header_location_ctrl_enabled: 2, entry_size_ctrl_enabled: 1, ..llq_192 };
     assert_eq!(send(set(SetFeature::Llq(header_ring))), status::ILLEGAL_PARAMETER, "header ring");
@@ -259,7 +263,12 @@ fn bad_admin_commands_get_enas_error_statuses_not_panics() {
             control,
         })
     };
-    assert_eq!(send(stats(admin::stats_type::EXTENDED, None)), status::UNSUPPORTED_OPCODE);
+    assert_eq!(
+        send(stats(admin::stats_type::EXTENDED, None)),
+        status::MALFORMED_REQUEST,
+        "no buffer"
+    );
+    assert_eq!(send(stats(9, None)), status::UNSUPPORTED_OPCODE);
     let metrics = admin::stats_type::CUSTOMER_METRICS;
     assert_eq!(send(stats(metrics, None)), status::MALFORMED_REQUEST, "no buffer");
     assert_eq!(send(Command::DestroySq { sq_idx: 0, direction: Direction::Tx }), 5);

@@ -21,7 +21,7 @@ struct Pair {
     w0: DmaWindow,
 }
 
-fn pair(large_header: bool, depth: u32) -> Pair {
+fn pair(entry_bytes: usize, depth: u32) -> Pair {
     let mut pf = PhysicalFunction::new(2).unwrap();
     pf.set_num_vfs(2).unwrap();
     let w0 = DmaWindow::new(Arc::new(SharedRegion::anonymous(32 * MB).unwrap()), Iova(1 << 32));
@@ -33,12 +33,12 @@ fn pair(large_header: bool, depth: u32) -> Pair {
     }
     let mut regs = pf.registers(0).unwrap();
     let mut admin = AdminDriver::bring_up(w0.clone(), 28 * MB, &mut regs).unwrap();
-    admin.configure_llq(&mut regs, large_header).unwrap();
+    admin.configure_llq(&mut regs, entry_bytes).unwrap();
     let layout = QueuePairLayout::new(0, depth, 2048);
     let mut tx = QueuePairDriver::create(w0.clone(), layout).unwrap();
     let bar = pf.llq_bar(0).unwrap();
     let mut regs = pf.registers(0).unwrap();
-    admin.create_queue_pair_llq(&mut regs, &mut tx, bar, large_header).unwrap();
+    admin.create_queue_pair_llq(&mut regs, &mut tx, bar, entry_bytes).unwrap();
     assert!(tx.is_llq());
     let mut rx = QueuePairDriver::create(w1, QueuePairLayout::new(0, depth, 2048)).unwrap();
     pf.create_queue_pair(1, rx.spec()).unwrap();
@@ -59,8 +59,8 @@ fn frame(p: &Pair, len: usize, seq: u16) -> Vec<u8> {
 
 #[test]
 fn frames_of_every_size_cross_a_low_latency_queue_byte_for_byte() {
-    for large in [false, true] {
-        let mut p = pair(large, 256);
+    for entry_bytes in [128, 192, 256] {
+        let mut p = pair(entry_bytes, 256);
         // All header (60, 96), a header and one buffer (97, 1500), and a jumbo frame whose
         // third descriptor spills into a continuation entry (9014).
         let sizes = [60usize, 96, 97, 224, 225, 1500, 9014];
@@ -74,7 +74,7 @@ fn frames_of_every_size_cross_a_low_latency_queue_byte_for_byte() {
             p.pf.poll();
             let mut got = Vec::new();
             p.rx.recv(|f, _| got.push(f.to_vec()));
-            assert_eq!(got, frames, "round {round}, large header {large}");
+            assert_eq!(got, frames, "round {round}, {entry_bytes}-byte entries");
             assert_eq!(p.tx.reap_tx(), sizes.len());
             sent += sizes.len() as u64;
         }
@@ -87,7 +87,7 @@ fn frames_of_every_size_cross_a_low_latency_queue_byte_for_byte() {
 
 #[test]
 fn an_llq_entry_holds_the_descriptors_then_the_header_as_enas_driver_writes_it() {
-    let mut p = pair(false, 256);
+    let mut p = pair(128, 256);
     let f = frame(&p, 1500, 7);
     assert_eq!(p.tx.send_burst(&[&f]), 1);
     // The ring sits in slot 0 of the BAR: its entry 0 after the index block.
@@ -116,7 +116,7 @@ fn an_llq_entry_holds_the_descriptors_then_the_header_as_enas_driver_writes_it()
 
 #[test]
 fn hostile_llq_entries_are_refused_and_counted_never_followed() {
-    let Pair { mut pf, tx, mut rx, w0, .. } = pair(false, 256);
+    let Pair { mut pf, tx, mut rx, w0, .. } = pair(128, 256);
     let good = frame_between(&pf, 90);
     // The guest drops its driver and writes the LLQ ring itself: random bytes, first
     // descriptors claiming headers longer than the entry, buffers outside the window, wrong
@@ -190,11 +190,11 @@ fn frame_between(pf: &PhysicalFunction, len: usize) -> Vec<u8> {
 
 #[test]
 fn llq_limits_get_enas_statuses() {
-    let mut p = pair(true, 256);
+    let mut p = pair(256, 256);
     let mut regs = p.pf.registers(0).unwrap();
     // The layout cannot change under a live low-latency queue.
     assert!(matches!(
-        p.admin.configure_llq(&mut regs, false),
+        p.admin.configure_llq(&mut regs, 128),
         Err(AdminError::Status { status: status::ILLEGAL_PARAMETER, .. })
     ));
     let cq = |depth| {
@@ -234,7 +234,7 @@ fn llq_limits_get_enas_statuses() {
         let layout = QueuePairLayout::new(k * end, 256, 2048);
         let mut q = QueuePairDriver::create(p.w0.clone(), layout).unwrap();
         let mut regs = p.pf.registers(0).unwrap();
-        match p.admin.create_queue_pair_llq(&mut regs, &mut q, bar.clone(), true) {
+        match p.admin.create_queue_pair_llq(&mut regs, &mut q, bar.clone(), 256) {
             Ok(_) => assert!(k < 8, "queue {k}"),
             Err(AdminError::Status { status, .. }) => {
                 assert_eq!(k, 8);

@@ -15,7 +15,8 @@
 //! The first descriptor carries the header's length (`buff_addr_hi_hdr_sz` 31:24) and, if the
 //! packet is longer than the header, the first buffer of the rest; a packet that fits in the
 //! header has no buffer at all. ENA's "large header" option uses 256-byte entries (224 bytes of
-//! header) in the same memory, so the ring holds half as many. Every descriptor of an entry
+//! header) in the same memory, so the ring holds half as many; 192-byte entries (160 bytes of
+//! header) fit 512 too. Every descriptor of an entry
 //! carries the phase of the entry's position ([`super::io::sq_phase`]).
 
 use bytemuck::{Pod, Zeroable};
@@ -34,7 +35,7 @@ pub mod header_location {
 pub mod entry_size {
     /// 128 bytes.
     pub const B128: u16 = 1;
-    /// 192 bytes (not modelled).
+    /// 192 bytes.
     pub const B192: u16 = 2;
     /// 256 bytes ("large header").
     pub const B256: u16 = 4;
@@ -106,6 +107,11 @@ pub trait LlqEntry: Pod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Entry128(pub [u8; 128]);
 
+/// A 192-byte LLQ entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Entry192(pub [u8; 128], pub [u8; 64]);
+
 /// A 256-byte LLQ entry (ENA's large-header option).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -118,6 +124,16 @@ impl LlqEntry for Entry128 {
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.0
+    }
+}
+
+impl LlqEntry for Entry192 {
+    const BYTES: usize = 192;
+    fn bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::bytes_of_mut(self)
     }
 }
 
@@ -145,6 +161,8 @@ mod tests {
     fn the_default_entry_holds_two_descriptors_and_96_header_bytes() {
         assert_eq!(Entry128::header_room(), 96);
         assert_eq!(Entry256::header_room(), 224);
+        assert_eq!((Entry192::header_room(), Entry192::descs_per_entry()), (160, 12));
+        assert_eq!(size_of::<Entry192>(), 192);
         assert_eq!((Entry128::descs_per_entry(), Entry256::descs_per_entry()), (8, 16));
         assert_eq!(entries_for::<Entry128>(1), 1);
         assert_eq!(entries_for::<Entry128>(2), 1);

@@ -827,9 +827,10 @@ impl PhysicalFunction {
             }
             SetFeature::Mac(mac) => self.set_mac_from_guest(vf, mac),
             SetFeature::Llq(chosen) => {
-                let large = match chosen.entry_size_ctrl_enabled {
-                    llq::entry_size::B128 => false,
-                    llq::entry_size::B256 => true,
+                let entry_bytes = match chosen.entry_size_ctrl_enabled {
+                    llq::entry_size::B128 => 128,
+                    llq::entry_size::B192 => 192,
+                    llq::entry_size::B256 => 256,
                     _ => return status::ILLEGAL_PARAMETER,
                 };
                 let layout_ok = chosen.header_location_ctrl_enabled == llq::header_location::INLINE
@@ -843,7 +844,7 @@ impl PhysicalFunction {
                 if !layout_ok || in_use {
                     return status::ILLEGAL_PARAMETER;
                 }
-                self.vfs[i].llq = super::llq::LlqChoice { large_entries: large };
+                self.vfs[i].llq = super::llq::LlqChoice { entry_bytes };
                 status::SUCCESS
             }
         }
@@ -932,6 +933,20 @@ impl PhysicalFunction {
             .body(),
             // ENA Express is not modelled on the ENA path (SRD is EFA's, `crate::efa`): off.
             stats_type::ENA_SRD => SrdInfo::default().body(),
+            stats_type::EXTENDED => {
+                // ENA leaves the string's contents to the device: here "name: value" lines of
+                // the VF's counters, NUL-terminated, cut to the buffer.
+                let Some(c) = control.filter(|c| c.length > 0) else {
+                    return (status::MALFORMED_REQUEST, [0; admin::BODY_BYTES]);
+                };
+                let mut text = extended_stats(&q, &v).into_bytes();
+                text.truncate(c.length as usize - 1);
+                text.push(0);
+                if !write_control(window, c, &text) {
+                    return (status::MALFORMED_REQUEST, [0; admin::BODY_BYTES]);
+                }
+                [0; admin::BODY_BYTES]
+            }
             stats_type::CUSTOMER_METRICS => {
                 let values = [
                     eni.bw_in_allowance_exceeded,
@@ -963,7 +978,7 @@ impl PhysicalFunction {
     }
 }
 
-/// What `GET_FEATURE LLQ` answers: inline headers, 128- or 256-byte entries, two descriptors
+/// What `GET_FEATURE LLQ` answers: inline headers, 128-, 192- or 256-byte entries, two descriptors
 /// before the header, several per continuation entry; the layout chosen.
 fn llq_info(chosen: super::llq::LlqChoice) -> admin::LlqInfo {
     admin::LlqInfo {
@@ -971,11 +986,13 @@ fn llq_info(chosen: super::llq::LlqChoice) -> admin::LlqInfo {
         max_llq_depth: super::LLQ_MAX_DEPTH,
         header_location_ctrl_supported: llq::header_location::INLINE,
         header_location_ctrl_enabled: llq::header_location::INLINE,
-        entry_size_ctrl_supported: llq::entry_size::B128 | llq::entry_size::B256,
-        entry_size_ctrl_enabled: if chosen.large_entries {
-            llq::entry_size::B256
-        } else {
-            llq::entry_size::B128
+        entry_size_ctrl_supported: llq::entry_size::B128
+            | llq::entry_size::B192
+            | llq::entry_size::B256,
+        entry_size_ctrl_enabled: match chosen.entry_bytes {
+            256 => llq::entry_size::B256,
+            192 => llq::entry_size::B192,
+            _ => llq::entry_size::B128,
         },
         desc_num_before_header_supported: llq::descs_before_header::TWO,
         desc_num_before_header_enabled: llq::descs_before_header::TWO,
@@ -984,6 +1001,30 @@ fn llq_info(chosen: super::llq::LlqChoice) -> admin::LlqInfo {
         accel_flags: 0,
         max_tx_burst_size: 0,
     }
+}
+
+/// `GET_STATS` EXTENDED's text: the queue counters summed over the VF's queues, then the VF's.
+fn extended_stats(
+    q: &super::stats::QueueStatsSnapshot,
+    v: &super::stats::VfStatsSnapshot,
+) -> String {
+    let lines = [
+        ("tx_packets", q.tx_packets),
+        ("tx_bytes", q.tx_bytes),
+        ("tx_bad_desc", q.tx_bad_desc),
+        ("tx_errors", q.tx_errors),
+        ("rx_packets", q.rx_packets),
+        ("rx_bytes", q.rx_bytes),
+        ("rx_drops", q.rx_drops),
+        ("rx_bad_desc", q.rx_bad_desc),
+        ("tx_spoofed", v.tx_spoofed),
+        ("tx_malformed", v.tx_malformed),
+        ("tx_oversize", v.tx_oversize),
+        ("tx_shaper_drops", v.tx_shaper_drops),
+        ("engine_descriptors", v.engine_descriptors),
+        ("engine_units", v.engine_units),
+    ];
+    lines.iter().map(|(name, value)| format!("{name}: {value}\n")).collect()
 }
 
 /// log2 of the indirection table's size.

@@ -33,7 +33,7 @@ use super::{
     DeviceQueue, DmaWindow, FRAME_OVERHEAD, PartialFrame, PhysicalFunction, VirtualFunction,
 };
 use crate::abi::io::{RxCompletion, RxDesc, TxCompletion, TxDesc, rx_cq_field, sq_phase};
-use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry256, LlqEntry};
+use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry192, Entry256, LlqEntry};
 use crate::frame::FrameInfo;
 use crate::policy::Direction;
 use crate::shaper::Clock;
@@ -238,6 +238,9 @@ impl PhysicalFunction {
             TxRing::Llq128 { ring, .. } => {
                 (ring.head(), ring.pop_burst(bytemuck::cast_slice_mut(&mut llq[..max * 128])))
             }
+            TxRing::Llq192 { ring, .. } => {
+                (ring.head(), ring.pop_burst(bytemuck::cast_slice_mut(&mut llq[..max * 192])))
+            }
             TxRing::Llq256 { ring, .. } => {
                 (ring.head(), ring.pop_burst(bytemuck::cast_slice_mut(&mut llq[..max * 256])))
             }
@@ -248,6 +251,7 @@ impl PhysicalFunction {
         let entry_bytes = match queue.tx {
             TxRing::Host(_) => 0,
             TxRing::Llq128 { .. } => Entry128::BYTES,
+            TxRing::Llq192 { .. } => Entry192::BYTES,
             TxRing::Llq256 { .. } => Entry256::BYTES,
         };
         if let Some(window) = self.vfs[vf].window.as_ref().filter(|_| entry_bytes == 0) {
@@ -277,6 +281,10 @@ impl PhysicalFunction {
                 // In place: entries have byte alignment.
                 Entry128::BYTES => {
                     let e: &Entry128 = bytemuck::from_bytes(entry);
+                    gather_llq(v, q, e, phase, scratch, &mut cost)
+                }
+                Entry192::BYTES => {
+                    let e: &Entry192 = bytemuck::from_bytes(entry);
                     gather_llq(v, q, e, phase, scratch, &mut cost)
                 }
                 _ => {

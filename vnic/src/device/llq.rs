@@ -1,7 +1,7 @@
 //! Low-latency queues on the device: a VF's LLQ BAR and the TX rings placed in it.
 //!
 //! Each VF has an LLQ BAR of [`LLQ_QUEUES`] slots, one TX ring each: up to 1024 entries of 128
-//! bytes (or 512 of 256 bytes, ENA's large-header option), with the ring's index block in the
+//! bytes (or 512 of 192 or 256 bytes, ENA's large-header option), with the ring's index block in the
 //! [`crate::ring::INDEX_BLOCK_BYTES`] before entry 0. `CREATE_SQ` with device placement lays a
 //! ring out in a free slot (the memory is the device's, so whatever a driver left there is
 //! overwritten) and answers with entry 0's offset in the BAR; the driver maps the BAR
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{DeviceError, PhysicalFunction};
 use crate::abi::io::TxDesc;
-use crate::abi::llq::{Entry128, Entry256, LlqEntry};
+use crate::abi::llq::{Entry128, Entry192, Entry256, LlqEntry};
 use crate::ring::{RingError, SharedRegion, SubmissionConsumer, SubmissionRing, ring_bytes};
 
 /// Low-latency queues a VF may have.
@@ -29,6 +29,8 @@ pub(crate) enum TxRing {
     Host(SubmissionConsumer<TxDesc>),
     /// 128-byte LLQ entries in slot `slot` of the LLQ BAR.
     Llq128 { ring: SubmissionConsumer<Entry128>, slot: usize },
+    /// 192-byte LLQ entries.
+    Llq192 { ring: SubmissionConsumer<Entry192>, slot: usize },
     /// 256-byte LLQ entries.
     Llq256 { ring: SubmissionConsumer<Entry256>, slot: usize },
 }
@@ -38,6 +40,7 @@ impl TxRing {
         match self {
             Self::Host(r) => r.is_empty(),
             Self::Llq128 { ring, .. } => ring.is_empty(),
+            Self::Llq192 { ring, .. } => ring.is_empty(),
             Self::Llq256 { ring, .. } => ring.is_empty(),
         }
     }
@@ -45,7 +48,9 @@ impl TxRing {
     pub(crate) fn llq_slot(&self) -> Option<usize> {
         match self {
             Self::Host(_) => None,
-            Self::Llq128 { slot, .. } | Self::Llq256 { slot, .. } => Some(*slot),
+            Self::Llq128 { slot, .. } | Self::Llq192 { slot, .. } | Self::Llq256 { slot, .. } => {
+                Some(*slot)
+            }
         }
     }
 
@@ -75,24 +80,29 @@ impl TxRing {
         match self {
             Self::Host(r) => drain(r, |d| *d, in_flight),
             Self::Llq128 { ring, .. } => drain(ring, |e| e.desc(0), in_flight),
+            Self::Llq192 { ring, .. } => drain(ring, |e| e.desc(0), in_flight),
             Self::Llq256 { ring, .. } => drain(ring, |e| e.desc(0), in_flight),
         }
     }
 }
 
-/// The LLQ layout a VF's driver chose (`SET_FEATURE LLQ`): 128- or 256-byte entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The LLQ layout a VF's driver chose (`SET_FEATURE LLQ`): entries of 128, 192 or 256 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LlqChoice {
-    pub(crate) large_entries: bool,
+    pub(crate) entry_bytes: usize,
+}
+
+impl Default for LlqChoice {
+    fn default() -> Self {
+        Self { entry_bytes: Entry128::BYTES }
+    }
 }
 
 impl LlqChoice {
-    pub(crate) fn entry_bytes(self) -> usize {
-        if self.large_entries { Entry256::BYTES } else { Entry128::BYTES }
-    }
-
+    /// The deepest power-of-two ring of these entries in a slot's 1024 × 128 bytes.
     pub(crate) fn max_depth(self) -> u32 {
-        LLQ_MAX_DEPTH * 128 / self.entry_bytes() as u32
+        let fits = (LLQ_MAX_DEPTH as usize * 128 / self.entry_bytes) as u32;
+        1 << fits.ilog2()
     }
 }
 
@@ -127,10 +137,10 @@ impl PhysicalFunction {
         let slot =
             (0..LLQ_QUEUES).find(|s| !used.contains(s)).ok_or(DeviceError::TooManyQueues { vf })?;
         let at = slot * LLQ_SLOT_BYTES;
-        let laid = if v.llq.large_entries {
-            SubmissionRing::<Entry256>::reinit(&bar, at, depth)
-        } else {
-            SubmissionRing::<Entry128>::reinit(&bar, at, depth)
+        let laid = match v.llq.entry_bytes {
+            Entry256::BYTES => SubmissionRing::<Entry256>::reinit(&bar, at, depth),
+            Entry192::BYTES => SubmissionRing::<Entry192>::reinit(&bar, at, depth),
+            _ => SubmissionRing::<Entry128>::reinit(&bar, at, depth),
         };
         laid.map_err(|source| DeviceError::Ring { iova: at as u64, source })?;
         Ok(slot)
@@ -141,10 +151,14 @@ impl PhysicalFunction {
         let bar = self.llq_bar(vf)?;
         let at = slot * LLQ_SLOT_BYTES;
         let err = |source| DeviceError::Ring { iova: at as u64, source };
-        Ok(if self.vfs[usize::from(vf)].llq.large_entries {
-            TxRing::Llq256 { ring: SubmissionConsumer::attach(bar, at).map_err(err)?, slot }
-        } else {
-            TxRing::Llq128 { ring: SubmissionConsumer::attach(bar, at).map_err(err)?, slot }
+        Ok(match self.vfs[usize::from(vf)].llq.entry_bytes {
+            Entry256::BYTES => {
+                TxRing::Llq256 { ring: SubmissionConsumer::attach(bar, at).map_err(err)?, slot }
+            }
+            Entry192::BYTES => {
+                TxRing::Llq192 { ring: SubmissionConsumer::attach(bar, at).map_err(err)?, slot }
+            }
+            _ => TxRing::Llq128 { ring: SubmissionConsumer::attach(bar, at).map_err(err)?, slot },
         })
     }
 }
