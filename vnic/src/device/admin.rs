@@ -358,8 +358,10 @@ impl PhysicalFunction {
         let reset = value & regs::dev_ctl::DEV_RESET != 0;
         if reset && !self.vfs[i].admin.resetting {
             let _ = self.reset_vf(vf);
-            // Queues, admin queues, events and the readless address go; counters stay.
+            // Queues, admin queues, events, the readless address and the LLQ layout go;
+            // counters stay.
             self.vfs[i].admin = AdminState { resetting: true, ..AdminState::default() };
+            self.vfs[i].llq = super::llq::LlqChoice::default();
         } else if !reset {
             self.vfs[i].admin.resetting = false;
         }

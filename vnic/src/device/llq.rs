@@ -1,8 +1,8 @@
 //! Low-latency queues on the device: a VF's LLQ BAR and the TX rings placed in it.
 //!
-//! Each VF has an LLQ BAR of [`LLQ_QUEUES`] slots, one TX ring each: up to 1024 entries of 128
-//! bytes (or 512 of 192 or 256 bytes, ENA's large-header option), with the ring's index block in the
-//! [`crate::ring::INDEX_BLOCK_BYTES`] before entry 0. `CREATE_SQ` with device placement lays a
+//! Each VF has an LLQ BAR of [`LLQ_QUEUES`] slots, one TX ring each: up to 1024 entries of
+//! 128 bytes (or 512 of 192 or 256 bytes, ENA's large-header option), with the ring's index
+//! block in the [`crate::ring::INDEX_BLOCK_BYTES`] before entry 0. `CREATE_SQ` with device placement lays a
 //! ring out in a free slot (the memory is the device's, so whatever a driver left there is
 //! overwritten) and answers with entry 0's offset in the BAR; the driver maps the BAR
 //! ([`PhysicalFunction::llq_bar`], as it would map BAR2 through VFIO) and writes whole entries,

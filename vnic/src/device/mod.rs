@@ -12,8 +12,8 @@
 //!   by the device when it creates the queue: TX submission (16-byte [`TxDesc`]), TX completion
 //!   (8-byte [`TxCompletion`]), RX submission (16-byte [`RxDesc`]) and RX completion (16-byte
 //!   [`RxCompletion`]); ENA numbers them 2q and 2q + 1. The TX ring may instead be a low-latency
-//!   queue in the VF's LLQ BAR (`llq.rs`): 128- or 256-byte entries holding the descriptors and
-//!   the frame's first bytes.
+//!   queue in the VF's LLQ BAR (`llq.rs`): 128-, 192- or 256-byte entries holding the
+//!   descriptors and the frame's first bytes.
 //! * The engine ([`PhysicalFunction::poll`], in `engine.rs`) serves the VFs in weighted round
 //!   robin (each its weight of work per poll, 64 small descriptors by default, every descriptor
 //!   and byte charged to the VF that posted it), their TX queues in bursts of 32, validates each descriptor, gathers multi-descriptor frames up to jumbo size, switches them by
