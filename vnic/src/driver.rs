@@ -704,7 +704,7 @@ pub struct AdminDriver {
 
 fn slot(base: usize, depth: u16, position: u32) -> (usize, bool) {
     let depth = u32::from(depth);
-    (base + (position % depth) as usize * 64, (position / depth) & 1 == 0)
+    (base + (position % depth) as usize * 64, sq_phase(position, depth))
 }
 
 impl AdminDriver {
@@ -1030,20 +1030,24 @@ impl AdminDriver {
         )
     }
 
+    /// `GET_STATS` of `kind` for this function's Ethernet traffic, as ENA's driver asks.
+    fn stats_command(kind: u8, requested_metrics: u64, control: Option<ControlBuffer>) -> Command {
+        Command::GetStats(GetStats {
+            stats_type: kind,
+            scope: 1,
+            queue_idx: 0,
+            device_id: 0xffff,
+            requested_metrics,
+            control,
+        })
+    }
+
     fn stats<R: ResponseBody>(
         &mut self,
         regs: &mut impl RegisterSpace,
         kind: u8,
     ) -> Result<R, AdminError> {
-        let cmd = Command::GetStats(GetStats {
-            stats_type: kind,
-            scope: 1,
-            queue_idx: 0,
-            device_id: 0xffff,
-            requested_metrics: 0,
-            control: None,
-        });
-        Ok(self.execute(regs, &cmd)?.response())
+        Ok(self.execute(regs, &Self::stats_command(kind, 0, None))?.response())
     }
 
     /// `GET_STATS` BASIC.
@@ -1064,14 +1068,7 @@ impl AdminDriver {
         len: usize,
     ) -> Result<String, AdminError> {
         let control = self.control(&[], len)?;
-        let cmd = Command::GetStats(GetStats {
-            stats_type: stats_type::EXTENDED,
-            scope: 1,
-            queue_idx: 0,
-            device_id: 0xffff,
-            requested_metrics: 0,
-            control: Some(control),
-        });
+        let cmd = Self::stats_command(stats_type::EXTENDED, 0, Some(control));
         self.execute(regs, &cmd)?;
         let mut bytes = vec![0u8; control.length as usize];
         self.window.read(control.address, &mut bytes)?;
@@ -1093,14 +1090,7 @@ impl AdminDriver {
     ) -> Result<(u64, Vec<u64>), AdminError> {
         let len = 8 * requested.count_ones() as usize;
         let control = self.control(&[], len)?;
-        let cmd = Command::GetStats(GetStats {
-            stats_type: stats_type::CUSTOMER_METRICS,
-            scope: 1,
-            queue_idx: 0,
-            device_id: 0xffff,
-            requested_metrics: requested,
-            control: Some(control),
-        });
+        let cmd = Self::stats_command(stats_type::CUSTOMER_METRICS, requested, Some(control));
         let c = self.execute(regs, &cmd)?;
         let reported = u64::from_le_bytes(c.body[..8].try_into().unwrap_or([0; 8]));
         let mut bytes = vec![0u8; 8 * reported.count_ones() as usize];
@@ -1195,9 +1185,9 @@ impl AdminDriver {
     ) -> Result<(CreateCqResponse, CreateSqResponse), AdminError> {
         let entry0 = |iova: crate::device::Iova| iova.0 + INDEX_BLOCK_BYTES as u64;
         let entry_words = match direction {
-            Direction::Tx => size_of::<TxCompletion>() / 4,
-            Direction::Rx => size_of::<RxCompletion>() / 4,
-        } as u8;
+            Direction::Tx => crate::abi::io::TX_CQ_ENTRY_WORDS,
+            Direction::Rx => crate::abi::io::RX_CQ_ENTRY_WORDS,
+        };
         let create_cq = Command::CreateCq(CreateCq {
             interrupt_mode: true,
             entry_words,

@@ -46,11 +46,9 @@ fn pair(entry_bytes: usize, depth: u32) -> Pair {
     Pair { pf, admin, tx, rx, w0 }
 }
 
+/// A UDP frame from VF 0 to VF 1 whose payload depends on `seq`.
 fn frame(p: &Pair, len: usize, seq: u16) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    let dst = p.pf.port(1).unwrap().mac;
-    let src = p.pf.port(0).unwrap().mac;
-    build_udp_frame(&mut buf, len, dst, src, ([10, 0, 0, 1], [10, 0, 0, 2]), (seq, 9000));
+    let mut buf = frame_between(&p.pf, len, seq);
     for (i, b) in buf.iter_mut().enumerate().skip(42) {
         *b = (i as u8) ^ (seq as u8);
     }
@@ -117,7 +115,7 @@ fn an_llq_entry_holds_the_descriptors_then_the_header_as_enas_driver_writes_it()
 #[test]
 fn hostile_llq_entries_are_refused_and_counted_never_followed() {
     let Pair { mut pf, tx, mut rx, w0, .. } = pair(128, 256);
-    let good = frame_between(&pf, 90);
+    let good = frame_between(&pf, 90, 1);
     // The guest drops its driver and writes the LLQ ring itself: random bytes, first
     // descriptors claiming headers longer than the entry, buffers outside the window, wrong
     // phases, chains that never end; and, now and then, a frame as ENA's driver writes it.
@@ -181,10 +179,10 @@ fn hostile_llq_entries_are_refused_and_counted_never_followed() {
     assert!(bufs.iter().all(|&b| b == 0));
 }
 
-fn frame_between(pf: &PhysicalFunction, len: usize) -> Vec<u8> {
+fn frame_between(pf: &PhysicalFunction, len: usize, sport: u16) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     let (dst, src) = (pf.port(1).unwrap().mac, pf.port(0).unwrap().mac);
-    build_udp_frame(&mut buf, len, dst, src, ([10, 0, 0, 1], [10, 0, 0, 2]), (1, 2));
+    build_udp_frame(&mut buf, len, dst, src, ([10, 0, 0, 1], [10, 0, 0, 2]), (sport, 9000));
     buf
 }
 

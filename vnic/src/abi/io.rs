@@ -31,6 +31,11 @@ pub const fn sq_phase(position: u32, depth: u32) -> bool {
     (position / depth) & 1 == 0
 }
 
+/// A TX completion's size in 32-bit words, as `CREATE_CQ` gives it (`cq_entry_size_words`).
+pub const TX_CQ_ENTRY_WORDS: u8 = (size_of::<TxCompletion>() / 4) as u8;
+/// An RX completion's size in 32-bit words.
+pub const RX_CQ_ENTRY_WORDS: u8 = (size_of::<RxCompletion>() / 4) as u8;
+
 /// Largest buffer address a descriptor can carry (48 bits).
 pub const MAX_DMA_ADDR: u64 = (1 << 48) - 1;
 

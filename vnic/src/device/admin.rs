@@ -38,7 +38,7 @@ use crate::abi::admin::{
     hash_proto, stats_type, status,
 };
 use crate::abi::aenq::{self, AenqEntry, Event};
-use crate::abi::io::{RxCompletion, TxCompletion};
+use crate::abi::io::{RX_CQ_ENTRY_WORDS, TX_CQ_ENTRY_WORDS, sq_phase};
 use crate::abi::llq;
 use crate::abi::regs::{self, ReadlessResponse, RegisterSpace};
 use crate::frame::MacAddr;
@@ -134,7 +134,7 @@ impl EntryQueue {
     /// Entry `position`'s address and the phase it carries.
     fn slot(&self, position: u32) -> (u64, bool) {
         let index = u64::from(position & (self.depth - 1));
-        (self.base + index * 64, (position / self.depth) & 1 == 0)
+        (self.base + index * 64, sq_phase(position, self.depth))
     }
 }
 
@@ -459,8 +459,7 @@ impl PhysicalFunction {
     }
 
     fn create_cq(&mut self, vf: u16, c: CreateCq) -> (u8, Body) {
-        let words_ok =
-            [words_of::<TxCompletion>(), words_of::<RxCompletion>()].contains(&c.entry_words);
+        let words_ok = [TX_CQ_ENTRY_WORDS, RX_CQ_ENTRY_WORDS].contains(&c.entry_words);
         let depth = u32::from(c.depth);
         let ring = c.ring_base.checked_sub(INDEX_BLOCK_BYTES as u64);
         let admin = &mut self.vfs[usize::from(vf)].admin;
@@ -494,16 +493,14 @@ impl PhysicalFunction {
             return (status::ILLEGAL_PARAMETER, none);
         };
         let entry_words = match c.direction {
-            Direction::Tx => words_of::<TxCompletion>(),
-            Direction::Rx => words_of::<RxCompletion>(),
+            Direction::Tx => TX_CQ_ENTRY_WORDS,
+            Direction::Rx => RX_CQ_ENTRY_WORDS,
         };
         // A completion per descriptor that asks for one is what the device models; TX queues
         // may be placed in host memory or in the LLQ BAR, RX queues in host memory.
         let llq = c.placement == Placement::Device;
         let fits = if llq {
-            c.direction == Direction::Tx
-                && u32::from(c.depth) <= llq_depth
-                && admin.pending_tx.is_none()
+            c.direction == Direction::Tx && u32::from(c.depth) <= llq_depth
         } else {
             c.ring_base >= INDEX_BLOCK_BYTES as u64
         };
@@ -1031,11 +1028,6 @@ fn extended_stats(
 
 /// log2 of the indirection table's size.
 const INDIRECTION_LOG_SIZE: u16 = crate::rss::RSS_TABLE_LEN.trailing_zeros() as u16;
-
-/// A completion entry's size in 32-bit words.
-const fn words_of<T>() -> u8 {
-    (size_of::<T>() / 4) as u8
-}
 
 /// Reads `dst.len()` bytes of a control buffer; false if it is shorter or outside the window.
 fn read_control(window: &super::DmaWindow, c: ControlBuffer, dst: &mut [u8]) -> bool {
