@@ -29,6 +29,7 @@ pub mod fabric;
 pub mod guest;
 pub mod host;
 pub mod paced;
+pub mod pair;
 pub mod process;
 pub mod sim;
 pub mod traffic;

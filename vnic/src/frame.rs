@@ -20,6 +20,11 @@ impl MacAddr {
         self.0[0] & 1 != 0
     }
 
+    /// True for a unicast address other than 00:00:00:00:00:00: one a NIC may own.
+    pub fn is_unicast_assigned(&self) -> bool {
+        !self.is_group() && self.0 != [0; 6]
+    }
+
     /// A locally administered unicast address derived from `n`, as a PF assigns to its VFs.
     pub fn local(n: u32) -> Self {
         let b = n.to_be_bytes();

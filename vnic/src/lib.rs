@@ -19,7 +19,9 @@
 //!   [`policy`] — security groups, network ACLs, connection tracking and flow logs;
 //!   [`switch`], [`rss`], [`frame`] — the embedded switch, Toeplitz RSS and frame views;
 //!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath); `vfio` — sysfs and
-//!   vfio-pci plumbing for real SR-IOV hardware.
+//!   vfio-pci plumbing for real SR-IOV hardware; `igbvf` — a polled userspace driver for Intel
+//!   82576 / I350 virtual functions through VFIO; `nic` — the queue-pair verbs a workload drives,
+//!   the same for a simulated VF, a real one and a kernel netdev.
 #![deny(missing_docs)]
 
 pub mod abi;
@@ -30,6 +32,10 @@ pub mod driver;
 #[cfg(not(loom))]
 pub mod efa;
 pub mod frame;
+#[cfg(not(loom))]
+pub mod igbvf;
+#[cfg(not(loom))]
+pub mod nic;
 pub mod policy;
 pub mod ring;
 pub mod rss;

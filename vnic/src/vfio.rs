@@ -277,7 +277,7 @@ impl LabRoots {
         self.sysfs.join("bus/pci/devices")
     }
 
-    fn device_dir(&self, bdf: &str) -> PathBuf {
+    pub(crate) fn device_dir(&self, bdf: &str) -> PathBuf {
         self.devices_dir().join(bdf)
     }
 

@@ -129,6 +129,22 @@ impl DmaWindow {
         Ok(())
     }
 
+    /// Loads the aligned 32-bit little-endian word at `iova` with acquire ordering: the status
+    /// word a device writes last, after which the rest of its descriptor may be read.
+    pub fn load_u32_acquire(&self, iova: u64) -> Result<u32, DmaError> {
+        let off = self.offset(iova, 4)?;
+        // SAFETY: the word lies inside the mapping (checked above), which the Arc keeps alive;
+        // the pointer is 4-byte aligned (checked here: the mapping is page aligned), so it may
+        // be viewed as an AtomicU32, which any other writer of it (a device's DMA) races safely.
+        let ptr = unsafe { self.region.as_ptr().add(off) };
+        if !(ptr as usize).is_multiple_of(4) {
+            return Err(DmaError { iova, len: 4, base: self.base, size: self.size() });
+        }
+        // SAFETY: as above: in bounds, aligned, alive for the borrow.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(ptr.cast::<u32>()) };
+        Ok(u32::from_le(word.load(std::sync::atomic::Ordering::Acquire)))
+    }
+
     /// Copies `src` into guest memory at `iova`.
     #[inline]
     pub fn write(&self, iova: u64, src: &[u8]) -> Result<(), DmaError> {

@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+
+mod packet;
+pub mod traffic;
 use vnic::vfio::{Inventory, LabRoots};
 
 /// `lab` and its options.
@@ -58,6 +61,12 @@ enum LabCommand {
         /// The function's address.
         bdf: String,
     },
+    /// Frames through real VFs (Intel 82576 / I350, bound to vfio-pci) or a netdev: from one
+    /// end to the other, paced or flooding, checked byte for byte; frames, Mpps, Gbps, loss,
+    /// reordering, one-way latency.
+    Traffic(traffic::TrafficArgs),
+    /// Checks `lab traffic`'s frames in a capture of the wire (pcap).
+    CheckCapture(traffic::CheckCaptureArgs),
 }
 
 /// Runs a `lab` subcommand; returns what to print.
@@ -116,6 +125,8 @@ pub fn run(args: &LabArgs) -> Result<String, String> {
             );
             Ok(out)
         }
+        LabCommand::Traffic(t) => traffic::traffic(&roots, t),
+        LabCommand::CheckCapture(c) => traffic::check_capture_command(c),
         LabCommand::Unbind { bdf } => {
             roots.unbind_vfio(bdf).map_err(err)?;
             let now = roots.device(bdf).map_err(err)?.driver;
