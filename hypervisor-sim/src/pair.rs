@@ -85,6 +85,9 @@ impl PairReport {
     }
 }
 
+/// Where a run hands every frame sent and received, with its time (a pcap, typically).
+pub type PairCapture<'a> = dyn FnMut(u64, &[u8]) + 'a;
+
 /// The most frames a burst takes.
 pub const MAX_BURST: usize = 64;
 
@@ -106,7 +109,7 @@ pub fn run_pair(
     rx: &mut dyn QueuePair,
     mut flow: PairFlow,
     clock: &TrafficClock,
-    mut capture: Option<&mut dyn FnMut(u64, &[u8])>,
+    mut capture: Option<&mut PairCapture<'_>>,
 ) -> PairReport {
     let burst = flow.burst.clamp(1, MAX_BURST);
     let margin = match flow.schedule {
@@ -203,7 +206,6 @@ pub fn run_pair(
                 return;
             }
             report.received += 1;
-            received_in_flight += 1;
             report.received_bytes += frame.len() as u64;
             report.span_ns.1 = now;
             if frame != want.as_slice() {
@@ -213,6 +215,7 @@ pub fn run_pair(
                 report.duplicates += 1;
                 return;
             }
+            received_in_flight += 1;
             if newest.is_some_and(|n| seq < n) {
                 report.reordered += 1;
             }

@@ -28,10 +28,14 @@ pub struct PacketSocket {
 #[derive(Debug, thiserror::Error)]
 pub enum PacketError {
     /// No such interface.
-    #[error("no network interface `{0}` (see `ip link`; a PF's is under /sys/bus/pci/devices/<pf>/net)")]
+    #[error(
+        "no network interface `{0}` (see `ip link`; a PF's is under /sys/bus/pci/devices/<pf>/net)"
+    )]
     NoInterface(String),
     /// The interface is down.
-    #[error("interface `{0}` is down: `ip link set {0} up` (a PF's driver answers its VFs only while it is up)")]
+    #[error(
+        "interface `{0}` is down: `ip link set {0} up` (a PF's driver answers its VFs only while it is up)"
+    )]
     Down(String),
     /// The socket calls.
     #[error("{what} on `{ifname}`: {source} (AF_PACKET needs root or CAP_NET_RAW)")]

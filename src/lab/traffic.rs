@@ -12,11 +12,11 @@ use clap::Args;
 use hypervisor_sim::pair::{PairFlow, PairReport, Schedule, expected_frame, run_pair};
 use hypervisor_sim::traffic::{Endpoint, FlowFrame, TrafficClock, read_stamp};
 use serde::Serialize;
+use vnic::abi::regs::RegisterSpace as _;
 use vnic::frame::MacAddr;
 use vnic::igbvf::vfio::VfioBar;
-use vnic::igbvf::{IgbVf, IgbVfConfig};
+use vnic::igbvf::{IgbVf, IgbVfConfig, MacChoice};
 use vnic::nic::QueuePair;
-use vnic::abi::regs::RegisterSpace as _;
 use vnic::vfio::LabRoots;
 
 use super::packet::{PacketSocket, interface_mac, parse_mac};
@@ -35,6 +35,13 @@ pub struct TrafficArgs {
     /// The receiver, likewise.
     #[arg(long)]
     to: String,
+    /// The MAC the sending VF must have (default: the one its PF assigned, else 02:76 and
+    /// its PCI address).
+    #[arg(long)]
+    from_mac: Option<String>,
+    /// The MAC the receiving VF must have, likewise.
+    #[arg(long)]
+    to_mac: Option<String>,
     /// Frame sizes in bytes without FCS (60–1514), used in turn frame by frame.
     #[arg(long, value_delimiter = ',', default_value = "60,512,1514")]
     sizes: Vec<usize>,
@@ -240,15 +247,24 @@ pub struct TrafficReport {
     pub latency_ns: LatencyReport,
 }
 
-fn open_end(roots: &LabRoots, spec: &str, depth: u32) -> Result<(End, MacAddr), String> {
+fn open_end(
+    roots: &LabRoots,
+    spec: &str,
+    mac: Option<MacAddr>,
+    depth: u32,
+) -> Result<(End, MacAddr), String> {
     if let Some(ifname) = spec.strip_prefix("netdev:") {
         let mac = interface_mac(&roots.sysfs, ifname).map_err(|e| e.to_string())?;
         let sock = PacketSocket::open(&roots.sysfs, ifname).map_err(|e| e.to_string())?;
         return Ok((End::Netdev(sock), mac));
     }
-    let mac = vf_mac(spec)?;
+    let mac = match mac {
+        Some(m) => MacChoice::Exactly(m),
+        None => MacChoice::PfOr(vf_mac(spec)?),
+    };
     let config = IgbVfConfig { depth, ..IgbVfConfig::new(mac) };
-    let mut vf = vnic::igbvf::vfio::open(roots, spec, config).map_err(|e| format!("{spec}: {e}"))?;
+    let mut vf =
+        vnic::igbvf::vfio::open(roots, spec, config).map_err(|e| format!("{spec}: {e}"))?;
     let link = wait_for_link(&mut vf);
     if !link.up {
         return Err(format!(
@@ -326,7 +342,11 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
         return Err(format!("--from and --to are both {}: give two different ends", args.from));
     }
     if !(1..=hypervisor_sim::pair::MAX_BURST).contains(&args.burst) {
-        return Err(format!("--burst {}: give 1 to {}", args.burst, hypervisor_sim::pair::MAX_BURST));
+        return Err(format!(
+            "--burst {}: give 1 to {}",
+            args.burst,
+            hypervisor_sim::pair::MAX_BURST
+        ));
     }
     if args.frames == 0 {
         return Err("--frames 0: give at least one".into());
@@ -340,8 +360,18 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
             vf_mac(spec)?;
         }
     }
-    let (mut tx, src) = open_end(roots, &args.from, args.depth)?;
-    let (mut rx, dst) = open_end(roots, &args.to, args.depth)?;
+    let mac = |flag: &str, m: &Option<String>| {
+        m.as_deref()
+            .map(|s| {
+                parse_mac(s)
+                    .filter(MacAddr::is_unicast_assigned)
+                    .ok_or_else(|| format!("{flag} {s}: not a unicast MAC"))
+            })
+            .transpose()
+    };
+    let (from_mac, to_mac) = (mac("--from-mac", &args.from_mac)?, mac("--to-mac", &args.to_mac)?);
+    let (mut tx, src) = open_end(roots, &args.from, from_mac, args.depth)?;
+    let (mut rx, dst) = open_end(roots, &args.to, to_mac, args.depth)?;
     let templates = templates(src, dst, &args.sizes)?;
     let clock = TrafficClock::new();
     let schedule = match args.rate {
@@ -378,7 +408,12 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
     if let Some(c) = capture {
         c.finish();
     }
-    let out = summarize(args, end_report(&mut tx, &args.from, src), end_report(&mut rx, &args.to, dst), &report);
+    let out = summarize(
+        args,
+        end_report(&mut tx, &args.from, src),
+        end_report(&mut rx, &args.to, dst),
+        &report,
+    );
     if let Some(path) = &args.hgrm {
         std::fs::write(path, crate::report::hdr::hgrm(&report.latency))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -389,7 +424,9 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
         render(&out)
     };
     if args.exact && (out.lost > 0 || out.corrupt > 0 || out.duplicates > 0 || out.reordered > 0) {
-        return Err(format!("{text}not every frame arrived once, byte for byte, in order (--exact)"));
+        return Err(format!(
+            "{text}not every frame arrived once, byte for byte, in order (--exact)"
+        ));
     }
     Ok(text)
 }
@@ -547,8 +584,10 @@ pub fn check_capture(
 
 /// Runs `lab check-capture`.
 pub fn check_capture_command(args: &CheckCaptureArgs) -> Result<String, String> {
-    let src = parse_mac(&args.from_mac).ok_or_else(|| format!("--from-mac {}: not a MAC", args.from_mac))?;
-    let dst = parse_mac(&args.to_mac).ok_or_else(|| format!("--to-mac {}: not a MAC", args.to_mac))?;
+    let src = parse_mac(&args.from_mac)
+        .ok_or_else(|| format!("--from-mac {}: not a MAC", args.from_mac))?;
+    let dst =
+        parse_mac(&args.to_mac).ok_or_else(|| format!("--to-mac {}: not a MAC", args.to_mac))?;
     let c = check_capture(&args.pcap, src, dst, &args.sizes, args.frames)?;
     let text = format!(
         "{}: {} frames, {} from {src} to {dst}: {} byte-exact, {} corrupt, {} of {} sequence numbers, {} duplicates\n",
@@ -562,7 +601,9 @@ pub fn check_capture_command(args: &CheckCaptureArgs) -> Result<String, String> 
         c.duplicates
     );
     if args.exact && (c.distinct != args.frames || c.corrupt > 0 || c.duplicates > 0) {
-        return Err(format!("{text}the capture does not hold every frame once, byte for byte (--exact)"));
+        return Err(format!(
+            "{text}the capture does not hold every frame once, byte for byte (--exact)"
+        ));
     }
     Ok(text)
 }

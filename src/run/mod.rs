@@ -909,7 +909,11 @@ const CAPTURE_QUEUE: usize = 16_384;
 impl Capture {
     /// A capture of `vm` into `path`; `virtual_time` counts timestamps from the Unix epoch (so
     /// that the same run writes the same bytes), else from now.
-    pub(crate) fn create(vm: &str, path: &std::path::Path, virtual_time: bool) -> Result<Self, String> {
+    pub(crate) fn create(
+        vm: &str,
+        path: &std::path::Path,
+        virtual_time: bool,
+    ) -> Result<Self, String> {
         let file = File::create(path).map_err(|e| e.to_string())?;
         let header = pcap_file::pcap::PcapHeader {
             ts_resolution: pcap_file::TsResolution::NanoSecond,

@@ -83,13 +83,23 @@ impl DmaLayout {
     }
 }
 
+/// Which MAC the VF takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacChoice {
+    /// The MAC the PF assigned on reset (an administrator's `ip link set <pf> vf <n> mac`),
+    /// else this one, asked for with SET_MAC_ADDR.
+    PfOr(MacAddr),
+    /// Exactly this one; the PF refuses it if an administrator fixed another.
+    Exactly(MacAddr),
+}
+
 /// How to bring the VF up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IgbVfConfig {
     /// Descriptors per ring.
     pub depth: u32,
-    /// The MAC to ask the PF for (ignored if the PF assigned one; see [`IgbVf::mac`]).
-    pub mac: MacAddr,
+    /// The MAC to take.
+    pub mac: MacChoice,
     /// The largest frame to receive, with FCS (1518 for a 1500-byte MTU; more asks the PF
     /// for large frames, up to what a 2 KiB buffer holds).
     pub max_frame: u16,
@@ -99,8 +109,13 @@ pub struct IgbVfConfig {
 
 impl IgbVfConfig {
     /// Rings of 256, a 1500-byte MTU, Linux's 1 s mailbox timeout.
-    pub fn new(mac: MacAddr) -> Self {
-        Self { depth: 256, mac, max_frame: DEFAULT_MAX_FRAME, mailbox_timeout: Duration::from_secs(1) }
+    pub fn new(mac: MacChoice) -> Self {
+        Self {
+            depth: 256,
+            mac,
+            max_frame: DEFAULT_MAX_FRAME,
+            mailbox_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -161,7 +176,9 @@ pub enum IgbVfError {
     #[error("a {0}-byte frame does not fit a {BUF_BYTES}-byte buffer")]
     FrameTooLarge(u16),
     /// A queue did not enable.
-    #[error("the VF's {0} queue did not enable (its enable bit never read back): is the VF reset by the PF?")]
+    #[error(
+        "the VF's {0} queue did not enable (its enable bit never read back): is the VF reset by the PF?"
+    )]
     QueueNotEnabled(&'static str),
     /// DMA outside the region (a bug).
     #[error(transparent)]
@@ -295,11 +312,12 @@ impl<R: RegisterSpace> IgbVf<R> {
         regs.write32(EIMC, EIMC_ALL);
         let assigned_mac = reset(&mut regs, &mut mailbox, config.mailbox_timeout)?;
         let api = negotiate_api(&mut regs, &mut mailbox)?;
-        let mac = match assigned_mac {
-            Some(m) if m == config.mac || config.mac == MacAddr([0; 6]) => m,
-            _ => {
-                set_mac(&mut regs, &mut mailbox, config.mac, assigned_mac)?;
-                config.mac
+        let mac = match (config.mac, assigned_mac) {
+            (MacChoice::PfOr(_), Some(m)) => m,
+            (MacChoice::Exactly(m), Some(a)) if m == a => m,
+            (MacChoice::PfOr(m) | MacChoice::Exactly(m), _) => {
+                set_mac(&mut regs, &mut mailbox, m, assigned_mac)?;
+                m
             }
         };
         let lpe = mailbox
@@ -471,7 +489,10 @@ impl<R: RegisterSpace> IgbVf<R> {
         let d = self.layout.depth;
         let mut taken = 0;
         for frame in frames {
-            if self.tx_in_flight() + 1 >= d || frame.is_empty() || frame.len() > BUF_BYTES - FCS_BYTES {
+            if self.tx_in_flight() + 1 >= d
+                || frame.is_empty()
+                || frame.len() > BUF_BYTES - FCS_BYTES
+            {
                 break;
             }
             let i = self.tx_next;

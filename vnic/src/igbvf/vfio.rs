@@ -38,7 +38,10 @@ pub struct VfioBar {
 
 impl std::fmt::Debug for VfioBar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VfioBar").field("len", &self.len).field("dma", &self.dma.as_ref().map(|d| (d.0, d.1))).finish_non_exhaustive()
+        f.debug_struct("VfioBar")
+            .field("len", &self.len)
+            .field("dma", &self.dma.as_ref().map(|d| (d.0, d.1)))
+            .finish_non_exhaustive()
     }
 }
 
