@@ -19,7 +19,8 @@
 //! source/destination check, the instance type's bandwidth with burst credits, PPS and
 //! conntrack allowances under ENA's counter names, and EC2's per-flow caps (10 Gbps inside a
 //! cluster placement group, 5 Gbps otherwise). [`eni`] holds EC2's ENI rules, [`workload`] the
-//! VM-to-VM workload that reports Mpps, Gbps, CPU per packet and latency percentiles per path.
+//! VM-to-VM workload that reports Mpps, Gbps, CPU per packet and latency percentiles per path;
+//! [`pair`] one flow between two queue pairs of any NIC (the VFIO lab's traffic on real VFs).
 #![deny(missing_docs)]
 
 pub mod cloud;
