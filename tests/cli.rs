@@ -215,6 +215,57 @@ fn bad_input_is_one_message_and_exit_status_two() {
 }
 
 #[test]
+fn lab_traffic_refuses_what_a_lab_user_gets_wrong_and_says_what_to_do() {
+    // A fixture sysfs: an 82576 VF left unbound, and a device of another kind on vfio-pci.
+    let dir = temp_dir("lab-traffic");
+    let devices = dir.join("sys/bus/pci/devices");
+    for (bdf, id, driver) in
+        [("0000:01:10.0", "0x10ca", None), ("0000:00:1f.0", "0x2922", Some("vfio-pci"))]
+    {
+        let d = devices.join(bdf);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vendor"), "0x8086\n").unwrap();
+        std::fs::write(d.join("device"), format!("{id}\n")).unwrap();
+        if let Some(drv) = driver {
+            let drv_dir = dir.join("sys/bus/pci/drivers").join(drv);
+            std::fs::create_dir_all(&drv_dir).unwrap();
+            std::os::unix::fs::symlink(&drv_dir, d.join("driver")).unwrap();
+        }
+    }
+    let sysfs = dir.join("sys");
+    let sysfs = sysfs.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lab", "--sysfs-root", sysfs, "traffic"];
+        args.extend_from_slice(extra);
+        let out = vnic_lab(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2", "--sizes", "60,1515"]);
+    assert!(e.contains("1515 bytes is outside 60–1514"), "{e}");
+    let e = run(&["--from", "0000:01:10.0", "--to", "0000:01:10.0"]);
+    assert!(e.contains("give two different ends"), "{e}");
+    let e = run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2", "--burst", "0"]);
+    assert!(e.contains("--burst 0: give 1 to 64"), "{e}");
+    let e = run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2", "--rate=-5"]);
+    assert!(e.contains("--rate -5"), "{e}");
+    let e =
+        run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2", "--from-mac", "01:00:5e:00:00:01"]);
+    assert!(e.contains("not a unicast MAC"), "{e}");
+    let e = run(&["--from", "1:10.0", "--to", "0000:01:10.2"]);
+    assert!(e.contains("`1:10.0` is not a PCI address"), "{e}");
+    let e = run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2"]);
+    assert!(e.contains("not vfio-pci: run `vnic-lab lab bind 0000:01:10.0` first"), "{e}");
+    let e = run(&["--from", "0000:00:1f.0", "--to", "0000:01:10.2"]);
+    assert!(e.contains("is 8086:2922") && e.contains("not an 82576 (8086:10ca) or I350"), "{e}");
+    let e = run(&["--from", "netdev:no-such-if0", "--to", "0000:01:10.2"]);
+    assert!(e.contains("no network interface `no-such-if0`"), "{e}");
+    let e = run(&["--from", "0000:09:00.0", "--to", "0000:01:10.2"]);
+    assert!(e.contains("no PCI device 0000:09:00.0"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn plan_reports_the_documented_bottlenecks() {
     let out = vnic_lab(&["plan", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/plan-hpc.toml")]);
     assert!(out.status.success());

@@ -360,6 +360,7 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
             vf_mac(spec)?;
         }
     }
+    templates(MacAddr::local(0), MacAddr::local(1), &args.sizes)?;
     let mac = |flag: &str, m: &Option<String>| {
         m.as_deref()
             .map(|s| {
@@ -617,6 +618,61 @@ mod tests {
         assert_eq!(vf_mac("0000:01:10.2").unwrap(), MacAddr([0x02, 0x76, 0, 0x01, 0x10, 0x02]));
         assert_ne!(vf_mac("0000:01:10.0").unwrap(), vf_mac("0000:02:10.0").unwrap());
         assert!(vf_mac("01:10.2").is_err());
+    }
+
+    #[test]
+    fn a_capture_check_counts_exact_corrupt_duplicate_missing_and_foreign_frames() {
+        let (a, b) = (vf_mac("0000:01:10.0").unwrap(), vf_mac("0000:02:10.0").unwrap());
+        let sizes = [60, 1514];
+        let t = templates(a, b, &sizes).unwrap();
+        let path = std::env::temp_dir().join(format!("vnic-lab-check-{}.pcap", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = pcap_file::pcap::PcapWriter::new(file).unwrap();
+        let mut put = |f: &[u8]| {
+            let p = pcap_file::pcap::PcapPacket::new(std::time::Duration::ZERO, f.len() as u32, f);
+            w.write_packet(&p).unwrap();
+        };
+        let mut f = Vec::new();
+        // Frames 0..10 but 4; 7 twice; 9 with a flipped payload byte; one foreign frame.
+        for seq in (0..10u64).filter(|&s| s != 4) {
+            assert!(expected_frame(&t, seq, 1_000 + seq, &mut f));
+            if seq == 9 {
+                let last = f.len() - 1;
+                f[last] ^= 0x80;
+            }
+            put(&f);
+            if seq == 7 {
+                put(&f);
+            }
+        }
+        let other = templates(b, a, &sizes).unwrap();
+        put(other[0].bytes());
+        drop(w);
+        let c = check_capture(&path, a, b, &sizes, 10).unwrap();
+        assert_eq!(
+            c,
+            CaptureCheck {
+                frames: 11,
+                flow_frames: 10,
+                exact: 9,
+                corrupt: 1,
+                distinct: 9,
+                duplicates: 1
+            }
+        );
+        let args = CheckCaptureArgs {
+            pcap: path.clone(),
+            from_mac: a.to_string(),
+            to_mac: b.to_string(),
+            sizes: sizes.to_vec(),
+            frames: 10,
+            exact: true,
+        };
+        let e = check_capture_command(&args).unwrap_err();
+        assert!(e.contains("9 of 10 sequence numbers") && e.contains("--exact"), "{e}");
+        std::fs::write(&path, b"not a pcap").unwrap();
+        assert!(check_capture(&path, a, b, &sizes, 10).unwrap_err().contains("not a pcap file"));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
