@@ -215,7 +215,7 @@ t() { /vnic-lab lab traffic --sizes "$sizes" --frames "$frames" --exact "$@"; }
 step same-nic t --from "$a" --to "$b"
 step across-hub t --from "$a" --to "$c"
 step to-pf-netdev t --from "$a" --to "netdev:$if0"
-step paced-json /vnic-lab lab traffic --from "$c" --to "$b" --sizes 60,1514 --frames 400 --rate 2000 --json --exact --hgrm /tmp/lat.hgrm
+step paced-json /vnic-lab lab traffic --from "$c" --to "$b" --sizes 60,1514 --duration 0.2 --rate 2000 --json --exact --hgrm /tmp/lat.hgrm
 step hgrm grep -q Percentile /tmp/lat.hgrm
 # What a lab user gets wrong, each refused with what to do.
 /vnic-lab lab traffic --from "$unbound" --to "$b" --frames 10 2>&1 | grep -q "lab bind" && echo "VNIC-LAB: refused-unbound ok"

@@ -33,8 +33,10 @@ pub enum Schedule {
 pub struct PairFlow {
     /// Frames to send, cycled by sequence number (several sizes, one template each).
     pub templates: Vec<FlowFrame>,
-    /// Frames in all.
+    /// Frames in all, at most.
     pub frames: u64,
+    /// No frame leaves at or after this clock reading, ns (a run's duration).
+    pub send_until_ns: u64,
     /// Frames per burst when flooding (one doorbell each), at most [`MAX_BURST`]; a paced
     /// flow sends what fell due, at most the pacer's burst.
     pub burst: usize,
@@ -132,7 +134,8 @@ pub fn run_pair(
         span_ns: (0, 0),
     };
     rx.refill_rx();
-    let mut seen = vec![false; flow.frames as usize];
+    // One bit per sequence number received, grown as they come.
+    let mut seen: Vec<u64> = Vec::new();
     let mut seq_check = SeqCheck::default();
     let mut newest: Option<u64> = None;
     // In flight: sent, not received, not written off.
@@ -147,6 +150,7 @@ pub fn run_pair(
         let now = clock.now_ns();
         let in_flight = report.sent.saturating_sub(received_in_flight + written_off);
         let done_sending = next_seq >= flow.frames
+            || now >= flow.send_until_ns
             || matches!(&flow.schedule, Schedule::Paced(p) if p.next_due().is_none());
         if done_sending && in_flight == 0 {
             break;
@@ -157,7 +161,9 @@ pub fn run_pair(
                 Schedule::Flood => dues.extend((next_seq..flow.frames).take(burst).map(|_| now)),
                 Schedule::Paced(pacer) => {
                     let taken = pacer.take_due(now, &mut dues);
-                    report.sender_drops += taken.dropped;
+                    // Frames too far behind were skipped: those of the flow's count are drops.
+                    let end = flow.frames;
+                    report.sender_drops += taken.first_seq.min(end) - next_seq.min(end);
                     next_seq = taken.first_seq;
                 }
             }
@@ -188,12 +194,14 @@ pub fn run_pair(
         }
         tx.reap_tx();
         let templates = &flow.templates;
+        // Sequence numbers handed out so far: a frame stamped with another is not the flow's.
+        let issued = next_seq;
         let n = rx.recv_each(&mut |frame: &[u8]| {
             let now = clock.now_ns();
             if let Some(c) = capture.as_mut() {
                 c(now, frame);
             }
-            let Some((seq, t)) = read_stamp(frame).filter(|(s, _)| *s < flow.frames) else {
+            let Some((seq, t)) = read_stamp(frame).filter(|(s, _)| *s < issued) else {
                 report.foreign += 1;
                 return;
             };
@@ -211,7 +219,13 @@ pub fn run_pair(
             if frame != want.as_slice() {
                 report.corrupt += 1;
             }
-            if std::mem::replace(&mut seen[seq as usize], true) {
+            let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+            if seen.len() <= word {
+                seen.resize(word + 1, 0);
+            }
+            let again = seen[word] & bit != 0;
+            seen[word] |= bit;
+            if again {
                 report.duplicates += 1;
                 return;
             }

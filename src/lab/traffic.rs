@@ -45,9 +45,12 @@ pub struct TrafficArgs {
     /// Frame sizes in bytes without FCS (60–1514), used in turn frame by frame.
     #[arg(long, value_delimiter = ',', default_value = "60,512,1514")]
     sizes: Vec<usize>,
-    /// Frames to send.
-    #[arg(long, default_value_t = 10_000)]
-    frames: u64,
+    /// Frames to send (default 10,000, or all that fall due in `--duration`).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop sending after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
     /// Frames per second; without it the sender floods, as fast as the receiver takes them.
     #[arg(long)]
     rate: Option<f64>,
@@ -215,8 +218,10 @@ pub struct TrafficReport {
     pub to: EndReport,
     /// Sizes used in turn.
     pub sizes: Vec<usize>,
-    /// Frames asked for.
+    /// Frames asked for (at most).
     pub frames: u64,
+    /// Seconds of sending asked for.
+    pub duration_s: Option<f64>,
     /// Frames per second asked for (none: flood).
     pub rate: Option<f64>,
     /// Burst.
@@ -348,9 +353,18 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
             hypervisor_sim::pair::MAX_BURST
         ));
     }
-    if args.frames == 0 {
+    if args.frames == Some(0) {
         return Err("--frames 0: give at least one".into());
     }
+    if let Some(d) = args.duration.filter(|d| !(d.is_finite() && *d > 0.0)) {
+        return Err(format!("--duration {d}: give seconds above 0"));
+    }
+    let frames = match (args.frames, args.duration, args.rate) {
+        (Some(n), _, _) => n,
+        (None, Some(d), Some(rate)) => (d * rate).ceil().max(1.0) as u64,
+        (None, Some(_), None) => u64::MAX,
+        (None, None, _) => 10_000,
+    };
     // Check everything the user typed before touching a device.
     if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         return Err(format!("--rate {r}: give frames per second above 0"));
@@ -383,15 +397,18 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
             Schedule::Paced(hypervisor_sim::paced::Pacer::new(
                 interval,
                 start,
-                start.saturating_add(interval.saturating_mul(args.frames)),
+                start.saturating_add(interval.saturating_mul(frames)),
                 hypervisor_sim::paced::Arrivals::Periodic,
                 hypervisor_sim::sim::SplitMix64::new(1, 0),
             ))
         }
     };
+    let send_until_ns =
+        args.duration.map_or(u64::MAX, |d| clock.now_ns().saturating_add((d * 1e9) as u64));
     let flow = PairFlow {
         templates,
-        frames: args.frames,
+        frames,
+        send_until_ns,
         burst: args.burst,
         schedule,
         stall_ns: args.stall_ms.saturating_mul(1_000_000),
@@ -411,6 +428,7 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
     }
     let out = summarize(
         args,
+        frames,
         end_report(&mut tx, &args.from, src),
         end_report(&mut rx, &args.to, dst),
         &report,
@@ -432,7 +450,13 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
     Ok(text)
 }
 
-fn summarize(args: &TrafficArgs, from: EndReport, to: EndReport, r: &PairReport) -> TrafficReport {
+fn summarize(
+    args: &TrafficArgs,
+    frames: u64,
+    from: EndReport,
+    to: EndReport,
+    r: &PairReport,
+) -> TrafficReport {
     let secs = r.seconds();
     let per_s = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
     let h = &r.latency;
@@ -441,7 +465,8 @@ fn summarize(args: &TrafficArgs, from: EndReport, to: EndReport, r: &PairReport)
         from,
         to,
         sizes: args.sizes.clone(),
-        frames: args.frames,
+        frames,
+        duration_s: args.duration,
         rate: args.rate,
         burst: args.burst,
         sent: r.sent,
@@ -473,12 +498,16 @@ fn render(r: &TrafficReport) -> String {
     let sizes: Vec<String> = r.sizes.iter().map(usize::to_string).collect();
     let _ = writeln!(
         out,
-        "lab traffic: {} ({}) -> {} ({}): {} frames of {} B, burst {}, {pace}",
+        "lab traffic: {} ({}) -> {} ({}): {} of {} B, burst {}, {pace}",
         r.from.endpoint,
         r.from.mac,
         r.to.endpoint,
         r.to.mac,
-        r.frames,
+        match (r.frames, r.duration_s) {
+            (u64::MAX, Some(d)) => format!("frames for {d} s"),
+            (n, Some(d)) => format!("{n} frames in at most {d} s"),
+            (n, None) => format!("{n} frames"),
+        },
         sizes.join("/"),
         r.burst
     );

@@ -44,7 +44,8 @@ pub mod msg {
     pub const CTS: u32 = 0x2000_0000;
 }
 
-/// Mailbox API versions (the values of API_NEGOTIATE's word 1).
+/// Mailbox API versions (the values of API_NEGOTIATE's word 1, `enum e1000_pfvf_api_rev` of
+/// the e1000 shared code: 2.0 is what illumos's igb PF offers).
 pub mod api {
     /// 1.0: reset, MAC, multicast, VLAN, large frames, promiscuous.
     pub const V1_0: u32 = 0;
@@ -133,7 +134,8 @@ impl Mailbox {
         self.take(regs, MBX_RSTI | MBX_RSTD)
     }
 
-    /// Polls `ready` until it holds or the timeout passes.
+    /// Polls until `bit` is set (and consumes it) or the timeout passes; the error is the
+    /// time waited.
     fn wait(&mut self, regs: &mut impl RegisterSpace, bit: u32) -> Result<(), Duration> {
         let start = Instant::now();
         loop {

@@ -286,7 +286,8 @@ pub struct IgbVf<R: RegisterSpace> {
     counters: QueueCounters,
 }
 
-fn depth_mask(depth: u32, i: u32) -> u32 {
+/// Ring index `i` wrapped to a ring of `depth`.
+fn wrap(depth: u32, i: u32) -> u32 {
     i % depth
 }
 
@@ -502,7 +503,7 @@ impl<R: RegisterSpace> IgbVf<R> {
             {
                 break;
             }
-            self.tx_next = depth_mask(d, i + 1);
+            self.tx_next = wrap(d, i + 1);
             self.counters.tx_frames += 1;
             self.counters.tx_bytes += frame.len() as u64;
             taken += 1;
@@ -525,7 +526,7 @@ impl<R: RegisterSpace> IgbVf<R> {
                 Ok(status) if status & desc::tx::STATUS_DD != 0 => {}
                 _ => break,
             }
-            self.tx_clean = depth_mask(self.layout.depth, self.tx_clean + 1);
+            self.tx_clean = wrap(self.layout.depth, self.tx_clean + 1);
             n += 1;
         }
         self.counters.tx_completed += n as u64;
@@ -573,8 +574,8 @@ impl<R: RegisterSpace> IgbVf<R> {
             if self.write_rx_desc(tail, RxDesc::post(self.rx_buffer_iova(buffer))).is_err() {
                 break;
             }
-            self.rx_tail = depth_mask(d, tail + 1);
-            self.rx_next = depth_mask(d, slot + 1);
+            self.rx_tail = wrap(d, tail + 1);
+            self.rx_next = wrap(d, slot + 1);
             reposted += 1;
         }
         if reposted > 0 {

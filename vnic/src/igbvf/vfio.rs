@@ -31,7 +31,7 @@ const REGION_MMAP: u32 = 1 << 2;
 pub struct VfioBar {
     ptr: *mut u8,
     len: usize,
-    device: VfioDevice,
+    _device: VfioDevice,
     container: Arc<VfioContainer>,
     dma: Option<(u64, usize, Arc<SharedRegion>)>,
 }
@@ -74,7 +74,7 @@ impl Drop for VfioBar {
         }
         // SAFETY: unmaps exactly the mapping made in `open`; nothing refers to it afterwards.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
-        let _ = &self.device;
+        // The device and its container close after this, as the fields drop.
     }
 }
 
@@ -135,7 +135,7 @@ pub fn open(
     device.region_read(CONFIG_REGION, &mut command, PCI_COMMAND);
     let enabled = u16::from_le_bytes(command) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     device.region_write(CONFIG_REGION, &enabled.to_le_bytes(), PCI_COMMAND);
-    let mut bar = VfioBar { ptr: ptr.cast(), len, device, container, dma: None };
+    let mut bar = VfioBar { ptr: ptr.cast(), len, _device: device, container, dma: None };
     let region = Arc::new(
         SharedRegion::anonymous(layout.bytes)
             .map_err(|e| IgbVfError::Vfio(format!("DMA region: {e}")))?,
