@@ -106,7 +106,7 @@ boot() {
         -nographic -no-reboot -kernel "$kernel" -initrd "$work/$name.cpio.gz" \
         -append 'console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet loglevel=4' \
         "$@" > "$work/$name.log" 2>&1 || true
-    tr -d '\r' < "$work/$name.log" | grep -v '^$' | grep -v '^ *"' | grep -v '^ *[]{}],*$' | tail -150
+    tr -d '\r' < "$work/$name.log" | grep -v '^$' | tail -250
 }
 
 fail=0
