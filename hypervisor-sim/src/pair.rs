@@ -118,7 +118,8 @@ pub fn run_pair(
         Schedule::Flood => burst,
         Schedule::Paced(_) => crate::paced::BURST,
     };
-    let window = rx.rx_capacity().saturating_sub(margin).max(1) as u64;
+    // A burst leaves only if all of it fits in what the receiver can hold.
+    let window = rx.rx_capacity().max(margin) as u64;
     let mut report = PairReport {
         sent: 0,
         sent_bytes: 0,
@@ -155,7 +156,7 @@ pub fn run_pair(
         if done_sending && in_flight == 0 {
             break;
         }
-        if !done_sending && in_flight + burst as u64 <= window {
+        if !done_sending && in_flight + margin as u64 <= window {
             dues.clear();
             match &mut flow.schedule {
                 Schedule::Flood => dues.extend((next_seq..flow.frames).take(burst).map(|_| now)),
@@ -196,7 +197,8 @@ pub fn run_pair(
         let templates = &flow.templates;
         // Sequence numbers handed out so far: a frame stamped with another is not the flow's.
         let issued = next_seq;
-        let n = rx.recv_each(&mut |frame: &[u8]| {
+        let before = received_in_flight;
+        rx.recv_each(&mut |frame: &[u8]| {
             let now = clock.now_ns();
             if let Some(c) = capture.as_mut() {
                 c(now, frame);
@@ -240,7 +242,9 @@ pub fn run_pair(
             report.latency.saturating_record(now.saturating_sub(t).max(1));
         });
         let now = clock.now_ns();
-        if n > 0 {
+        // Progress is a frame of the flow: other traffic on the receiver does not hold the
+        // stall off.
+        if received_in_flight > before {
             last_progress = now;
         } else if now.saturating_sub(last_progress) > flow.stall_ns {
             // Nothing for a while: what is in flight is not coming.
