@@ -8,8 +8,9 @@
 #    wire captured as pcap. The guest's igb PF driver runs the VFs' mailbox; `vnic-lab lab
 #    traffic` drives VFs bound to vfio-pci with `vnic::igbvf`: frames of 60–1514 bytes from a VF
 #    to another VF on the same NIC, to a VF across the hub, to the PF's netdev, each checked byte
-#    for byte, and the wire capture checked afterwards on the host (`lab check-capture`); then
-#    the errors a lab user meets (a VF not bound to vfio-pci, the PF's interface down).
+#    for byte, and the wire capture checked afterwards on the host (`lab check-capture`); a VF
+#    whose MAC an administrator fixed on the PF (`vf-mac.c`) takes it; then the errors a lab user
+#    meets (a VF not bound to vfio-pci, the PF refusing another MAC, the PF's interface down).
 #
 # Installs what it needs (Debian packages; QEMU 10 from bookworm-backports, since bookworm's 7.2
 # has no igb), builds the static binary and the initramfs itself, and fails loudly when anything
@@ -67,6 +68,7 @@ host_bin=target/static/x86_64-unknown-linux-gnu/release/vnic-lab
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -static -O2 -o "$work/nvme-vf-online" scripts/nvme-vf-online.c
+gcc -static -O2 -o "$work/vf-mac" scripts/vf-mac.c
 
 # initramfs NAME INIT MODULE...: a busybox root with vnic-lab, the modules (in insmod order,
 # listed in /modules) and INIT as /init, packed as $work/NAME.cpio.gz.
@@ -80,7 +82,7 @@ initramfs() {
         ln -s busybox "$root/bin/$tool"
     done
     cp "$bin" "$root/vnic-lab"
-    cp "$work/nvme-vf-online" "$root/"
+    cp "$work/nvme-vf-online" "$work/vf-mac" "$root/"
     : > "$root/modules"
     for m in "$@"; do
         modprobe --show-depends -S "$kver" "$m" | awk '$1 == "insmod" { print $2 }'
@@ -219,6 +221,13 @@ step paced-json /vnic-lab lab traffic --from "$c" --to "$b" --sizes 60,1514 --du
 step hgrm grep -q Percentile /tmp/lat.hgrm
 # What a lab user gets wrong, each refused with what to do.
 /vnic-lab lab traffic --from "$unbound" --to "$b" --frames 10 2>&1 | grep -q "lab bind" && echo "VNIC-LAB: refused-unbound ok"
+# An administrator fixes that VF's MAC on the PF: the VF takes it, and may not take another.
+step bind-d /vnic-lab lab bind "$unbound"
+step admin-mac /vf-mac "$if0" 2 02:aa:00:00:00:02
+t --from "$unbound" --to "$b" | tee /tmp/assigned.txt
+grep -q "MAC 02:aa:00:00:00:02 chosen by the PF" /tmp/assigned.txt && echo "VNIC-LAB: pf-assigned-mac ok"
+/vnic-lab lab traffic --from "$unbound" --from-mac 02:76:00:01:10:04 --to "$b" --frames 10 2>&1 | tee /tmp/refused.txt
+grep -q "the PF refused MAC 02:76:00:01:10:04" /tmp/refused.txt && echo "VNIC-LAB: refused-mac ok"
 ip link set "$if1" down
 /vnic-lab lab traffic --from "$c" --to "$b" --frames 10 2>&1 | tee /tmp/down.txt
 grep -q "ip link set <pf-netdev> up" /tmp/down.txt && echo "VNIC-LAB: refused-pf-down ok"
@@ -234,7 +243,7 @@ boot igb \
     -object filter-dump,id=fd0,netdev=h0,file="$work/wire.pcap"
 expect igb booted "enable0 ok" "enable1 ok" "bind-a ok" "bind-b ok" "bind-c ok" "same-nic ok" \
     "across-hub ok" "to-pf-netdev ok" "paced-json ok" "hgrm ok" "refused-unbound ok" \
-    "refused-pf-down ok" done
+    "bind-d ok" "admin-mac ok" "pf-assigned-mac ok" "refused-mac ok" "refused-pf-down ok" done
 # The frames across the hub, as the wire saw them.
 vfs=$(tr -d '\r' < "$work/igb.log" | grep -o 'VNIC-LAB: vfs a=[^ ]* b=[^ ]* c=[^ ]*' | head -1)
 a=$(echo "$vfs" | sed 's/.* a=\([^ ]*\) .*/\1/')

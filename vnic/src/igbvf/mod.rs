@@ -160,8 +160,8 @@ pub enum IgbVfError {
     },
     /// The PF refused the MAC.
     #[error(
-        "the PF refused MAC {asked} for this VF: an administrator fixed it (`ip link set <pf> vf <n> mac {asked}` \
-         sets it, or ask for the VF's own MAC {assigned:?})"
+        "the PF refused MAC {asked} for this VF{}: an administrator fixed another (`ip link set <pf> vf <n> mac {asked}` \
+         changes it); or let the VF keep its own", assigned.map(|m| format!(" (it assigned {m})")).unwrap_or_default()
     )]
     MacRefused {
         /// What the driver asked for.
