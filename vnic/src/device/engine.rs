@@ -94,11 +94,12 @@ impl PhysicalFunction {
         self.moderation_pending = false;
         // One clock reading for the whole poll: a frame that falls due is released before any
         // later frame of its flow can pass, so shaping never reorders a flow.
-        let now_ns = if self.shaped.is_empty() { 0 } else { self.clock.now_ns() };
+        self.poll_now = None;
         if !self.shaped.is_empty() {
+            let now_ns = self.now_this_poll();
             self.release_shaped(now_ns);
         }
-        work += self.serve_rounds(now_ns);
+        work += self.serve_rounds();
         let armed = self
             .vfs
             .iter()
@@ -140,7 +141,7 @@ impl PhysicalFunction {
     /// and is served, until none has any left or the poll has done its budget of units (the
     /// first round always runs). VFs still waiting when the budget ran out count
     /// `engine_share_exhausted`. Returns the descriptors taken.
-    fn serve_rounds(&mut self, now_ns: u64) -> usize {
+    fn serve_rounds(&mut self) -> usize {
         let (mut taken, mut units) = (0usize, 0u64);
         let mut first = true;
         loop {
@@ -150,7 +151,7 @@ impl PhysicalFunction {
                 if v.queues.is_empty() || (!first && !v.engine.waiting) {
                     continue;
                 }
-                let (n, cost) = self.serve_vf(vf, now_ns);
+                let (n, cost) = self.serve_vf(vf);
                 taken += n;
                 round_units += cost;
                 waiting |= self.vfs[vf].engine.waiting;
@@ -192,7 +193,7 @@ impl PhysicalFunction {
     /// time from each of its queues in turn, starting where its last turn stopped, while its
     /// balance is positive; returns the descriptors taken, all of them charged to it, and their
     /// units.
-    fn serve_vf(&mut self, vf: usize, now_ns: u64) -> (usize, u64) {
+    fn serve_vf(&mut self, vf: usize) -> (usize, u64) {
         let queues = self.vfs[vf].queues.len();
         let share = self.vfs[vf].engine;
         let mut balance = share.balance + i64::from(share.weight);
@@ -202,7 +203,7 @@ impl PhysicalFunction {
         let mut empty = 0;
         while balance > 0 && empty < queues {
             let want = (balance as usize).min(BURST);
-            let (n, cost) = self.poll_tx(vf, q, want, now_ns);
+            let (n, cost) = self.poll_tx(vf, q, want);
             balance -= cost as i64;
             taken += n;
             charged += cost;
@@ -225,7 +226,7 @@ impl PhysicalFunction {
 
     /// One burst of at most `max` descriptors (or LLQ entries) from TX queue `q` of VF `vf`;
     /// returns the descriptors taken and the engine units they cost.
-    fn poll_tx(&mut self, vf: usize, q: usize, max: usize, now_ns: u64) -> (usize, u64) {
+    fn poll_tx(&mut self, vf: usize, q: usize, max: usize) -> (usize, u64) {
         // The burst lands in scratch kept in the PF: nothing to zero on a poll that finds nothing.
         let queue = &mut self.vfs[vf].queues[q];
         if queue.stopped {
@@ -310,7 +311,7 @@ impl PhysicalFunction {
                 Gathered::Nothing => continue,
                 Gathered::Bad { req_id } => (req_id, TX_STATUS_BAD_DESC),
                 Gathered::Frame { req_id, len } => {
-                    self.switch_frame(vf, len, now_ns);
+                    self.switch_frame(vf, len);
                     packets += 1;
                     bytes += len as u64;
                     (req_id, TX_STATUS_OK)
@@ -350,7 +351,8 @@ impl PhysicalFunction {
 
     /// Forwards the frame in the scratch buffer, sent by `vf`: parse, MTU, source/destination
     /// check, the switch's decision (spoof check), then the VF's shaper, then delivery.
-    fn switch_frame(&mut self, vf: usize, len: usize, now_ns: u64) {
+    fn switch_frame(&mut self, vf: usize, len: usize) {
+        let now_ns = self.now_this_poll();
         let frame = &self.scratch[..len];
         let stats = &self.vfs[vf].stats;
         let Ok(info) = FrameInfo::parse(frame) else {
@@ -385,10 +387,14 @@ impl PhysicalFunction {
         {
             return;
         }
-        let now_ns = self.clock.now_ns();
         let to =
             Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
         to.dispatch(&self.switch, from, decision, frame, &info);
+    }
+
+    /// The device's time for this poll: read once, when something first needs it.
+    fn now_this_poll(&mut self) -> u64 {
+        *self.poll_now.get_or_insert_with(|| self.clock.now_ns())
     }
 
     /// Sends a frame the shaper held, now that it is due.
