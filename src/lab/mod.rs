@@ -1,6 +1,8 @@
 //! `vnic-lab lab`: real SR-IOV virtual functions through sysfs — list what the machine has,
-//! enable and disable VFs, hand a function to vfio-pci and back. Every subcommand takes
-//! `--sysfs-root` and `--dev-root` (for fixtures and chroots).
+//! enable and disable VFs, hand a function to vfio-pci and back, probe it — and frames through
+//! them (`lab traffic`, [`traffic`]: Intel 82576 / I350 VFs driven by `vnic::igbvf`, or a netdev
+//! through [`packet`]'s AF_PACKET socket). Every subcommand takes `--sysfs-root` and
+//! `--dev-root` (for fixtures and chroots).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -304,7 +304,7 @@ pub enum SetFeature {
         fields: Option<ControlBuffer>,
     },
     /// The indirection table: a size, and the whole table in the control buffer
-    /// ([`RssIndirectionEntry`] each) or one inline entry.
+    /// (4 bytes per entry, [`encode_indirection`]) or one inline entry.
     RssIndirectionTable {
         /// Table size, log2.
         log_size: u16,
