@@ -260,6 +260,9 @@ fn lab_traffic_refuses_what_a_lab_user_gets_wrong_and_says_what_to_do() {
     assert!(e.contains("is 8086:2922") && e.contains("not an 82576 (8086:10ca) or I350"), "{e}");
     let e = run(&["--from", "netdev:no-such-if0", "--to", "0000:01:10.2"]);
     assert!(e.contains("no network interface `no-such-if0`"), "{e}");
+    let e =
+        run(&["--from", "0000:01:10.0", "--to", "0000:01:10.2", "--pcap", "/nonexistent/x.pcap"]);
+    assert!(e.contains("No such file"), "a capture that cannot be written, before any device: {e}");
     let e = run(&["--from", "0000:09:00.0", "--to", "0000:01:10.2"]);
     assert!(e.contains("no PCI device 0000:09:00.0"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -359,16 +359,16 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
     if let Some(d) = args.duration.filter(|d| !(d.is_finite() && *d > 0.0)) {
         return Err(format!("--duration {d}: give seconds above 0"));
     }
+    // Check everything the user typed before touching a device.
+    if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(format!("--rate {r}: give frames per second above 0"));
+    }
     let frames = match (args.frames, args.duration, args.rate) {
         (Some(n), _, _) => n,
         (None, Some(d), Some(rate)) => (d * rate).ceil().max(1.0) as u64,
         (None, Some(_), None) => u64::MAX,
         (None, None, _) => 10_000,
     };
-    // Check everything the user typed before touching a device.
-    if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-        return Err(format!("--rate {r}: give frames per second above 0"));
-    }
     for spec in [&args.from, &args.to] {
         if !spec.starts_with("netdev:") {
             vf_mac(spec)?;
@@ -385,6 +385,10 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
             .transpose()
     };
     let (from_mac, to_mac) = (mac("--from-mac", &args.from_mac)?, mac("--to-mac", &args.to_mac)?);
+    let mut capture = match &args.pcap {
+        Some(path) => Some(crate::run::Capture::create("lab", path, false)?),
+        None => None,
+    };
     let (mut tx, src) = open_end(roots, &args.from, from_mac, args.depth)?;
     let (mut rx, dst) = open_end(roots, &args.to, to_mac, args.depth)?;
     let templates = templates(src, dst, &args.sizes)?;
@@ -412,10 +416,6 @@ pub fn traffic(roots: &LabRoots, args: &TrafficArgs) -> Result<String, String> {
         burst: args.burst,
         schedule,
         stall_ns: args.stall_ms.saturating_mul(1_000_000),
-    };
-    let mut capture = match &args.pcap {
-        Some(path) => Some(crate::run::Capture::create("lab", path, false)?),
-        None => None,
     };
     let mut write = |t: u64, f: &[u8]| {
         if let Some(c) = capture.as_mut() {
