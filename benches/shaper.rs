@@ -5,7 +5,11 @@
 //! Limits are set high enough that every packet passes: this is the path nearly every packet
 //! takes. Two orders: `random` visits flows in a shuffled order (every packet a different flow, the
 //! worst case for the caches), `bursts_of_32` sends 32 packets of a flow back to back, as a NIC's
-//! receive burst or a sender's TSO segment train does. Memory per flow is printed once per size.
+//! receive burst or a sender's TSO segment train does. Packets are handed over 32 at a time:
+//! `admit` decides them one call each, `admit_burst` in one call (its lookahead prefetching),
+//! and `classify_only` builds the keys and nothing else, the part every row pays before the
+//! shaper. Memory per flow, and how much of the process is on huge pages, is printed once per
+//! size.
 //!
 //! The peer: `governor` (the standard Rust GCRA rate limiter) doing the same admission per
 //! packet: a keyed limiter per flow (its default `DashMap` store) and two direct limiters for
@@ -51,6 +55,7 @@ fn flows(n: usize) -> Vec<Wire> {
         .collect()
 }
 
+/// A shaper whose limits every packet passes, with room for `n` flows reserved.
 fn shaper(n: usize) -> Shaper<fn(&FlowKey) -> u64> {
     let config = ShaperConfig {
         bw_out: BandwidthAllowance::fixed(100_000_000_000_000),
