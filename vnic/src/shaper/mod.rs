@@ -64,9 +64,10 @@ pub const LINKLOCAL_PPS: u64 = 1024;
 const MAX_FRAME_BYTES: u64 = 9001 + 18;
 /// Rate classes a shaper keeps (the flow table stores a class in 4 bits).
 const MAX_CLASSES: usize = 16;
-/// Packets [`Shaper::admit_burst`] looks up ahead of admitting them: enough cache misses in
-/// flight to cover a miss's latency (a core keeps 10–12 line fills outstanding), few enough that
-/// the first bucket is still cached when its packet is admitted.
+/// Packets [`Shaper::admit_burst`] looks up ahead of admitting them (a power of two): with
+/// 1,000,000 flows in random order, 8, 16 and 32 ahead measured 124, 117 and 94 ns a packet in
+/// bursts of 32 (`benches/shaper.rs`), 64 ahead in bursts of 64 no better than 32. A burst's
+/// first 32 buckets are all requested before its first packet is admitted.
 pub const BURST_LOOKAHEAD: usize = 32;
 const _: () = assert!(BURST_LOOKAHEAD.is_power_of_two());
 
