@@ -54,7 +54,7 @@ struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write report.json, report.html, latency-<path>.hgrm and .hlog, and SVG plots into this
+    /// Write report.json, report.html, `latency-<path>.hgrm` and .hlog, and SVG plots into this
     /// directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

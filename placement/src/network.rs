@@ -114,8 +114,8 @@ pub const MAX_FLOW_CAP_GBPS: f64 = 10_000.0;
 
 impl NetworkModel {
     /// Whether every value is possible: latencies finite, not negative and at most
-    /// [`MAX_LATENCY_US`], never lower for a farther class; caps positive, finite and at most
-    /// [`MAX_FLOW_CAP_GBPS`]; the large-instance share 0 to 1; the error names the field.
+    /// `MAX_LATENCY_US` (10 s), never lower for a farther class; caps positive, finite and at most
+    /// `MAX_FLOW_CAP_GBPS` (10,000); the large-instance share 0 to 1; the error names the field.
     pub fn check(&self) -> Result<(), String> {
         const CLASSES: [&str; 5] =
             ["same host", "same rack", "same AZ", "other AZ", "other region"];

@@ -1,4 +1,4 @@
-//! Paced UDP flows and TCP connections ([`tcp`]) between VMs, simulated in virtual time over a
+//! Paced UDP flows and TCP connections (the `tcp` module) between VMs, simulated in virtual time over a
 //! [`Cloud`] built with [`Cloud::new_virtual`], with the scenario's security group and NACL
 //! changes applied to the devices as events.
 //!

@@ -12,8 +12,8 @@
 //!   tracked. TCP and UDP connections that the rules open to `0.0.0.0/0` on every port in both
 //!   directions are not tracked (so removing a rule stops them at once); ICMP and every other
 //!   connection is tracked and counts against the ENI's conntrack allowance. Tracked
-//!   connections expire when idle ([`Timeouts`]: TCP established 432,000 s, UDP stream 180 s,
-//!   other UDP 30 s, other protocols 600 s); removing a rule does not cut one.
+//!   connections expire when idle ([`conntrack::Timeouts`]: TCP established 432,000 s, UDP
+//!   stream 180 s, other UDP 30 s, other protocols 600 s); removing a rule does not cut one.
 //! * A subnet has one network ACL: inbound and outbound rules numbered 1 to 32,766, lowest
 //!   first, the first that matches decides, and what none match is denied (the `*` rule). The
 //!   VPC's default NACL allows everything, a new one denies everything. 20 rules per direction
