@@ -463,8 +463,10 @@ impl<P: FlowPolicy> Shaper<P> {
         if pkt.key.is_link_local_service() {
             return self.admit_link_local(now_ns * PS_PER_NS, pkt.handle);
         }
-        let hash = self.flows.hash(&pkt.key);
-        self.admit_tracked(now_ns * PS_PER_NS, pkt, hash)
+        match self.track(self.flows.hash(&pkt.key), &pkt.key) {
+            Some(index) => self.admit_flow(now_ns * PS_PER_NS, pkt, index),
+            None => Verdict::Drop(DropReason::Conntrack),
+        }
     }
 
     /// Decides the fate of a burst of packets at `now_ns`, in order, appending one verdict per
@@ -534,16 +536,6 @@ impl<P: FlowPolicy> Shaper<P> {
         let hash = self.flows.hash(&pkts[j].key);
         self.flows.prefetch(hash);
         Lookup { hash, same_as_previous: false }
-    }
-
-    /// [`Shaper::admit`] for a packet of a tracked (not link-local) flow whose key hashes to
-    /// `hash`, at `now` ps.
-    #[inline]
-    fn admit_tracked(&mut self, now: u64, pkt: &Packet, hash: u64) -> Verdict {
-        match self.track(hash, &pkt.key) {
-            Some(index) => self.admit_flow(now, pkt, index),
-            None => Verdict::Drop(DropReason::Conntrack),
-        }
     }
 
     /// The bucket of `key`'s flow, tracked from now on if new (its rate class chosen, the
