@@ -202,10 +202,13 @@ impl Conn {
 const _: () = assert!(std::mem::size_of::<Conn>() == 8);
 const _: () = assert!(std::mem::size_of::<(ConnKey, Conn)>() == 24);
 
-/// The tracked connections of one ENI, at most `max`.
+/// The tracked connections of one ENI, at most `max`. The table is keyed per instance
+/// (`foldhash::fast::RandomState`): the tuples are the guests' choice, and a hash known in
+/// advance would let a guest aim its connections at one probe group. Nothing iterates it in an
+/// order that shows (expiry is a `retain`), so a run stays deterministic.
 #[derive(Debug)]
 pub struct Conntrack {
-    table: HashMap<ConnKey, Conn, foldhash::fast::FixedState>,
+    table: HashMap<ConnKey, Conn, foldhash::fast::RandomState>,
     max: usize,
     timeouts: Timeouts,
     exceeded: u64,

@@ -81,8 +81,9 @@ pub struct FlowLog {
     max_records: usize,
     /// The interval being aggregated, and its records.
     window: u64,
-    /// This interval's flows (sorted by first packet when written).
-    records: HashMap<RecordKey, Aggregate, foldhash::fast::FixedState>,
+    /// This interval's flows (sorted by first packet when written, so the per-instance hash
+    /// seed, which keeps guests from aiming collisions, never shows in the log).
+    records: HashMap<RecordKey, Aggregate, foldhash::fast::RandomState>,
     skipped: bool,
     /// Intervals already written.
     written_to: u64,
