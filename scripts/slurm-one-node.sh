@@ -14,7 +14,7 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     apt-get update -qq
     apt-get install -y -qq slurm-wlm munge >/dev/null
 fi
-if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+if grep -qE '^(idle|mixed|allocated)' <<<"$(sinfo -h -o '%T' 2>/dev/null || true)"; then
     exit 0
 fi
 node=$(hostname -s)
@@ -56,7 +56,7 @@ pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
 for _ in $(seq 1 60); do
-    if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+    if grep -qE '^(idle|mixed|allocated)' <<<"$(sinfo -h -o '%T' 2>/dev/null || true)"; then
         exit 0
     fi
     sleep 0.5
