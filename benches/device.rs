@@ -10,8 +10,11 @@
 //! polling. One queue pair at burst 32 also with VF 0's TX queue placed in device memory (a
 //! low-latency queue, ENA's default layout of 128-byte entries with 96 header bytes, brought up
 //! through the admin queue), 64 and 1500 bytes: `vf_to_vf/1qp_64B/burst32_llq` against
-//! `.../burst32`. One iteration is [`PER_ITER`] frames received; criterion reports frames per
-//! second.
+//! `.../burst32`. And one queue pair at burst 32 with guest and engine on one thread
+//! (`.../burst32_one_thread`: send a burst, poll the PF once, receive): the whole path's work
+//! per frame on one core, without the lines the two cores pass between them, the steadier
+//! figure to tune the engine by (a 2-vCPU VM's second core comes and goes). One iteration is
+//! [`PER_ITER`] frames received; criterion reports frames per second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +37,12 @@ struct Rig {
     rx_line: Option<Arc<InterruptLine>>,
     stop: Arc<AtomicBool>,
     engine: Option<std::thread::JoinHandle<()>>,
+    /// In one-thread mode the PF, polled by the guest's loop after each send.
+    inline: Option<PhysicalFunction>,
 }
 
 impl Rig {
-    fn new(frame_len: usize, queues: usize, moderated: bool, llq: bool) -> Rig {
+    fn new(frame_len: usize, queues: usize, moderated: bool, llq: bool, one_thread: bool) -> Rig {
         let mut pf = PhysicalFunction::new(2).expect("pf");
         pf.set_num_vfs(2).expect("vfs");
         // Buffers sized to the frames, as a driver sizes them to its MTU.
@@ -110,9 +115,12 @@ impl Rig {
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
+        if one_thread {
+            return Rig { tx, rx, frames, rx_line, stop, engine: None, inline: Some(pf) };
+        }
         let flag = stop.clone();
         let engine = std::thread::spawn(move || pf.run(&flag));
-        Rig { tx, rx, frames, rx_line, stop, engine: Some(engine) }
+        Rig { tx, rx, frames, rx_line, stop, engine: Some(engine), inline: None }
     }
 
     /// Keeps sending in bursts of `burst` until `count` frames have been received (frames the
@@ -127,6 +135,9 @@ impl Rig {
                 tx.reap_tx();
                 let frames = [self.frames[q].as_slice(); 128];
                 tx.send_burst(&frames[..burst]);
+            }
+            if let Some(pf) = self.inline.as_mut() {
+                pf.poll();
             }
             let before = received;
             for rx in self.rx.iter_mut() {
@@ -175,15 +186,17 @@ fn device(c: &mut Criterion) {
                         continue;
                     }
                     let with_llq = !moderated && queues == 1 && burst == 32 && frame_len <= 1500;
-                    for llq in [false, true] {
-                        if llq && !with_llq {
+                    let with_one_thread = with_llq;
+                    for (llq, one_thread) in [(false, false), (true, false), (false, true)] {
+                        if (llq && !with_llq) || (one_thread && !with_one_thread) {
                             continue;
                         }
-                        let mut rig = Rig::new(frame_len, queues, moderated, llq);
+                        let mut rig = Rig::new(frame_len, queues, moderated, llq, one_thread);
                         group.throughput(Throughput::Elements(PER_ITER));
-                        let mode = match (moderated, llq) {
-                            (true, _) => "_irq",
-                            (_, true) => "_llq",
+                        let mode = match (moderated, llq, one_thread) {
+                            (true, ..) => "_irq",
+                            (_, true, _) => "_llq",
+                            (.., true) => "_one_thread",
                             _ => "",
                         };
                         let id = BenchmarkId::new(

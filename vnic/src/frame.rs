@@ -345,6 +345,53 @@ pub fn build_tcp_frame(
 mod tests {
     use super::*;
 
+    /// The engine decides on a frame's first [`crate::device::HEADER_BYTES`] and only moves the
+    /// rest, so parsing them must give what parsing the whole frame gives. The deepest byte the
+    /// parser reads: 18 of Ethernet with a VLAN tag, an IPv4 header of 15 words (60 bytes), then
+    /// TCP's flags, the 14th byte: 92.
+    #[test]
+    fn the_engines_header_bytes_hold_everything_parse_reads() {
+        const DEEPEST: usize = 18 + 15 * 4 + 14;
+        const { assert!(DEEPEST <= crate::device::HEADER_BYTES) };
+        let mut f = vec![0u8; crate::device::COPY_ONCE_MIN];
+        f[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+        f[14..16].copy_from_slice(&42u16.to_be_bytes());
+        f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[18] = 0x4f; // version 4, 15 words
+        f[18 + 9] = 6; // TCP
+        f[DEEPEST - 1] = 0x12; // SYN and ACK
+        let whole = FrameInfo::parse(&f).unwrap();
+        assert_eq!(whole.ipv4.unwrap().tcp_flags, 0x12);
+        assert_eq!(FrameInfo::parse(&f[..crate::device::HEADER_BYTES]).unwrap(), whole);
+        // One byte fewer and the flags are out of reach: DEEPEST is the real bound.
+        assert_ne!(FrameInfo::parse(&f[..DEEPEST - 1]).unwrap(), whole);
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all (with the EtherTypes and IP version that make the parser go deep):
+        /// the header alone parses as the whole frame does.
+        #[test]
+        fn parsing_the_header_bytes_is_parsing_the_frame(
+            mut f in proptest::collection::vec(proptest::num::u8::ANY, crate::device::COPY_ONCE_MIN..1600),
+            tagged: bool,
+            ihl in 0u8..16,
+            protocol in proptest::sample::select(vec![1u8, 6, 17, 47]),
+        ) {
+            let l3 = if tagged {
+                f[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+                f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+                18
+            } else {
+                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                14
+            };
+            f[l3] = 0x40 | ihl;
+            f[l3 + 9] = protocol;
+            let head = FrameInfo::parse(&f[..crate::device::HEADER_BYTES]);
+            proptest::prop_assert_eq!(head, FrameInfo::parse(&f));
+        }
+    }
+
     #[test]
     fn parses_what_it_builds() {
         let mut buf = [0u8; 1514];

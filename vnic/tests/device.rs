@@ -711,3 +711,126 @@ fn security_groups_and_nacls_filter_every_frame_in_the_device() {
     pf.set_policy(1, None).unwrap();
     assert_eq!(round(&mut pf, &frames(2)), 2);
 }
+
+/// An uplink that keeps what it is given.
+#[derive(Default)]
+struct Wire(std::sync::Mutex<Vec<Vec<u8>>>);
+impl vnic::switch::Uplink for Wire {
+    fn transmit(&self, frame: &[u8]) {
+        self.0.lock().unwrap().push(frame.to_vec());
+    }
+}
+
+#[test]
+fn frames_copied_once_arrive_whole_on_every_route() {
+    // Either side of the threshold, a tail one byte long, and frames that span RX buffers.
+    let sizes = [
+        COPY_ONCE_MIN - 1,
+        COPY_ONCE_MIN,
+        COPY_ONCE_MIN + 1,
+        HEADER_BYTES + 2049,
+        1514,
+        4097,
+        9015,
+    ];
+    let mut pf = PhysicalFunction::new(3).unwrap();
+    pf.set_num_vfs(3).unwrap();
+    let wire = Arc::new(Wire::default());
+    pf.set_uplink(wire.clone());
+    let ws: Vec<DmaWindow> =
+        (0..3).map(|v| guest(&mut pf, v, 0x10_0000_0000 * (u64::from(v) + 1), 8 * MB)).collect();
+    for v in 0..3 {
+        pf.set_mtu(v, 9001).unwrap();
+    }
+    let mut d: Vec<QueuePairDriver> =
+        (0..3).map(|v| queue(&mut pf, v, &ws[usize::from(v)], 0, 256)).collect();
+    let mut seq = 0;
+    let mut next = |len: usize, to: [u8; 6]| {
+        seq += 1;
+        let mut f = udp(len, 0, 1, 77, seq);
+        f[..6].copy_from_slice(&to);
+        f
+    };
+    let sent = |d: &mut Vec<QueuePairDriver>, pf: &mut PhysicalFunction, f: &[u8]| {
+        assert_eq!(d[0].send_burst(&[f]), 1);
+        pf.poll();
+        d[0].reap_tx();
+    };
+    let received = |d: &mut QueuePairDriver| {
+        let mut got = Vec::new();
+        d.recv(|f, _| got.push(f.to_vec()));
+        got
+    };
+    // To one VF (the tail goes straight from VF 0's TX buffer into VF 1's RX buffers).
+    for &len in &sizes {
+        let f = next(len, mac(1).0);
+        sent(&mut d, &mut pf, &f);
+        assert!(received(&mut d[1]) == vec![f], "{len} bytes to one VF");
+    }
+    // Broadcast: both other VFs and the wire get every byte.
+    for &len in &sizes {
+        let f = next(len, MacAddr::BROADCAST.0);
+        sent(&mut d, &mut pf, &f);
+        assert!(received(&mut d[1]) == vec![f.clone()], "{len} bytes flooded, VF 1");
+        assert!(received(&mut d[2]) == vec![f.clone()], "{len} bytes flooded, VF 2");
+        assert!(wire.0.lock().unwrap().pop() == Some(f), "{len} bytes flooded, the wire");
+    }
+    // To a MAC no VF has: out through the uplink, whole.
+    for &len in &sizes {
+        let f = next(len, MacAddr::local(99).0);
+        sent(&mut d, &mut pf, &f);
+        assert!(wire.0.lock().unwrap().pop() == Some(f), "{len} bytes to the uplink");
+    }
+    // Through a shaper, which may hold a frame after its TX buffer is reused.
+    use vnic::shaper::{FlowKey, ShaperConfig};
+    let cap = |_: &FlowKey| 1_000_000_000_000u64;
+    pf.set_shaper(0, Some((ShaperConfig::default(), Box::new(cap)))).unwrap();
+    for &len in &sizes {
+        let f = next(len, mac(1).0);
+        sent(&mut d, &mut pf, &f);
+        pf.poll();
+        assert!(received(&mut d[1]) == vec![f], "{len} bytes shaped");
+    }
+    let (q0, v0) = pf.vf(0).unwrap().totals();
+    assert_eq!((q0.tx_packets, q0.tx_bad_desc, v0.tx_malformed), (4 * sizes.len() as u64, 0, 0));
+    assert_eq!(d[0].stats().tx_errors, 0);
+}
+
+#[test]
+fn a_frame_copied_once_is_checked_whole_before_any_byte_moves() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, MB);
+    let w1 = guest(&mut pf, 1, 0x100_0000, 8 * MB);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    let layout = QueuePairLayout::new(0, 64, 2048);
+    let r0 = w0.region().clone();
+    SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 64).unwrap();
+    CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 64).unwrap();
+    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
+    CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 64).unwrap();
+    pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
+    let mut sq = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
+    let mut cq = CompletionConsumer::<TxCompletion>::attach(r0, layout.tx_cq).unwrap();
+    // A well-formed 1000-byte frame whose header lies inside VF 0's window and whose tail
+    // runs 400 bytes past its end; then one whose address wraps; then a good one.
+    let frame = udp(1000, 0, 1, 1, 1);
+    let end = MB as u64;
+    w0.write(end - 600, &frame[..600]).unwrap();
+    let good_at = layout.tx_bufs as u64;
+    w0.write(good_at, &frame).unwrap();
+    let desc = |addr, id| TxDesc::new(addr, 1000, id).with_first(true).with_last(true);
+    assert!(sq.push(desc(end - 600, 1).with_phase(true)));
+    assert!(sq.push(desc(u64::MAX - 100, 2).with_phase(true)));
+    assert!(sq.push(desc(good_at, 3).with_phase(true)));
+    pf.poll();
+    let mut done = [TxCompletion::default(); 4];
+    let n = cq.pop_burst(&mut done);
+    let got: Vec<(u16, u8)> = done[..n].iter().map(|c| (c.req_id, c.status)).collect();
+    assert_eq!(got, vec![(1, TX_STATUS_BAD_DESC), (2, TX_STATUS_BAD_DESC), (3, TX_STATUS_OK)]);
+    let mut frames = Vec::new();
+    rx.recv(|f, _| frames.push(f.to_vec()));
+    assert!(frames == vec![frame], "only the good frame arrives, whole");
+    let (q0, v0) = pf.vf(0).unwrap().totals();
+    assert_eq!((q0.tx_bad_desc, q0.tx_packets, v0.tx_malformed), (2, 1, 0));
+}

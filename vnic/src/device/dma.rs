@@ -129,6 +129,26 @@ impl DmaWindow {
         Ok(())
     }
 
+    /// Copies `[iova, iova + len)` of this window to `[dst_iova, dst_iova + len)` of `dst`,
+    /// memory to memory with no bounce buffer: a device moving a frame from one guest's buffer
+    /// into another's. Both ranges are checked first; they may overlap (a guest can point a TX
+    /// and an RX buffer at the same bytes, and two VFs may share a region).
+    pub fn copy_to(
+        &self,
+        iova: u64,
+        dst: &DmaWindow,
+        dst_iova: u64,
+        len: usize,
+    ) -> Result<(), DmaError> {
+        let from = self.offset(iova, len as u64)?;
+        let to = dst.offset(dst_iova, len as u64)?;
+        // SAFETY: both ranges lie inside their mappings (checked above), which the Arcs keep
+        // alive; `ptr::copy` allows them to overlap. Guests may write either range meanwhile,
+        // as DMA races a CPU: the bytes are then some mix, which nobody downstream trusts.
+        unsafe { std::ptr::copy(self.region.as_ptr().add(from), dst.region.as_ptr().add(to), len) };
+        Ok(())
+    }
+
     /// Loads the aligned 32-bit little-endian word at `iova` with acquire ordering: the status
     /// word a device writes last, after which the rest of its descriptor may be read.
     pub fn load_u32_acquire(&self, iova: u64) -> Result<u32, DmaError> {

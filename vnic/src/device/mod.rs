@@ -37,8 +37,9 @@ use std::sync::Arc;
 
 pub use dma::{DmaError, DmaWindow, Iova};
 pub use engine::{
-    BURST, BYTES_PER_UNIT, DEFAULT_ENGINE_WEIGHT, DEFAULT_POLL_BUDGET, MAX_ENGINE_WEIGHT,
-    RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET, engine_weight,
+    BURST, BYTES_PER_UNIT, COPY_ONCE_MIN, DEFAULT_ENGINE_WEIGHT, DEFAULT_POLL_BUDGET, HEADER_BYTES,
+    MAX_ENGINE_WEIGHT, RX_STATUS_DROPPED, TX_STATUS_BAD_DESC, TX_STATUS_OK, TX_STATUS_RESET,
+    engine_weight,
 };
 pub use irq::{InterruptLine, Notification};
 pub use llq::{LLQ_MAX_DEPTH, LLQ_QUEUES, LLQ_SLOT_BYTES};
@@ -436,6 +437,9 @@ pub struct PhysicalFunction {
     pub(crate) switch: EmbeddedSwitch,
     pub(crate) uplink: Option<Arc<dyn Uplink>>,
     pub(crate) scratch: Vec<u8>,
+    /// The window of the VF whose TX burst is being served, held for the burst: the tails of
+    /// its frames are copied from there straight into RX buffers.
+    pub(crate) tx_window: Option<DmaWindow>,
     /// RX queues with completions waiting for the end of the poll: (VF, queue).
     pub(crate) rx_dirty: Vec<(u16, u16)>,
     /// A TX burst being processed, and its completions (one more than the burst: a chain from
@@ -486,6 +490,7 @@ impl PhysicalFunction {
             switch: EmbeddedSwitch::new(),
             uplink: None,
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
+            tx_window: None,
             rx_dirty: Vec::new(),
             tx_descs: [TxDesc::default(); engine::BURST],
             llq_burst: vec![0; engine::BURST * 256],
