@@ -5,9 +5,10 @@
 //! Two runs per cell: *throughput* (the sender offers as fast as its driver takes frames, bursts
 //! of 32) reports Mpps, Gbps and CPU per frame; *latency* (a paced 50,000 frames/s, one flow,
 //! stamps at the due time so stalls count) reports one-way p50 / p99 / p99.9 from an
-//! HdrHistogram. Both VMs on one host, one queue pair each, rings of 1024, c5n.18xlarge
-//! allowances (100 Gbps, so the shaper never holds a frame; the per-flow cap would, so the
-//! sender spreads over 64 flows).
+//! HdrHistogram. Both VMs on one host, then on two hosts of one rack (every frame crosses the
+//! fabric: the sender's PF uplink, the link's queue, the receiving host's engine), one queue
+//! pair each, rings of 1024, c5n.18xlarge allowances (100 Gbps, so the shaper never holds a
+//! frame; the per-flow cap would, so the sender spreads over 64 flows).
 //!
 //! `cargo bench --bench paths` (set `PATHS_SECONDS` to change the 2 s per run).
 
@@ -34,7 +35,10 @@ fn main() {
     let subnet =
         Subnet { name: "a".into(), az: "az-a".into(), network: [10, 0, 0, 0].into(), prefix: 24 };
     let spec = CloudSpec {
-        hosts: vec![HostSpec::new("host0", "az-a", 0, 512, 8)],
+        hosts: vec![
+            HostSpec::new("host0", "az-a", 0, 512, 8),
+            HostSpec::new("host1", "az-a", 0, 512, 8),
+        ],
         subnets: vec![subnet],
         network: NetworkModel::default(),
         link_gbps: 100.0,
@@ -47,13 +51,16 @@ fn main() {
         }
     };
     println!(
-        "| path | frame | Mpps | Gbps | guest CPU/frame | process CPU/frame | p50 | p99 | p99.9 |"
+        "| path | hosts | frame | Mpps | Gbps | guest CPU/frame | process CPU/frame | p50 | p99 | p99.9 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for path in [IoPath::Emulated, IoPath::SrIov] {
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (path, hosts) in
+        [(IoPath::Emulated, 1), (IoPath::SrIov, 1), (IoPath::Emulated, 2), (IoPath::SrIov, 2)]
+    {
         for frame_len in [64usize, 1500] {
             let mut launch = |name: &str, rx: Notification| {
-                let mut s = VmSpec::new(name, 0, ty.clone(), "a");
+                let host = if name.starts_with("receiver") { hosts - 1 } else { 0 };
+                let mut s = VmSpec::new(name, host, ty.clone(), "a");
                 s.path = path;
                 s.rx_notification = rx;
                 cloud.launch(s)
@@ -104,7 +111,7 @@ fn main() {
                 }
             }
             match (t, l) {
-                (Ok(t), Ok(l)) => print_row(path, frame_len, &t, &l),
+                (Ok(t), Ok(l)) => print_row(path, hosts, frame_len, &t, &l),
                 (Err(e), _) | (_, Err(e)) => {
                     eprintln!("paths: {path} {frame_len} B: {e}");
                     std::process::exit(1);
@@ -120,9 +127,10 @@ fn main() {
     }
 }
 
-fn print_row(path: IoPath, frame: usize, t: &PairReport, l: &PairReport) {
+fn print_row(path: IoPath, hosts: usize, frame: usize, t: &PairReport, l: &PairReport) {
+    let hosts = if hosts == 1 { "one" } else { "two, one rack" };
     println!(
-        "| {path} | {frame} B | {:.2} | {:.2} | {:.0} ns | {:.0} ns | {:.1} µs | {:.1} µs | {:.1} µs |",
+        "| {path} | {hosts} | {frame} B | {:.2} | {:.2} | {:.0} ns | {:.0} ns | {:.1} µs | {:.1} µs | {:.1} µs |",
         t.mpps(),
         t.gbps(),
         t.guest_cpu_ns_per_frame(),
@@ -132,7 +140,7 @@ fn print_row(path: IoPath, frame: usize, t: &PairReport, l: &PairReport) {
         l.latency_us(99.9),
     );
     eprintln!(
-        "  {path} {frame} B: throughput run sent {} received {} lost {}; latency run sent {} \
+        "  {path} {hosts} {frame} B: throughput run sent {} received {} lost {}; latency run sent {} \
          received {} lost {}",
         t.sent,
         t.received,

@@ -25,6 +25,73 @@ pub enum Port {
 pub trait Uplink: Send + Sync {
     /// Sends one frame out.
     fn transmit(&self, frame: &[u8]);
+
+    /// Sends a burst out, in order: what the engine calls, once per TX burst it served. An
+    /// uplink that can share work across frames (a clock read, a route lookup, a doorbell)
+    /// overrides this; by default each frame is [`Uplink::transmit`]ted.
+    fn transmit_batch(&self, batch: &FrameBatch) {
+        batch.iter().for_each(|f| self.transmit(f));
+    }
+}
+
+/// Frames packed end to end in one buffer, kept from burst to burst (no allocation per frame
+/// once it has grown to a burst's size).
+#[derive(Debug, Default, Clone)]
+pub struct FrameBatch {
+    bytes: Vec<u8>,
+    /// Where each frame ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl FrameBatch {
+    /// Appends a frame.
+    pub fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends a frame of `len` bytes that `fill` writes; if `fill` fails the frame is not
+    /// added and the error is returned.
+    pub fn push_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        match fill(&mut self.bytes[start..]) {
+            Ok(()) => {
+                self.ends.push(self.bytes.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True if it holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The frames, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.bytes[a..b])
+    }
+
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
 }
 
 /// Why the switch dropped a frame.
@@ -223,6 +290,30 @@ impl EmbeddedSwitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_its_frames_in_order_and_drops_a_failed_fill() {
+        let mut b = FrameBatch::default();
+        b.push(&[1, 2, 3]);
+        b.push(&[]);
+        assert_eq!(
+            b.push_with(4, |buf| {
+                buf.copy_from_slice(&[9; 4]);
+                Err("no")
+            }),
+            Err("no")
+        );
+        b.push_with(2, |buf| {
+            buf.copy_from_slice(&[7, 8]);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let frames: Vec<&[u8]> = b.iter().collect();
+        assert_eq!(frames, vec![&[1u8, 2, 3][..], &[], &[7, 8]]);
+        assert_eq!(b.len(), 3);
+        b.clear();
+        assert!(b.is_empty() && b.iter().next().is_none());
+    }
 
     fn info(dst: MacAddr, src: MacAddr, vlan: Option<u16>) -> FrameInfo {
         FrameInfo { dst, src, vlan, ethertype: crate::frame::ethertype::IPV4, ipv4: None }

@@ -712,13 +712,51 @@ fn security_groups_and_nacls_filter_every_frame_in_the_device() {
     assert_eq!(round(&mut pf, &frames(2)), 2);
 }
 
-/// An uplink that keeps what it is given.
+/// An uplink that keeps what it is given, and the size of each batch.
 #[derive(Default)]
-struct Wire(std::sync::Mutex<Vec<Vec<u8>>>);
+struct Wire(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Mutex<Vec<usize>>);
 impl vnic::switch::Uplink for Wire {
     fn transmit(&self, frame: &[u8]) {
         self.0.lock().unwrap().push(frame.to_vec());
     }
+
+    fn transmit_batch(&self, batch: &vnic::switch::FrameBatch) {
+        self.1.lock().unwrap().push(batch.len());
+        batch.iter().for_each(|f| self.transmit(f));
+    }
+}
+
+#[test]
+fn frames_for_the_uplink_leave_in_one_batch_per_burst_in_order() {
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let wire = Arc::new(Wire::default());
+    pf.set_uplink(wire.clone());
+    let w0 = guest(&mut pf, 0, 0, 8 * MB);
+    let w1 = guest(&mut pf, 1, 0, 8 * MB);
+    let mut tx = queue(&mut pf, 0, &w0, 0, 256);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 256);
+    // A burst of BURST frames, every fourth to VF 1 and the rest to MACs no VF has, short and
+    // long (copied once); then BURST / 2 more.
+    let frames: Vec<Vec<u8>> = (0..BURST as u32 + BURST as u32 / 2)
+        .map(|i| {
+            let mut f = udp(if i % 2 == 0 { 64 } else { 1500 }, 0, 1, 1, i);
+            if i % 4 != 0 {
+                f[..6].copy_from_slice(&MacAddr::local(100 + i).0);
+            }
+            f
+        })
+        .collect();
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    assert_eq!(tx.send_burst(&refs[..BURST]), BURST);
+    pf.poll();
+    assert_eq!(tx.send_burst(&refs[BURST..]), BURST / 2);
+    pf.poll();
+    let out: Vec<Vec<u8>> =
+        frames.iter().enumerate().filter(|(i, _)| i % 4 != 0).map(|(_, f)| f.clone()).collect();
+    assert!(*wire.0.lock().unwrap() == out, "every frame for the uplink, whole and in order");
+    assert_eq!(*wire.1.lock().unwrap(), vec![BURST * 3 / 4, BURST / 2 * 3 / 4]);
+    assert_eq!(rx.recv(|_, _| {}), frames.len() / 4);
 }
 
 #[test]

@@ -48,7 +48,7 @@ use crate::abi::llq::{DESCS_BEFORE_HEADER, Entry128, Entry192, Entry256, LlqEntr
 use crate::frame::FrameInfo;
 use crate::policy::Direction;
 use crate::shaper::Clock;
-use crate::switch::{Forward, Port, SwitchDrop};
+use crate::switch::{Forward, FrameBatch, Port, SwitchDrop};
 
 /// Descriptors taken from a TX queue per visit.
 pub const BURST: usize = 32;
@@ -353,7 +353,7 @@ impl PhysicalFunction {
             };
             k += 1;
         }
-        self.flush_rx();
+        self.flush_deliveries();
         self.tx_window = None;
         let queue = &mut self.vfs[vf].queues[q];
         if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
@@ -411,10 +411,10 @@ impl PhysicalFunction {
         {
             return count_refusal(&v.stats, refused, Direction::Outbound);
         }
-        let one_vf = matches!(decision, Forward::One(Port::Vf(_)));
+        let one_port = matches!(decision, Forward::One(_));
         let tail = match (tail, &self.tx_window) {
             (None, _) => None,
-            (Some(at), Some(window)) if one_vf && v.shaper.is_none() => Some((window, at)),
+            (Some(at), Some(window)) if one_port && v.shaper.is_none() => Some((window, at)),
             // Checked when gathered; the window does not change during a burst.
             (Some(at), Some(window))
                 if window.read(at, &mut self.scratch[HEADER_BYTES..len]).is_ok() =>
@@ -435,9 +435,26 @@ impl PhysicalFunction {
         {
             return;
         }
-        let to =
-            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
-        to.dispatch(&self.switch, from, decision, frame, &info);
+        // Field by field rather than `self.targets`: `frame` borrows the scratch buffer.
+        let to = Targets {
+            now_ns,
+            switch: &self.switch,
+            vfs: &mut self.vfs,
+            dirty: &mut self.rx_dirty,
+            uplink: self.uplink.is_some().then_some(&mut self.uplink_out),
+        };
+        to.dispatch(from, decision, frame, &info);
+    }
+
+    /// Where this PF's switched frames go.
+    fn targets(&mut self, now_ns: u64) -> Targets<'_> {
+        Targets {
+            now_ns,
+            switch: &self.switch,
+            vfs: &mut self.vfs,
+            dirty: &mut self.rx_dirty,
+            uplink: self.uplink.is_some().then_some(&mut self.uplink_out),
+        }
     }
 
     /// The device's time for this poll: read once, when something first needs it.
@@ -451,9 +468,7 @@ impl PhysicalFunction {
         let from = Port::Vf(vf as u16);
         let decision = self.switch.forward(from, &info);
         let now_ns = self.clock.now_ns();
-        let to =
-            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
-        to.dispatch(&self.switch, from, decision, FrameBytes::whole_frame(frame), &info);
+        self.targets(now_ns).dispatch(from, decision, FrameBytes::whole_frame(frame), &info);
     }
 
     /// Sends every held frame that is due.
@@ -482,7 +497,7 @@ impl PhysicalFunction {
             due.clear();
             self.due = due;
         }
-        self.flush_rx();
+        self.flush_deliveries();
     }
 
     /// A frame arriving from the uplink (the fabric).
@@ -490,14 +505,24 @@ impl PhysicalFunction {
         let Ok(info) = FrameInfo::parse(frame) else { return };
         let decision = self.switch.forward(Port::Uplink, &info);
         let now_ns = self.clock.now_ns();
-        let to =
-            Targets { now_ns, vfs: &mut self.vfs, dirty: &mut self.rx_dirty, uplink: &self.uplink };
-        to.dispatch(&self.switch, Port::Uplink, decision, FrameBytes::whole_frame(frame), &info);
-        self.flush_rx();
+        self.targets(now_ns).dispatch(
+            Port::Uplink,
+            decision,
+            FrameBytes::whole_frame(frame),
+            &info,
+        );
+        self.flush_deliveries();
     }
 
-    /// Publishes the RX completions written since the last flush, one doorbell per queue.
-    pub(crate) fn flush_rx(&mut self) {
+    /// Publishes the RX completions written since the last flush, one doorbell per queue, and
+    /// hands the frames switched to the uplink over in one batch.
+    pub(crate) fn flush_deliveries(&mut self) {
+        if !self.uplink_out.is_empty() {
+            if let Some(uplink) = &self.uplink {
+                uplink.transmit_batch(&self.uplink_out);
+            }
+            self.uplink_out.clear();
+        }
         for (vf, q) in self.rx_dirty.drain(..) {
             let Some(queue) =
                 self.vfs.get_mut(usize::from(vf)).and_then(|v| v.queues.get_mut(usize::from(q)))
@@ -535,6 +560,18 @@ impl<'a> FrameBytes<'a> {
         self.tail.is_none().then_some(self.head)
     }
 
+    /// Appends the whole frame to `out` (its tail read from the sender's window).
+    fn push_to(&self, out: &mut FrameBatch) -> Result<(), ()> {
+        out.push_with(self.len, |buf| {
+            let (head, rest) = buf.split_at_mut(self.head.len());
+            head.copy_from_slice(self.head);
+            match self.tail {
+                Some((window, at)) => window.read(at, rest).map_err(drop),
+                None => Ok(()),
+            }
+        })
+    }
+
     /// Writes bytes `[from, to)` of the frame at `iova` in `dst`.
     fn write_range(&self, dst: &DmaWindow, iova: u64, from: usize, to: usize) -> Result<(), ()> {
         let head_end = self.head.len();
@@ -554,21 +591,16 @@ impl<'a> FrameBytes<'a> {
 /// Where a switched frame may go: the VFs' RX queues and the uplink.
 struct Targets<'a> {
     now_ns: u64,
+    switch: &'a crate::switch::EmbeddedSwitch,
     vfs: &'a mut [VirtualFunction],
     dirty: &'a mut Vec<(u16, u16)>,
-    uplink: &'a Option<std::sync::Arc<dyn crate::switch::Uplink>>,
+    /// The frames for the uplink this burst, if the PF has one.
+    uplink: Option<&'a mut FrameBatch>,
 }
 
 impl Targets<'_> {
     /// Carries out the switch's decision for a frame from `from`.
-    fn dispatch(
-        self,
-        switch: &crate::switch::EmbeddedSwitch,
-        from: Port,
-        decision: Forward,
-        frame: FrameBytes<'_>,
-        info: &FrameInfo,
-    ) {
+    fn dispatch(mut self, from: Port, decision: Forward, frame: FrameBytes<'_>, info: &FrameInfo) {
         let mut send = |port: Port| match port {
             Port::Vf(dst) => {
                 if let Some(vf) = self.vfs.get_mut(usize::from(dst)) {
@@ -576,15 +608,16 @@ impl Targets<'_> {
                 }
             }
             Port::Uplink => {
-                // Frames for the uplink are whole: only a frame for one VF keeps its tail.
-                if let (Some(uplink), Some(whole)) = (self.uplink, frame.whole()) {
-                    uplink.transmit(whole);
+                if let Some(out) = self.uplink.as_deref_mut() {
+                    // The tail's range was checked when gathered and the window does not change
+                    // during a burst, so this does not fail.
+                    let _ = frame.push_to(out);
                 }
             }
         };
         match decision {
             Forward::One(port) => send(port),
-            Forward::Flood { vlan } => switch.flood(from, vlan).for_each(send),
+            Forward::Flood { vlan } => self.switch.flood(from, vlan).for_each(send),
             Forward::Drop(_) => {}
         }
     }
@@ -844,7 +877,7 @@ fn next_rx(queue: &mut DeviceQueue, window: &DmaWindow) -> Option<(RxDesc, bool)
 }
 
 /// Puts a frame into one of `vf`'s RX queues (chosen by RSS), using as many posted buffers as
-/// it needs; the completions wait in the queue until [`PhysicalFunction::flush_rx`].
+/// it needs; the completions wait in the queue until [`PhysicalFunction::flush_deliveries`].
 fn deliver(
     vf: &mut VirtualFunction,
     dirty: &mut Vec<(u16, u16)>,

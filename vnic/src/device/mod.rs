@@ -436,6 +436,8 @@ pub struct PhysicalFunction {
     pub(crate) vfs: Vec<VirtualFunction>,
     pub(crate) switch: EmbeddedSwitch,
     pub(crate) uplink: Option<Arc<dyn Uplink>>,
+    /// Frames switched to the uplink, sent together when the burst's deliveries are flushed.
+    pub(crate) uplink_out: crate::switch::FrameBatch,
     pub(crate) scratch: Vec<u8>,
     /// The window of the VF whose TX burst is being served, held for the burst: the tails of
     /// its frames are copied from there straight into RX buffers.
@@ -489,6 +491,7 @@ impl PhysicalFunction {
             vfs: Vec::new(),
             switch: EmbeddedSwitch::new(),
             uplink: None,
+            uplink_out: crate::switch::FrameBatch::default(),
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
             tx_window: None,
             rx_dirty: Vec::new(),
@@ -771,7 +774,7 @@ impl PhysicalFunction {
             for frame in old.held.into_iter().flatten() {
                 self.forward_released(i, &frame);
             }
-            self.flush_rx();
+            self.flush_deliveries();
         }
         self.shaped.retain(|&v| v != vf);
         let Some((config, policy)) = shaper else { return Ok(None) };
