@@ -464,6 +464,25 @@ fn moderated_interrupts_wake_a_sleeping_receiver() {
     assert_eq!(pf.interrupts(0, 0).unwrap().1, 0, "busy-polled RX never interrupts");
 }
 
+/// VF `vf`'s queue pair of 64 with its TX ring driven by hand (the test writes descriptors and
+/// reads completions itself, as a buggy or hostile driver would).
+fn raw_tx(
+    pf: &mut PhysicalFunction,
+    vf: u16,
+    window: &DmaWindow,
+) -> (QueuePairLayout, SubmissionProducer<TxDesc>, CompletionConsumer<TxCompletion>) {
+    let layout = QueuePairLayout::new(0, 64, 2048);
+    let r = window.region().clone();
+    SubmissionRing::<TxDesc>::init(&r, layout.tx_sq, 64).unwrap();
+    CompletionRing::<TxCompletion>::init(&r, layout.tx_cq, 64).unwrap();
+    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r, layout.rx_sq, 64).unwrap();
+    CompletionRing::<RxCompletion>::init(&r, layout.rx_cq, 64).unwrap();
+    pf.create_queue_pair(vf, layout.spec(window)).unwrap();
+    let sq = SubmissionProducer::<TxDesc>::attach(r.clone(), layout.tx_sq).unwrap();
+    let cq = CompletionConsumer::<TxCompletion>::attach(r, layout.tx_cq).unwrap();
+    (layout, sq, cq)
+}
+
 #[test]
 fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
     let mut pf = PhysicalFunction::new(2).unwrap();
@@ -471,15 +490,7 @@ fn a_chain_cut_short_comes_back_to_the_driver_as_bad() {
     let w0 = guest(&mut pf, 0, 0, 8 * MB);
     let w1 = guest(&mut pf, 1, 0, 8 * MB);
     let mut rx = queue(&mut pf, 1, &w1, 0, 64);
-    let layout = QueuePairLayout::new(0, 64, 2048);
-    let r0 = w0.region().clone();
-    SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 64).unwrap();
-    CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 64).unwrap();
-    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
-    CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 64).unwrap();
-    pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
-    let mut sq = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
-    let mut cq = CompletionConsumer::<TxCompletion>::attach(r0, layout.tx_cq).unwrap();
+    let (layout, mut sq, mut cq) = raw_tx(&mut pf, 0, &w0);
     let frame = udp(100, 0, 1, 1, 1);
     let buf = layout.tx_bufs as u64;
     w0.write(buf, &frame).unwrap();
@@ -841,15 +852,7 @@ fn a_frame_copied_once_is_checked_whole_before_any_byte_moves() {
     let w0 = guest(&mut pf, 0, 0, MB);
     let w1 = guest(&mut pf, 1, 0x100_0000, 8 * MB);
     let mut rx = queue(&mut pf, 1, &w1, 0, 64);
-    let layout = QueuePairLayout::new(0, 64, 2048);
-    let r0 = w0.region().clone();
-    SubmissionRing::<TxDesc>::init(&r0, layout.tx_sq, 64).unwrap();
-    CompletionRing::<TxCompletion>::init(&r0, layout.tx_cq, 64).unwrap();
-    SubmissionRing::<vnic::abi::io::RxDesc>::init(&r0, layout.rx_sq, 64).unwrap();
-    CompletionRing::<RxCompletion>::init(&r0, layout.rx_cq, 64).unwrap();
-    pf.create_queue_pair(0, layout.spec(&w0)).unwrap();
-    let mut sq = SubmissionProducer::<TxDesc>::attach(r0.clone(), layout.tx_sq).unwrap();
-    let mut cq = CompletionConsumer::<TxCompletion>::attach(r0, layout.tx_cq).unwrap();
+    let (layout, mut sq, mut cq) = raw_tx(&mut pf, 0, &w0);
     // A well-formed 1000-byte frame whose header lies inside VF 0's window and whose tail
     // runs 400 bytes past its end; then one whose address wraps; then a good one.
     let frame = udp(1000, 0, 1, 1, 1);
