@@ -465,31 +465,42 @@ impl SrdFabric {
         self.state.lock().ok()?.subnets.get(usize::from(dev)).cloned()
     }
 
-    fn send(&self, dst: u16, packet: Arc<Packet>, now: u64) {
-        let Ok(mut s) = self.state.lock() else { return };
-        // xorshift64*
-        let mut next = || {
-            s.rng ^= s.rng >> 12;
-            s.rng ^= s.rng << 25;
-            s.rng ^= s.rng >> 27;
-            s.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
-        if (next() % 1_000_000) < u64::from(self.loss_ppm) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Puts every (destination, packet) of `outbox` on its way at `now`, in order, and empties
+    /// it: one hold of the fabric's lock for all of them (a device sends what one poll's phase
+    /// produced together), the draws of loss, path and jitter in the order the packets were
+    /// sent, so a seed gives the same run however the packets are grouped.
+    fn send_all(&self, outbox: &mut Vec<(u16, Arc<Packet>)>, now: u64) {
+        if outbox.is_empty() {
             return;
         }
-        let path = next() % u64::from(self.paths);
-        let jitter = next() % (self.path_step_ns / 4 + 1);
-        let base = match &self.pair_delay {
-            Some(delay) => delay(packet.src, dst, packet.wire_bytes()),
-            None => self.base_ns,
-        };
-        let due = now + base + path * self.path_step_ns + jitter;
-        s.seq += 1;
-        let seq = s.seq;
-        if let Some(q) = s.queues.get_mut(usize::from(dst)) {
-            q.push(InFlight { due, seq, packet });
-            self.carried.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut guard) = self.state.lock() else { return outbox.clear() };
+        let s = &mut *guard;
+        let (mut carried, mut dropped) = (0, 0);
+        for (dst, packet) in outbox.drain(..) {
+            let mut next = || xorshift64_star(&mut s.rng);
+            if (next() % 1_000_000) < u64::from(self.loss_ppm) {
+                dropped += 1;
+                continue;
+            }
+            let path = next() % u64::from(self.paths);
+            let jitter = next() % (self.path_step_ns / 4 + 1);
+            let base = match &self.pair_delay {
+                Some(delay) => delay(packet.src, dst, packet.wire_bytes()),
+                None => self.base_ns,
+            };
+            let due = now + base + path * self.path_step_ns + jitter;
+            s.seq += 1;
+            if let Some(q) = s.queues.get_mut(usize::from(dst)) {
+                q.push(InFlight { due, seq: s.seq, packet });
+                carried += 1;
+            }
+        }
+        drop(guard);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if carried > 0 {
+            self.carried.fetch_add(carried, Ordering::Relaxed);
         }
     }
 
@@ -513,6 +524,14 @@ impl SrdFabric {
     pub fn in_flight(&self) -> usize {
         self.state.lock().map_or(0, |s| s.queues.iter().map(BinaryHeap::len).sum())
     }
+}
+
+/// xorshift64*: the fabric's seeded draws.
+fn xorshift64_star(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// Where a queue pair's rings are in the VM's memory.
@@ -609,6 +628,8 @@ pub struct EfaDevice {
     qps: Vec<Qp>,
     next_key: u32,
     scratch: Vec<Arc<Packet>>,
+    /// Packets for the fabric, sent together at the end of each phase of a poll.
+    outbox: Vec<(u16, Arc<Packet>)>,
     stats: Arc<EfaStats>,
 }
 
@@ -637,6 +658,7 @@ impl EfaDevice {
             qps: Vec::new(),
             next_key: 0x5a17,
             scratch: Vec::new(),
+            outbox: Vec::new(),
             stats: Arc::default(),
         })
     }
@@ -763,6 +785,9 @@ impl EfaDevice {
         for qp in 0..self.qps.len() {
             work += self.post_from_sq(qp, now_ns);
         }
+        // Each phase's packets leave before the next phase: the same order of sends (and of
+        // the fabric's draws) as one at a time.
+        self.fabric.send_all(&mut self.outbox, now_ns);
         let mut packets = std::mem::take(&mut self.scratch);
         self.fabric.take_due(self.addr, now_ns, &mut packets);
         work += packets.len();
@@ -770,6 +795,7 @@ impl EfaDevice {
             self.receive(p, now_ns);
         }
         self.scratch = packets;
+        self.fabric.send_all(&mut self.outbox, now_ns);
         for qp in 0..self.qps.len() {
             work += self.timers(qp, now_ns);
             if !self.qps[qp].backlog.is_empty() {
@@ -778,6 +804,7 @@ impl EfaDevice {
                 q.backlog.drain(..n);
             }
         }
+        self.fabric.send_all(&mut self.outbox, now_ns);
         work
     }
 
@@ -849,7 +876,7 @@ impl EfaDevice {
             bump(&self.stats.tx_msgs);
             if !reliable {
                 // UD: done once on the wire.
-                self.fabric.send(dst, packet, now);
+                self.outbox.push((dst, packet));
                 let cqe = Cqe {
                     wr_id: w.wr_id,
                     opcode: w.opcode,
@@ -882,7 +909,7 @@ impl EfaDevice {
             if held {
                 bump(&self.stats.flow_cap_held);
             } else {
-                self.fabric.send(dst, packet, now);
+                self.outbox.push((dst, packet));
             }
         }
         n
@@ -921,13 +948,13 @@ impl EfaDevice {
             }
             p.deadline = now + RETRANSMIT_NS;
             let (dst, packet) = (p.dst, p.packet.clone());
-            self.fabric.send(dst, packet, now);
+            self.outbox.push((dst, packet));
             work += 1;
         }
         work
     }
 
-    fn reply(&self, to: &Packet, payload: Payload, now: u64) {
+    fn reply(&mut self, to: &Packet, payload: Payload) {
         let packet = Arc::new(Packet {
             src: self.addr,
             src_qp: to.dst_qp,
@@ -936,7 +963,7 @@ impl EfaDevice {
             reliable: true,
             payload,
         });
-        self.fabric.send(to.src, packet, now);
+        self.outbox.push((to.src, packet));
     }
 
     fn receive(&mut self, p: Arc<Packet>, now: u64) {
@@ -960,18 +987,18 @@ impl EfaDevice {
                 Some(&status) => Payload::Nack { status },
                 None => Payload::Ack,
             };
-            return self.reply(&p, answer, now);
+            return self.reply(&p, answer);
         }
         match &p.payload {
             Payload::Send { data, imm } => {
                 let Some(rq) = self.qps[qp].rq.pop() else {
-                    return self.reply(&p, Payload::NotReady, now);
+                    return self.reply(&p, Payload::NotReady);
                 };
                 if !self.land(qp, pd, &rq, data, *imm) {
-                    return self.refuse(qp, &p, status::LENGTH, now);
+                    return self.refuse(qp, &p, status::LENGTH);
                 }
                 self.mark(qp, key, p.msg);
-                self.reply(&p, Payload::Ack, now);
+                self.reply(&p, Payload::Ack);
             }
             Payload::Write { addr, rkey, data, imm } => {
                 let allowed = self
@@ -979,18 +1006,18 @@ impl EfaDevice {
                     .is_some_and(|m| m.covers(*addr, data.len() as u64, access::REMOTE_WRITE));
                 if !allowed {
                     bump(&self.stats.remote_access_errors);
-                    return self.refuse(qp, &p, status::REMOTE_ACCESS, now);
+                    return self.refuse(qp, &p, status::REMOTE_ACCESS);
                 }
                 let rq = match imm {
                     Some(_) => match self.qps[qp].rq.pop() {
                         Some(rq) => Some(rq),
-                        None => return self.reply(&p, Payload::NotReady, now),
+                        None => return self.reply(&p, Payload::NotReady),
                     },
                     None => None,
                 };
                 if self.window.write(*addr, data).is_err() {
                     bump(&self.stats.remote_access_errors);
-                    return self.refuse(qp, &p, status::REMOTE_ACCESS, now);
+                    return self.refuse(qp, &p, status::REMOTE_ACCESS);
                 }
                 if let Some(rq) = rq {
                     self.recv_done(qp, rq.wr_id, data.len(), *imm);
@@ -998,7 +1025,7 @@ impl EfaDevice {
                     bump(&self.stats.rx_msgs);
                 }
                 self.mark(qp, key, p.msg);
-                self.reply(&p, Payload::Ack, now);
+                self.reply(&p, Payload::Ack);
             }
             Payload::ReadRequest { addr, rkey, len } => {
                 let allowed = self
@@ -1007,9 +1034,9 @@ impl EfaDevice {
                 let mut data = vec![0u8; *len as usize];
                 if !allowed || self.window.read(*addr, &mut data).is_err() {
                     bump(&self.stats.remote_access_errors);
-                    return self.reply(&p, Payload::Nack { status: status::REMOTE_ACCESS }, now);
+                    return self.reply(&p, Payload::Nack { status: status::REMOTE_ACCESS });
                 }
-                self.reply(&p, Payload::ReadResponse { data }, now);
+                self.reply(&p, Payload::ReadResponse { data });
             }
             _ => {}
         }
@@ -1048,10 +1075,10 @@ impl EfaDevice {
     }
 
     /// Refuses a message with `status`, and will refuse its retransmissions the same way.
-    fn refuse(&mut self, qp: usize, p: &Packet, status: u8, now: u64) {
+    fn refuse(&mut self, qp: usize, p: &Packet, status: u8) {
         self.mark(qp, (p.src, p.src_qp), p.msg);
         self.qps[qp].refused.insert((p.src, p.src_qp, p.msg), status);
-        self.reply(p, Payload::Nack { status }, now);
+        self.reply(p, Payload::Nack { status });
     }
 
     fn mark(&mut self, qp: usize, key: (u16, u16), msg: u64) {
@@ -1176,4 +1203,75 @@ pub fn send_wqe(
 /// A receive work request.
 pub fn recv_wqe(wr_id: u32, mr: &MemoryRegion, addr: Iova, len: u32) -> RecvWqe {
     RecvWqe { wr_id, addr: addr.0, length: len, lkey: mr.lkey, ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(src: u16, msg: u64) -> Arc<Packet> {
+        Arc::new(Packet { src, src_qp: 0, dst_qp: 0, msg, reliable: true, payload: Payload::Ack })
+    }
+
+    /// Per device, (due time, message) of every packet on its way to it, in arrival order.
+    fn arrivals(fabric: &SrdFabric, devices: u16) -> Vec<Vec<(u64, u64)>> {
+        (0..devices)
+            .map(|dev| {
+                let mut got = Vec::new();
+                let mut out = Vec::new();
+                while let Some(due) = fabric.next_due(dev) {
+                    fabric.take_due(dev, due, &mut out);
+                    got.extend(out.drain(..).map(|p| (due, p.msg)));
+                }
+                got
+            })
+            .collect()
+    }
+
+    /// Packets sent in groups (a poll's phase at a time) take the fabric's draws in the order
+    /// they were sent, exactly as one at a time would: xorshift64* (Marsaglia's xorshift with
+    /// Vigna's multiplier) seeded `seed | 1`, three draws a packet — loss (parts per million),
+    /// path, jitter — and two for a lost one.
+    #[test]
+    fn a_group_of_sends_draws_as_the_same_sends_one_by_one() {
+        let (paths, base, step, loss, seed) = (4u64, 5_000u64, 10_000u64, 0.2, 41u64);
+        let fabric = SrdFabric::new(paths as u32, base, step, loss, seed);
+        for _ in 0..3 {
+            fabric.join("a");
+        }
+        let sends: Vec<(u16, Arc<Packet>)> =
+            (0..300).map(|m| ((m % 3) as u16, ack(0, m))).collect();
+        let now = 1_000;
+        for group in sends.chunks(7) {
+            let mut outbox = group.to_vec();
+            fabric.send_all(&mut outbox, now);
+            assert!(outbox.is_empty());
+        }
+        let mut rng = seed | 1;
+        let mut draw = || {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let mut expected = vec![Vec::new(); 3];
+        let mut lost = 0;
+        for (dst, p) in &sends {
+            if draw() % 1_000_000 < 200_000 {
+                lost += 1;
+                continue;
+            }
+            let path = draw() % paths;
+            let jitter = draw() % (step / 4 + 1);
+            expected[usize::from(*dst)].push((now + base + path * step + jitter, p.msg));
+        }
+        // The fabric delivers by due time, then by the order sent.
+        for e in &mut expected {
+            e.sort();
+        }
+        assert!(lost > 30, "a fifth of 300 is lost: {lost}");
+        assert_eq!(fabric.dropped.load(Ordering::Relaxed), lost);
+        assert_eq!(fabric.carried.load(Ordering::Relaxed), 300 - lost);
+        assert_eq!(arrivals(&fabric, 3), expected);
+    }
 }

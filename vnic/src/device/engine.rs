@@ -26,11 +26,11 @@
 //! host-memory ring is not gathered whole: the engine checks that the whole buffer lies in the
 //! sender's window, copies its first [`HEADER_BYTES`] (128, past the deepest byte the parser
 //! reads: 92) into its own buffer and decides on those (parse, MTU, source/destination check,
-//! switch, security groups). When the frame goes to one VF and no shaper may hold it, the rest
-//! is moved straight from the TX buffer into the receiver's posted RX buffers: a 1500-byte
-//! frame costs 1,628 bytes of copying instead of 3,000. A flood, the uplink and a shaped VF get
-//! the tail copied into the engine's buffer first, as shorter frames, chains and LLQ entries
-//! always are. A guest that rewrites its tail meanwhile changes only bytes nobody reads: the
+//! switch, security groups). When the frame goes to one port and no shaper may hold it, the
+//! rest is moved straight from the TX buffer into the receiver's posted RX buffers, or into the
+//! burst handed to the uplink: a 1500-byte frame costs 1,628 bytes of copying instead of 3,000.
+//! A flood and a shaped VF get the tail copied into the engine's buffer first, as shorter
+//! frames, chains and LLQ entries always are. A guest that rewrites its tail meanwhile changes only bytes nobody reads: the
 //! decision was made on a copy it cannot touch.
 //!
 //! On the receive
@@ -92,16 +92,16 @@ pub const RX_STATUS_DROPPED: u32 = 1 << 30;
 /// up to its flags), rounded up to two cache lines. What follows is only ever moved, never read.
 pub const HEADER_BYTES: usize = 128;
 /// The shortest frame whose tail is copied once, from the sender's TX buffer straight into the
-/// receiver's RX buffer, rather than through the engine's buffer: a tail at least as long as the
+/// receiver's RX buffer (or the uplink's burst), rather than through the engine's buffer: a tail at least as long as the
 /// header, so that the extra copy call pays for itself (a 1500-byte frame moves 1,628 bytes
 /// instead of 3,000).
 pub const COPY_ONCE_MIN: usize = 2 * HEADER_BYTES;
 
 /// What became of one gathered frame.
 enum Gathered {
-    /// A whole, valid frame: all of it in the scratch buffer, or (`tail` true) its first
-    /// [`HEADER_BYTES`] there and the rest still in its one TX buffer (at `addr`, checked to
-    /// lie inside the sender's window).
+    /// A whole, valid frame: all of it in the scratch buffer, or its first [`HEADER_BYTES`]
+    /// there and the rest still in its one TX buffer, at `tail` (checked to lie inside the
+    /// sender's window).
     Frame { req_id: u16, len: usize, tail: Option<u64> },
     /// A chain that had a bad descriptor; complete it with an error.
     Bad { req_id: u16 },
@@ -378,8 +378,9 @@ impl PhysicalFunction {
     /// Forwards the frame of `len` bytes in the scratch buffer (its headers only, if its `tail`
     /// is still in the TX buffer), sent by `vf`: parse, MTU, source/destination check, the
     /// switch's decision (spoof check), then the VF's shaper, then delivery. A tail is copied
-    /// straight into the receiver's RX buffer when the frame goes to one VF unshaped, and into
-    /// the scratch buffer first otherwise (the uplink, a flood, or a shaper that may hold it).
+    /// straight into the receiver's RX buffer (or the uplink's burst) when the frame goes to one
+    /// port unshaped, and into the scratch buffer first otherwise (a flood, or a shaper that may
+    /// hold it).
     fn switch_frame(&mut self, vf: usize, len: usize, tail: Option<u64>) {
         let now_ns = self.now_this_poll();
         let head = if tail.is_some() { HEADER_BYTES } else { len };
@@ -542,7 +543,8 @@ impl PhysicalFunction {
 }
 
 /// A frame on its way: all of it in `head`, or its first [`HEADER_BYTES`] there and the rest
-/// at an address in the sender's window (checked), to be copied once into an RX buffer.
+/// at an address in the sender's window (checked), to be copied once into an RX buffer or the
+/// uplink's burst.
 #[derive(Clone, Copy)]
 struct FrameBytes<'a> {
     head: &'a [u8],
