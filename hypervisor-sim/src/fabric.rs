@@ -170,7 +170,7 @@ impl Fabric {
     /// Sends a burst from `src`: one clock read and one hold of the routes' read lock for the
     /// burst (a frame to the same MAC as the one before it is not looked up again), each
     /// link's free time loaded and stored once, counters added and doorbells rung once.
-    fn send_batch(&self, src: usize, frames: &mut dyn Iterator<Item = &[u8]>) {
+    fn send_batch<'a>(&self, src: usize, frames: impl Iterator<Item = &'a [u8]>) {
         let mut burst = Burst::new(self.now_ns());
         {
             let routes = self.routes.read().ok();
@@ -221,8 +221,9 @@ impl Fabric {
         let k = src * self.endpoints + dst;
         let link = self.links[k];
         let wire = (frame.len() as u64 * 8 * 1_000_000_000).div_ceil(link.bits_per_second.max(1));
-        let slot = burst.link(dst, || self.free_at[k].load(Ordering::Relaxed));
-        let free_at = slot.map_or_else(|| self.free_at[k].load(Ordering::Relaxed), |s| *s);
+        let load = || self.free_at[k].load(Ordering::Relaxed);
+        let kept = burst.link(dst, load);
+        let free_at = kept.map_or_else(load, |i| burst.links[i].1);
         let done = burst.now.max(free_at) + wire;
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
@@ -232,8 +233,8 @@ impl Fabric {
             Ok(()) => {
                 burst.frames += 1;
                 burst.bytes += frame.len() as u64;
-                match burst.link(dst, || free_at) {
-                    Some(t) => *t = done,
+                match kept {
+                    Some(i) => burst.links[i].1 = done,
                     None => {
                         // More destinations in this burst than it keeps: stored and rung now.
                         self.free_at[k].store(done, Ordering::Relaxed);
@@ -284,16 +285,16 @@ impl Burst {
         }
     }
 
-    /// The free time kept for `dst`, taken from `load` the first time; `None` if the burst
-    /// keeps no more destinations.
-    fn link(&mut self, dst: usize, load: impl FnOnce() -> u64) -> Option<&mut u64> {
+    /// Where in `links` the free time of `dst` is kept, taken from `load` the first time;
+    /// `None` if the burst keeps no more destinations.
+    fn link(&mut self, dst: usize, load: impl FnOnce() -> u64) -> Option<usize> {
         let used = self.used;
         match self.links[..used].iter().position(|&(d, _)| d == dst) {
-            Some(i) => Some(&mut self.links[i].1),
+            Some(i) => Some(i),
             None if used < BURST_LINKS => {
                 self.links[used] = (dst, load());
                 self.used += 1;
-                Some(&mut self.links[used].1)
+                Some(used)
             }
             None => None,
         }
@@ -308,11 +309,11 @@ struct FabricUplink {
 
 impl Uplink for FabricUplink {
     fn transmit(&self, frame: &[u8]) {
-        self.fabric.send_batch(self.src, &mut std::iter::once(frame));
+        self.fabric.send_batch(self.src, std::iter::once(frame));
     }
 
     fn transmit_batch(&self, batch: &FrameBatch) {
-        self.fabric.send_batch(self.src, &mut batch.iter());
+        self.fabric.send_batch(self.src, batch.iter());
     }
 }
 
