@@ -564,13 +564,14 @@ impl<'a> FrameBytes<'a> {
 
     /// Appends the whole frame to `out` (its tail read from the sender's window).
     fn push_to(&self, out: &mut FrameBatch) -> Result<(), ()> {
+        let Some((window, at)) = self.tail else {
+            out.push(self.head);
+            return Ok(());
+        };
         out.push_with(self.len, |buf| {
             let (head, rest) = buf.split_at_mut(self.head.len());
             head.copy_from_slice(self.head);
-            match self.tail {
-                Some((window, at)) => window.read(at, rest).map_err(drop),
-                None => Ok(()),
-            }
+            window.read(at, rest).map_err(drop)
         })
     }
 
