@@ -56,6 +56,11 @@ impl DmaWindow {
         &self.region
     }
 
+    /// Whether `other` is this window: the same region at the same base.
+    pub fn same(&self, other: &DmaWindow) -> bool {
+        Arc::ptr_eq(&self.region, &other.region) && self.base == other.base
+    }
+
     /// The IOVA of byte `offset` of the region.
     pub fn iova(&self, offset: usize) -> Iova {
         Iova(self.base.wrapping_add(offset as u64))

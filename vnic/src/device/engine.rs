@@ -292,7 +292,7 @@ impl PhysicalFunction {
             self.scratch[..p.len].copy_from_slice(&queue.partial_bytes[..p.len]);
             cost += p.len as u64 / BYTES_PER_UNIT;
         }
-        self.tx_window = self.vfs[vf].window.clone().filter(|_| may_split);
+        self.hold_window(vf);
         let mut k = 0;
         let (mut packets, mut bytes) = (0u64, 0u64);
         for i in 0..n {
@@ -354,7 +354,6 @@ impl PhysicalFunction {
             k += 1;
         }
         self.flush_deliveries();
-        self.tx_window = None;
         let queue = &mut self.vfs[vf].queues[q];
         if let Some(p) = queue.partial.filter(|p| p.len > 0 && !p.bad) {
             // Other queues will use the gather buffer before this chain resumes.
@@ -413,7 +412,8 @@ impl PhysicalFunction {
             return count_refusal(&v.stats, refused, Direction::Outbound);
         }
         let one_port = matches!(decision, Forward::One(_));
-        let tail = match (tail, &self.tx_window) {
+        let held = self.held_windows.get(vf).and_then(Option::as_ref);
+        let tail = match (tail, held) {
             (None, _) => None,
             (Some(at), Some(window)) if one_port && v.shaper.is_none() => Some((window, at)),
             // Checked when gathered; the window does not change during a burst.
@@ -445,6 +445,24 @@ impl PhysicalFunction {
             uplink: self.uplink.is_some().then_some(&mut self.uplink_out),
         };
         to.dispatch(from, decision, frame, &info);
+    }
+
+    /// Makes `held_windows[vf]` VF `vf`'s window (or none), cloning it only if it is not the one
+    /// held already.
+    fn hold_window(&mut self, vf: usize) {
+        if self.held_windows.len() <= vf {
+            self.held_windows.resize(vf + 1, None);
+        }
+        let current = self.vfs[vf].window.as_ref();
+        let held = &mut self.held_windows[vf];
+        let same = match (current, held.as_ref()) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *held = current.cloned();
+        }
     }
 
     /// Where this PF's switched frames go.
