@@ -399,7 +399,7 @@ impl PhysicalFunction {
             return;
         }
         let from = Port::Vf(vf as u16);
-        let decision = self.switch.forward(from, &info);
+        let decision = self.switch.forward_memo(&mut self.forward_memo, from, &info);
         match decision {
             Forward::Drop(SwitchDrop::Spoofed) => return add(&stats.tx_spoofed, 1),
             Forward::Drop(_) => return add(&stats.tx_switch_drops, 1),

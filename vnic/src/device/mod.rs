@@ -435,6 +435,8 @@ pub struct PhysicalFunction {
     total_vfs: u16,
     pub(crate) vfs: Vec<VirtualFunction>,
     pub(crate) switch: EmbeddedSwitch,
+    /// The switch's last decision for a frame a VF sent, reused by the frames like it.
+    pub(crate) forward_memo: crate::switch::ForwardMemo,
     pub(crate) uplink: Option<Arc<dyn Uplink>>,
     /// Frames switched to the uplink, sent together when the burst's deliveries are flushed.
     pub(crate) uplink_out: crate::switch::FrameBatch,
@@ -494,6 +496,7 @@ impl PhysicalFunction {
             total_vfs,
             vfs: Vec::new(),
             switch: EmbeddedSwitch::new(),
+            forward_memo: crate::switch::ForwardMemo::default(),
             uplink: None,
             uplink_out: crate::switch::FrameBatch::default(),
             scratch: vec![0; usize::from(MAX_MTU) + FRAME_OVERHEAD],
