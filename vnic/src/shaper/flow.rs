@@ -196,9 +196,19 @@ impl FlowState {
         match dir {
             Direction::Out => {
                 let class = self.out & CLASS_BITS;
-                self.out = (tat & !CLASS_BITS) | class;
+                self.out = Self::as_stored(dir, tat) | class;
             }
             Direction::In => self.inbound = tat,
+        }
+    }
+
+    /// What [`tat`](Self::tat) gives back after `set_tat(dir, tat)`: outbound TATs lose the
+    /// class's 4 bits (16 ps).
+    #[inline(always)]
+    pub(crate) fn as_stored(dir: Direction, tat: u64) -> u64 {
+        match dir {
+            Direction::Out => tat & !CLASS_BITS,
+            Direction::In => tat,
         }
     }
 

@@ -79,6 +79,50 @@ struct Lookup {
     same_as_previous: bool,
 }
 
+/// Packets of one flow in one direction that pass one after another within a burst (so at one
+/// instant): after the first, which [`Shaper::admit_flow`] let through with nothing of the
+/// ENI's waiting (no fair-queue turns, none of its flow's), each of the rest passes if every
+/// limiter still lets it go now, and charges them as `admit_flow`'s pass path does. Nothing a
+/// pass does touches the fair queue, so that condition holds for the whole run; the four TATs
+/// (the flow's, the ENI's peak and credit bandwidth, its PPS) stay here, each `(limit, TAT)`,
+/// rather than being loaded and stored for every packet, and go back at the run's end. One
+/// flow, `benches/shaper.rs`, three rounds alternating with the build before: 14.4–14.7 →
+/// 10.2–10.5 ns a packet (classification included); 10,000 flows in bursts of 32 14.5–17.2 →
+/// 10.0–10.3 ns; 10,000 in random order (no runs) unchanged within the noise.
+#[derive(Debug, Clone, Copy)]
+struct PassRun {
+    index: usize,
+    dir: Direction,
+    flow: (RateLimit, u64),
+    peak: (RateLimit, u64),
+    credit: Option<(RateLimit, u64)>,
+    pps: (RateLimit, u64),
+}
+
+impl PassRun {
+    /// Admits a packet of `len` bytes at `now` ps if every limiter lets it go now: true, its
+    /// charges made. False, nothing changed, if one would hold it.
+    #[inline(always)]
+    fn pass(&mut self, now: u64, len: u32) -> bool {
+        let free = |(limit, tat): (RateLimit, u64)| tat.saturating_sub(limit.tau_ps) <= now;
+        if !(free(self.flow) && free(self.peak) && self.credit.is_none_or(free) && free(self.pps)) {
+            return false;
+        }
+        let bytes = u64::from(len);
+        let charge = |(limit, tat): &mut (RateLimit, u64), units: u64| {
+            *tat = (*tat).max(now) + limit.cost_ps(units);
+        };
+        charge(&mut self.flow, bytes);
+        self.flow.1 = FlowState::as_stored(self.dir, self.flow.1);
+        charge(&mut self.peak, bytes);
+        if let Some(c) = self.credit.as_mut() {
+            charge(c, bytes);
+        }
+        charge(&mut self.pps, 1);
+        true
+    }
+}
+
 /// An aggregate bandwidth allowance: a baseline, and a burst rate on credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BandwidthAllowance {
@@ -476,7 +520,6 @@ impl<P: FlowPolicy> Shaper<P> {
     /// bulk hash lookups do), and a packet of the same flow as the packet before skips the
     /// lookup.
     pub fn admit_burst(&mut self, now_ns: u64, pkts: &[Packet], verdicts: &mut Vec<Verdict>) {
-        const WINDOW: usize = BURST_LOOKAHEAD - 1;
         let now = now_ns * PS_PER_NS;
         verdicts.reserve(pkts.len());
         // Lookups of packets i .. i + BURST_LOOKAHEAD, packet j's in slot j % BURST_LOOKAHEAD.
@@ -488,11 +531,11 @@ impl<P: FlowPolicy> Shaper<P> {
         // inserted (a growth moves them all) or removed, and a run of one flow inserts nothing
         // after its first packet.
         let mut last: Option<usize> = None;
-        for (i, pkt) in pkts.iter().enumerate() {
-            let lookup = ahead[i & WINDOW];
-            if i + BURST_LOOKAHEAD < pkts.len() {
-                ahead[i & WINDOW] = self.look_up_ahead(pkts, i + BURST_LOOKAHEAD, &ahead);
-            }
+        let mut i = 0;
+        while i < pkts.len() {
+            let lookup = self.take_lookup(pkts, i, &mut ahead);
+            let pkt = &pkts[i];
+            i += 1;
             // One push per outcome rather than one of a joined value: the joined verdict went
             // through the stack in two halves and was read back whole, a store forwarding stall
             // on every packet.
@@ -514,10 +557,94 @@ impl<P: FlowPolicy> Shaper<P> {
             };
             last = Some(index);
             match self.admit_flow(now, pkt, index) {
-                Verdict::Pass => verdicts.push(Verdict::Pass),
+                Verdict::Pass => {
+                    verdicts.push(Verdict::Pass);
+                    // Only if the next packet continues it: in random order over many flows a
+                    // run that never grows would cost four loads and four stores a packet.
+                    if i < pkts.len()
+                        && pkts[i].dir == pkt.dir
+                        && ahead[i & (BURST_LOOKAHEAD - 1)].same_as_previous
+                    {
+                        i = self.pass_run(now, pkts, i, index, &mut ahead, verdicts);
+                    }
+                }
                 held => verdicts.push(held),
             }
         }
+    }
+
+    /// Packet `i`'s lookup from `ahead`, its slot refilled with packet `i + BURST_LOOKAHEAD`'s.
+    #[inline(always)]
+    fn take_lookup(
+        &self,
+        pkts: &[Packet],
+        i: usize,
+        ahead: &mut [Lookup; BURST_LOOKAHEAD],
+    ) -> Lookup {
+        let slot = i & (BURST_LOOKAHEAD - 1);
+        let lookup = ahead[slot];
+        if i + BURST_LOOKAHEAD < pkts.len() {
+            ahead[slot] = self.look_up_ahead(pkts, i + BURST_LOOKAHEAD, ahead);
+        }
+        lookup
+    }
+
+    /// Admits the packets from `i` on that continue the run of the flow in bucket `index`
+    /// (same flow, same direction) for as long as they pass (a [`PassRun`]: the run's first
+    /// packet, just before `i`, passed through [`Shaper::admit_flow`]); returns the first packet
+    /// it did not admit. Out of line: in random order over many flows runs are rare, and the
+    /// main loop stays as small as it was without them.
+    #[inline(never)]
+    fn pass_run(
+        &mut self,
+        now: u64,
+        pkts: &[Packet],
+        mut i: usize,
+        index: usize,
+        ahead: &mut [Lookup; BURST_LOOKAHEAD],
+        verdicts: &mut Vec<Verdict>,
+    ) -> usize {
+        let dir = pkts[i - 1].dir;
+        let mut run = self.start_run(index, dir);
+        while i < pkts.len()
+            && pkts[i].dir == dir
+            && ahead[i & (BURST_LOOKAHEAD - 1)].same_as_previous
+            && run.pass(now, pkts[i].len)
+        {
+            self.take_lookup(pkts, i, ahead);
+            verdicts.push(Verdict::Pass);
+            i += 1;
+        }
+        self.end_run(run);
+        i
+    }
+
+    /// A run from the packet that just passed in bucket `index`'s flow, going `dir`: its
+    /// limiters' TATs, read once.
+    #[inline(always)]
+    fn start_run(&mut self, index: usize, dir: Direction) -> PassRun {
+        let flow = self.flows.state(index);
+        let bw = &self.bw[dir as usize];
+        PassRun {
+            index,
+            dir,
+            flow: (self.classes[usize::from(flow.class())], flow.tat(dir)),
+            peak: (bw.peak.limit, bw.peak.state.tat_ps),
+            credit: bw.credit.map(|c| (c.limit, c.state.tat_ps)),
+            pps: (self.pps.limit, self.pps.state.tat_ps),
+        }
+    }
+
+    /// Writes a run's TATs back.
+    #[inline(always)]
+    fn end_run(&mut self, run: PassRun) {
+        self.flows.state(run.index).set_tat(run.dir, run.flow.1);
+        let bw = &mut self.bw[run.dir as usize];
+        bw.peak.state.tat_ps = run.peak.1;
+        if let (Some(c), Some((_, tat))) = (bw.credit.as_mut(), run.credit) {
+            c.state.tat_ps = tat;
+        }
+        self.pps.state.tat_ps = run.pps.1;
     }
 
     /// Packet `j`'s lookup, its bucket prefetched; a packet of the same flow as the one before
@@ -738,5 +865,92 @@ impl<P: FlowPolicy> Shaper<P> {
         let left = self.config.conntrack_max.saturating_sub(self.flows.len());
         self.counters.conntrack_allowance_available.store(left as u64, Ordering::Relaxed);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GBPS: u64 = 1_000_000_000;
+
+    /// Every limiter's state that a pass charges: the ENI's bandwidth (peak and credit) both
+    /// ways, its PPS, and each flow's TATs.
+    fn charged(s: &mut Shaper<impl FlowPolicy>, keys: &[FlowKey]) -> Vec<u64> {
+        let mut tats: Vec<u64> =
+            s.bw.iter()
+                .flat_map(|b| [b.peak.state.tat_ps, b.credit.map_or(0, |c| c.state.tat_ps)])
+                .collect();
+        tats.push(s.pps.state.tat_ps);
+        for key in keys {
+            let flow = s.flows.get_mut(key).copied();
+            tats.extend(flow.map_or([0, 0], |f| [f.tat(Direction::Out), f.tat(Direction::In)]));
+        }
+        tats
+    }
+
+    proptest::proptest! {
+        /// A run of one flow's packets admitted inside `admit_burst` leaves every limiter
+        /// exactly where admitting them one by one does, to the picosecond, and gets the same
+        /// verdicts: with limits loose enough for runs of up to 32 to pass and any one of the
+        /// flow's cap, the ENI's peak, its burst credits or its PPS stopping a run part way.
+        #[test]
+        fn a_run_of_one_flow_charges_every_limiter_as_one_by_one(
+            flow_gbps in 1u64..=10,
+            baseline_gbps in 1u64..=10,
+            burst_extra_gbps in 0u64..=10,
+            pps in 200_000u64..20_000_000,
+            bursts in proptest::collection::vec(
+                (
+                    0u64..40_000,
+                    proptest::collection::vec(
+                        (0u16..3, 1usize..33, 64u32..9001, proptest::bool::ANY),
+                        1..5,
+                    ),
+                ),
+                1..12,
+            ),
+        ) {
+            let bw = BandwidthAllowance::burstable(
+                baseline_gbps * GBPS,
+                (baseline_gbps + burst_extra_gbps) * GBPS,
+                std::time::Duration::from_micros(50),
+            );
+            let config = ShaperConfig { bw_out: bw, bw_in: bw, pps, ..ShaperConfig::default() };
+            let policy = move |_: &FlowKey| flow_gbps * GBPS;
+            let mut one_by_one = Shaper::new(config, policy);
+            let mut in_bursts = Shaper::new(config, policy);
+            let src = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
+            let dst = std::net::Ipv4Addr::new(10, 0, 0, 2).into();
+            let keys: Vec<FlowKey> = (0..3u16)
+                .map(|f| FlowKey::of_packet(Direction::Out, src, dst, PROTO_TCP, 40_000 + f, 80))
+                .collect();
+            let (mut now, mut handle) = (1_000u64, 0u64);
+            let (mut verdicts, mut released_a, mut released_b) = (Vec::new(), Vec::new(), Vec::new());
+            for (gap_ns, runs) in bursts {
+                now += gap_ns;
+                let mut pkts = Vec::new();
+                for (flow, run, len, inbound) in runs {
+                    let dir = if inbound { Direction::In } else { Direction::Out };
+                    for _ in 0..run {
+                        pkts.push(Packet { key: keys[usize::from(flow)], len, dir, handle });
+                        handle += 1;
+                    }
+                }
+                let expected: Vec<Verdict> =
+                    pkts.iter().map(|p| one_by_one.admit(now, p)).collect();
+                verdicts.clear();
+                in_bursts.admit_burst(now, &pkts, &mut verdicts);
+                proptest::prop_assert_eq!(&verdicts, &expected);
+                proptest::prop_assert_eq!(
+                    charged(&mut in_bursts, &keys),
+                    charged(&mut one_by_one, &keys)
+                );
+                one_by_one.release(now, &mut released_a);
+                in_bursts.release(now, &mut released_b);
+                proptest::prop_assert_eq!(&released_a, &released_b);
+            }
+            proptest::prop_assert_eq!(one_by_one.stats(), in_bursts.stats());
+        }
     }
 }
