@@ -875,3 +875,45 @@ fn a_frame_copied_once_is_checked_whole_before_any_byte_moves() {
     let (q0, v0) = pf.vf(0).unwrap().totals();
     assert_eq!((q0.tx_bad_desc, q0.tx_packets, v0.tx_malformed), (2, 1, 0));
 }
+
+#[test]
+fn short_frames_arrive_exact_wherever_their_buffer_sits_in_the_window() {
+    // A frame of at most 128 bytes in one buffer is read 128 bytes at a time when that much of
+    // the window follows its address (the bytes past the frame are ignored), and exactly
+    // otherwise: at the window's very end, and one byte short of fitting, both deliver the
+    // frame byte for byte; one byte past the end is refused. One frame a poll: some buffers
+    // overlap.
+    let mut pf = PhysicalFunction::new(2).unwrap();
+    pf.set_num_vfs(2).unwrap();
+    let w0 = guest(&mut pf, 0, 0, MB);
+    let w1 = guest(&mut pf, 1, 0x100_0000, 8 * MB);
+    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
+    let (layout, mut sq, mut cq) = raw_tx(&mut pf, 0, &w0);
+    let end = MB as u64;
+    let buf = layout.tx_bufs as u64;
+    let cases = [(60, buf), (128, buf), (60, end - 60), (128, end - 128), (100, end - 127)];
+    for (id, (len, at)) in cases.into_iter().enumerate() {
+        let frame = udp(len, 0, 1, 1, id as u32);
+        w0.write(at, &frame).unwrap();
+        // Whatever follows a short frame in its buffer is not part of it.
+        if at + 128 <= end {
+            w0.write(at + len as u64, &vec![0xee; 128 - len]).unwrap();
+        }
+        let desc = TxDesc::new(at, len as u16, id as u16).with_first(true).with_last(true);
+        assert!(sq.push(desc.with_phase(true)));
+        pf.poll();
+        let done = cq.pop().expect("a completion");
+        assert_eq!((done.req_id, done.status), (id as u16, TX_STATUS_OK), "{len} B at {at:#x}");
+        let mut frames = Vec::new();
+        rx.recv(|f, _| frames.push(f.to_vec()));
+        assert!(frames == vec![frame], "{len} B at {at:#x}: whole and nothing after it");
+    }
+    let past = TxDesc::new(end - 63, 64, 9).with_first(true).with_last(true);
+    assert!(sq.push(past.with_phase(true)));
+    pf.poll();
+    let done = cq.pop().expect("a completion");
+    assert_eq!((done.req_id, done.status), (9, TX_STATUS_BAD_DESC));
+    assert_eq!(rx.recv(|_, _| {}), 0);
+    let (q0, _) = pf.vf(0).unwrap().totals();
+    assert_eq!((q0.tx_bad_desc, q0.tx_packets), (1, cases.len() as u64));
+}

@@ -134,6 +134,23 @@ impl DmaWindow {
         Ok(())
     }
 
+    /// Copies the `N` bytes at `iova` into `dst`, `N` a constant: the compiler moves them with
+    /// a few fixed-width loads and stores inline, where [`read`](Self::read) of a length known
+    /// only at run time calls `memmove`. The engine reads a short frame's buffer so, whole
+    /// header lines at a time (bytes past the frame are copied and ignored), because the
+    /// parser's first loads right after a `memmove` into the same bytes waited on it: a tenth
+    /// of the one-thread VF path's samples at 64 B.
+    #[inline]
+    pub fn read_array<const N: usize>(&self, iova: u64, dst: &mut [u8; N]) -> Result<(), DmaError> {
+        let off = self.offset(iova, N as u64)?;
+        // SAFETY: as for `read`: [off, off + N) is inside the mapping, which the Arc keeps
+        // alive, and `dst` is caller memory, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.region.as_ptr().add(off), dst.as_mut_ptr(), N)
+        };
+        Ok(())
+    }
+
     /// Copies `[iova, iova + len)` of this window to `[dst_iova, dst_iova + len)` of `dst`,
     /// memory to memory with no bounce buffer: a device moving a frame from one guest's buffer
     /// into another's. Both ranges are checked first; they may overlap (a guest can point a TX

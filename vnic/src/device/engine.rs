@@ -718,16 +718,33 @@ fn gather(
         return Gathered::Nothing;
     }
     let len = usize::from(d.len());
-    if may_split
-        && fresh
+    if fresh
         && d.is_first()
         && d.is_last()
-        && (COPY_ONCE_MIN..=scratch.len()).contains(&len)
         && let Some(window) = window
     {
-        return gather_header(window, queue, d, scratch, cost);
+        if may_split && (COPY_ONCE_MIN..=scratch.len()).contains(&len) {
+            return gather_header(window, queue, d, scratch, cost);
+        }
+        if (1..=HEADER_BYTES).contains(&len)
+            && let Some(head) = scratch.first_chunk_mut::<HEADER_BYTES>()
+            && window.read_array(d.addr(), head).is_ok()
+        {
+            return gather_short(queue, len);
+        }
     }
     add_buffer(window, queue, d, fresh, false, scratch, cost)
+}
+
+/// [`gather`] for a frame of at most [`HEADER_BYTES`] in one buffer, whose buffer's first
+/// `HEADER_BYTES` lie in the window and are already in the scratch buffer (the frame's `len`
+/// and what follows it, ignored): ends the chain `start_chain` opened. A buffer closer than
+/// that to the window's end goes through [`add_buffer`] instead, which copies `len` bytes.
+fn gather_short(queue: &mut DeviceQueue, len: usize) -> Gathered {
+    let Some(PartialFrame { req_id, .. }) = queue.partial.take() else {
+        return Gathered::Nothing;
+    };
+    Gathered::Frame { req_id, len, tail: None }
 }
 
 /// [`gather`] for a frame in one buffer long enough to copy once: checks the whole buffer lies
