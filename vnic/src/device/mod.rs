@@ -51,7 +51,7 @@ use crate::frame::MacAddr;
 use crate::ring::{
     CompletionProducer, CompletionRing, RingError, SubmissionConsumer, SubmissionRing,
 };
-use crate::rss::{IndirectionTable, MICROSOFT_RSS_KEY, Toeplitz};
+use crate::rss::{FlowHasher, IndirectionTable, MICROSOFT_RSS_KEY};
 use crate::shaper::{AllowanceCounters, Clock, DeviceClock, FlowKey, Shaper, ShaperConfig};
 use crate::switch::{EmbeddedSwitch, Uplink, VfPort};
 
@@ -204,7 +204,7 @@ pub struct VirtualFunction {
     mtu: u16,
     window: Option<DmaWindow>,
     pub(crate) queues: Vec<DeviceQueue>,
-    pub(crate) rss: Toeplitz,
+    pub(crate) rss: FlowHasher,
     pub(crate) indirection: IndirectionTable,
     pub(crate) stats: Arc<VfStats>,
     /// Queue stats of destroyed queues, so that counters survive a reset.
@@ -362,7 +362,7 @@ impl VirtualFunction {
             mtu: 1500,
             window: None,
             queues: Vec::new(),
-            rss: Toeplitz::new(MICROSOFT_RSS_KEY),
+            rss: FlowHasher::new(MICROSOFT_RSS_KEY),
             indirection: IndirectionTable::spread(1),
             stats: Arc::default(),
             retired: QueueStatsSnapshot::default(),
@@ -645,7 +645,7 @@ impl PhysicalFunction {
         table: IndirectionTable,
     ) -> Result<(), DeviceError> {
         let i = self.check(vf)?;
-        self.vfs[i].rss = Toeplitz::new(key);
+        self.vfs[i].rss = FlowHasher::new(key);
         self.vfs[i].indirection = table;
         Ok(())
     }
