@@ -8,9 +8,9 @@
 #   submission ring, the same loop);
 # * vf: DPDK memif between two testpmd processes (a client sending with `txonly`, a server
 #   receiving with `rxonly`, each forwarding on its own CPU: two CPUs) against `vnic-lab
-#   vf-demo` (VF 0 -> embedded switch -> VF 1: a guest thread driving both VFs and the device
-#   engine's thread: two CPUs), 64-byte and 1500-byte frames, burst 32, frames per second
-#   received.
+#   vf-demo` (VF 0 -> embedded switch -> VF 1: a guest thread driving both VFs on CPU 0 and the
+#   device engine's thread on CPU 1, pinned: two CPUs), 64-byte and 1500-byte frames, burst 32,
+#   frames per second received.
 #
 #   bash scripts/bench-peers.sh [ROUNDS] [rings|vf|all]
 #
@@ -58,9 +58,12 @@ memif_round() {
     rm -f "$log"
     return $rc
 }
+# The guest thread on CPU 0 and the engine on CPU 1, pinned as testpmd pins its lcores; about
+# three seconds of frames (memif's figure is the median of about ten one-second readings).
 vf_round() {
-    local len=$1
-    target/release/vnic-lab vf-demo --frames 5000000 --frame "$len" --burst 32 \
+    local len=$1 frames=40000000
+    [ "$len" -gt 256 ] && frames=12000000
+    target/release/vnic-lab vf-demo --frames "$frames" --frame "$len" --burst 32 --cpus 0,1 \
         | awk '/received/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "Mpps,") print $i * 1e6 }'
 }
 vf_part() {
@@ -93,7 +96,7 @@ for size in ("64", "1500"):
 print("\nDPDK: dpdk-testpmd --no-huge -m 1024 --no-pci --lcores=0@1,1@1 --vdev=net_memif0,role=server,... "
       "-- --forward-mode=rxonly --burst=32 --stats-period=1; and --lcores=0@0,1@0 "
       "--vdev=net_memif0,role=client,... -- --forward-mode=txonly --txpkts=LEN --burst=32")
-print("vnic: target/release/vnic-lab vf-demo --frames 5000000 --frame LEN --burst 32")
+print("vnic: target/release/vnic-lab vf-demo --frames 40000000 (1500 B: 12000000) --frame LEN --burst 32 --cpus 0,1")
 PY
 }
 

@@ -36,11 +36,53 @@ pub struct VfDemoArgs {
     /// queue.
     #[arg(long)]
     pub stats: bool,
+    /// Pin the guest thread and the engine thread to these two CPUs, `GUEST,ENGINE` (as DPDK's
+    /// `-l` pins its lcores); unpinned by default.
+    #[arg(long, value_name = "GUEST,ENGINE", value_parser = parse_cpus)]
+    pub cpus: Option<(usize, usize)>,
+}
+
+/// `GUEST,ENGINE`: two CPU numbers.
+fn parse_cpus(text: &str) -> Result<(usize, usize), String> {
+    let cpu = |s: &str| {
+        s.trim().parse::<usize>().map_err(|_| format!("{s:?} is not a CPU number (GUEST,ENGINE)"))
+    };
+    match text.split_once(',') {
+        Some((guest, engine)) => Ok((cpu(guest)?, cpu(engine)?)),
+        None => Err(format!("{text:?}: two CPUs, GUEST,ENGINE")),
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity writes at most its size
+    // into it, for this thread (pid 0); CPU_ISSET only reads it, for indices below its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
+}
+
+/// Pins the calling thread to `cpu` (one the process may run on: checked by the caller).
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; `cpu` is below CPU_SETSIZE (it came from
+    // `allowed_cpus`), so CPU_SET stays inside it; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Default for VfDemoArgs {
     fn default() -> Self {
-        Self { frames: 5_000_000, frame: 64, burst: 32, llq: false, stats: false }
+        Self { frames: 5_000_000, frame: 64, burst: 32, llq: false, stats: false, cpus: None }
     }
 }
 
@@ -68,6 +110,22 @@ pub enum VfDemoError {
     /// The engine thread died.
     #[error("the engine thread panicked")]
     EnginePanicked,
+    /// `--cpus` named a CPU this process may not run on.
+    #[error("--cpus: CPU {cpu} is not one this process may run on (allowed: {allowed:?})")]
+    CpuNotAllowed {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The CPUs the process may run on.
+        allowed: Vec<usize>,
+    },
+    /// A thread could not be pinned.
+    #[error("pinning a thread to CPU {cpu}: {source}")]
+    Pin {
+        /// The CPU.
+        cpu: usize,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
 }
 
 /// What the demo measured.
@@ -99,6 +157,9 @@ impl fmt::Display for VfDemoReport {
             "  {}-byte frames, burst {}, rings of 1024, {tx_ring}",
             self.args.frame, self.args.burst
         )?;
+        if let Some((guest, engine)) = self.args.cpus {
+            writeln!(f, "  guest thread on CPU {guest}, engine thread on CPU {engine}")?;
+        }
         writeln!(f, "  received {} frames: {mpps:.2} Mpps, {gbps:.2} Gbps", self.received)?;
         writeln!(
             f,
@@ -124,6 +185,12 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     }
     if !(1..=128).contains(&args.burst) {
         return Err(VfDemoError::BadOption("burst must be 1 to 128"));
+    }
+    if let Some((guest, engine)) = args.cpus {
+        let allowed = allowed_cpus().map_err(|source| VfDemoError::Pin { cpu: guest, source })?;
+        if let Some(&cpu) = [guest, engine].iter().find(|c| !allowed.contains(c)) {
+            return Err(VfDemoError::CpuNotAllowed { cpu, allowed });
+        }
     }
     let mut pf = PhysicalFunction::new(8)?;
     pf.set_num_vfs(2)?;
@@ -166,10 +233,21 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     let stats = |pf: &PhysicalFunction, vf| pf.vf(vf).map(|v| v.totals());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let engine_cpu = args.cpus.map(|(_, engine)| engine);
     let engine = std::thread::spawn(move || {
-        pf.run(&flag);
-        pf
+        let pinned = engine_cpu.map(|cpu| pin_to(cpu).map_err(|e| (cpu, e))).transpose();
+        if pinned.is_ok() {
+            pf.run(&flag);
+        }
+        (pf, pinned)
     });
+    if let Some((guest, _)) = args.cpus
+        && let Err(source) = pin_to(guest)
+    {
+        stop.store(true, Ordering::Relaxed);
+        let _ = engine.join();
+        return Err(VfDemoError::Pin { cpu: guest, source });
+    }
     let mut rx = drivers.pop().ok_or(VfDemoError::BadOption("no receiver"))?;
     let mut tx = drivers.pop().ok_or(VfDemoError::BadOption("no sender"))?;
     let frames = vec![frame.as_slice(); args.burst];
@@ -198,7 +276,8 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut pf = engine.join().map_err(|_| VfDemoError::EnginePanicked)?;
+    let (mut pf, pinned) = engine.join().map_err(|_| VfDemoError::EnginePanicked)?;
+    pinned.map_err(|(cpu, source)| VfDemoError::Pin { cpu, source })?;
     result?;
     let mut ethtool = Vec::new();
     if args.stats {
@@ -247,7 +326,8 @@ mod tests {
 
     #[test]
     fn an_llq_sender_delivers_and_its_counters_read_as_ethtool_lists_them() {
-        let args = VfDemoArgs { frames: 20_000, frame: 64, burst: 32, llq: true, stats: true };
+        let args =
+            VfDemoArgs { frames: 20_000, frame: 64, burst: 32, llq: true, stats: true, cpus: None };
         let report = run(&args).unwrap();
         assert!(report.received >= 20_000);
         assert_eq!(report.sender.0.tx_bad_desc, 0);
@@ -262,5 +342,31 @@ mod tests {
         assert_eq!(count(1, "queue_0_rx_cnt"), Some(report.receiver.0.rx_packets));
         assert_eq!(count(0, "bw_out_allowance_exceeded"), Some(0));
         assert!(text.contains("NIC statistics:\n     rx_drops: "));
+    }
+
+    #[test]
+    fn cpus_are_two_numbers_the_process_may_run_on() {
+        assert_eq!(parse_cpus("0,1"), Ok((0, 1)));
+        assert_eq!(parse_cpus(" 3 , 2"), Ok((3, 2)));
+        assert!(parse_cpus("0").unwrap_err().contains("GUEST,ENGINE"));
+        assert!(parse_cpus("0,x").unwrap_err().contains("\"x\" is not a CPU number"));
+        let far = libc::CPU_SETSIZE as usize - 1;
+        let args = VfDemoArgs { frames: 1000, cpus: Some((0, far)), ..Default::default() };
+        match run(&args) {
+            Err(VfDemoError::CpuNotAllowed { cpu, .. }) if cpu == far => {}
+            other => panic!("expected CpuNotAllowed for CPU {far}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pinned_run_says_where_its_threads_ran() {
+        // In a thread of its own: pinning is the calling thread's.
+        let allowed = allowed_cpus().unwrap();
+        let cpus = (allowed[0], allowed[allowed.len() - 1]);
+        let args = VfDemoArgs { frames: 20_000, cpus: Some(cpus), ..Default::default() };
+        let report = std::thread::spawn(move || run(&args)).join().unwrap().unwrap();
+        assert!(report.received >= 20_000);
+        let line = format!("guest thread on CPU {}, engine thread on CPU {}", cpus.0, cpus.1);
+        assert!(report.to_string().contains(&line));
     }
 }
