@@ -845,14 +845,30 @@ fn frames_copied_once_arrive_whole_on_every_route() {
     assert_eq!(d[0].stats().tx_errors, 0);
 }
 
-#[test]
-fn a_frame_copied_once_is_checked_whole_before_any_byte_moves() {
+/// VF 0 with 1 MiB of memory and its TX ring driven by hand ([`raw_tx`]), sending to VF 1's
+/// driver (8 MiB, a queue pair of 64).
+struct HandDriven {
+    pf: PhysicalFunction,
+    w0: DmaWindow,
+    rx: QueuePairDriver,
+    layout: QueuePairLayout,
+    sq: SubmissionProducer<TxDesc>,
+    cq: CompletionConsumer<TxCompletion>,
+}
+
+fn hand_driven_sender() -> HandDriven {
     let mut pf = PhysicalFunction::new(2).unwrap();
     pf.set_num_vfs(2).unwrap();
     let w0 = guest(&mut pf, 0, 0, MB);
     let w1 = guest(&mut pf, 1, 0x100_0000, 8 * MB);
-    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
-    let (layout, mut sq, mut cq) = raw_tx(&mut pf, 0, &w0);
+    let rx = queue(&mut pf, 1, &w1, 0, 64);
+    let (layout, sq, cq) = raw_tx(&mut pf, 0, &w0);
+    HandDriven { pf, w0, rx, layout, sq, cq }
+}
+
+#[test]
+fn a_frame_copied_once_is_checked_whole_before_any_byte_moves() {
+    let HandDriven { mut pf, w0, mut rx, layout, mut sq, mut cq } = hand_driven_sender();
     // A well-formed 1000-byte frame whose header lies inside VF 0's window and whose tail
     // runs 400 bytes past its end; then one whose address wraps; then a good one.
     let frame = udp(1000, 0, 1, 1, 1);
@@ -883,12 +899,7 @@ fn short_frames_arrive_exact_wherever_their_buffer_sits_in_the_window() {
     // otherwise: at the window's very end, and one byte short of fitting, both deliver the
     // frame byte for byte; one byte past the end is refused. One frame a poll: some buffers
     // overlap.
-    let mut pf = PhysicalFunction::new(2).unwrap();
-    pf.set_num_vfs(2).unwrap();
-    let w0 = guest(&mut pf, 0, 0, MB);
-    let w1 = guest(&mut pf, 1, 0x100_0000, 8 * MB);
-    let mut rx = queue(&mut pf, 1, &w1, 0, 64);
-    let (layout, mut sq, mut cq) = raw_tx(&mut pf, 0, &w0);
+    let HandDriven { mut pf, w0, mut rx, layout, mut sq, mut cq } = hand_driven_sender();
     let end = MB as u64;
     let buf = layout.tx_bufs as u64;
     let cases = [(60, buf), (128, buf), (60, end - 60), (128, end - 128), (100, end - 127)];
