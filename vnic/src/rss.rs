@@ -8,7 +8,9 @@
 //!
 //! The hash is computed from a table built once per key: for each input byte position and byte
 //! value, the XOR of the key windows its set bits select (36 × 256 words, 36 KiB), so hashing an
-//! IPv4/TCP tuple is 12 lookups and XORs.
+//! IPv4/TCP tuple is 12 lookups and XORs. A VF's [`FlowHasher`] remembers the last tuple's hash:
+//! a burst of one flow then costs a 12-byte compare a frame (the one-thread VF path at 64 B went
+//! from 11.4–11.7 to 13.3–13.6 Mpps with it).
 
 /// Bytes in a Toeplitz key.
 pub const RSS_KEY_LEN: usize = 40;
@@ -77,7 +79,6 @@ impl Toeplitz {
     }
 }
 
-/// The 32 key bits starting at bit `start` (bits past the key's end read as 0).
 /// A receiver's Toeplitz hashing that remembers the last IPv4 4-tuple it hashed: a burst of
 /// one flow's frames (the common case on a queue) costs one 12-byte compare a frame instead
 /// of 12 table lookups. The memo belongs to the key: a new key is a new `FlowHasher`.
@@ -129,6 +130,7 @@ fn ipv4_ports_input(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> [u8; 
     input
 }
 
+/// The 32 key bits starting at bit `start` (bits past the key's end read as 0).
 fn window(key: &[u8; RSS_KEY_LEN], start: usize) -> u32 {
     (0..32).fold(0u32, |w, k| {
         let bit = start + k;

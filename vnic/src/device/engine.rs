@@ -31,7 +31,10 @@
 //! burst handed to the uplink: a 1500-byte frame costs 1,628 bytes of copying instead of 3,000.
 //! A flood and a shaped VF get the tail copied into the engine's buffer first, as shorter
 //! frames, chains and LLQ entries always are. A guest that rewrites its tail meanwhile changes only bytes nobody reads: the
-//! decision was made on a copy it cannot touch.
+//! decision was made on a copy it cannot touch. A frame of at most [`HEADER_BYTES`] in one
+//! buffer is read into the engine's buffer as 128 fixed bytes, inline moves rather than a
+//! `memmove` call, when that much of the window follows it (the bytes past the frame are
+//! ignored).
 //!
 //! On the receive
 //! side, RX descriptors are taken from the ring a burst at a time into a per-queue cache (as a
