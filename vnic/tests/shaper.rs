@@ -353,13 +353,15 @@ proptest::proptest! {
     /// `admit_burst` decides exactly what `admit` decides packet by packet, on a shaper tight
     /// enough that packets pass, queue and drop for every reason (four flows tracked at most,
     /// 1 Gbps, 20,000 PPS, eight queued per flow, 64 in all), with runs of one flow, link-local
-    /// packets and releases between bursts; the counters agree too.
+    /// packets, releases and expiries of idle flows between bursts (an expiry shifts buckets
+    /// under `admit`'s memo of the last flow); the counters agree too.
     #[test]
     fn a_burst_gets_the_verdicts_of_its_packets_one_by_one(
         bursts in proptest::collection::vec(
             (
                 0u64..200_000,
                 proptest::collection::vec((0u16..7, 1usize..6, 64u32..9000, proptest::bool::ANY), 0..24),
+                proptest::option::of(0u64..150_000),
             ),
             1..12,
         ),
@@ -378,7 +380,7 @@ proptest::proptest! {
         let mut in_bursts = Shaper::new(config, policy);
         let (mut now, mut handle) = (1_000u64, 0u64);
         let (mut verdicts, mut released_a, mut released_b) = (Vec::new(), Vec::new(), Vec::new());
-        for (gap_ns, runs) in bursts {
+        for (gap_ns, runs, expire_idle_ns) in bursts {
             now += gap_ns;
             let mut pkts = Vec::new();
             for (flow, run, len, inbound) in runs {
@@ -394,6 +396,12 @@ proptest::proptest! {
             one_by_one.release(now, &mut released_a);
             in_bursts.release(now, &mut released_b);
             proptest::prop_assert_eq!(&released_a, &released_b);
+            if let Some(idle) = expire_idle_ns {
+                proptest::prop_assert_eq!(
+                    one_by_one.expire_idle(now, idle),
+                    in_bursts.expire_idle(now, idle)
+                );
+            }
         }
         proptest::prop_assert_eq!(one_by_one.stats(), in_bursts.stats());
         proptest::prop_assert_eq!(one_by_one.flows().len(), in_bursts.flows().len());

@@ -334,6 +334,10 @@ pub struct FlowTable {
     len: usize,
     max_flows: usize,
     hasher: foldhash::quality::RandomState,
+    /// Bumped whenever a flow may change buckets: an insert (which may grow the table) and a
+    /// removal (which shifts later flows back). While it stands still, an index from
+    /// [`FlowTable::find_or_insert`] stays the flow's.
+    generation: u64,
 }
 
 impl FlowTable {
@@ -345,7 +349,13 @@ impl FlowTable {
     /// A table with room for `n` flows allocated up front.
     pub fn with_capacity(max_flows: usize, n: usize) -> Self {
         let buckets = Buckets::new(Self::buckets_for(n.min(max_flows)));
-        Self { buckets, len: 0, max_flows, hasher: foldhash::quality::RandomState::default() }
+        Self {
+            buckets,
+            len: 0,
+            max_flows,
+            hasher: foldhash::quality::RandomState::default(),
+            generation: 0,
+        }
     }
 
     /// Buckets that hold `n` flows within the load limit, a whole page of them.
@@ -432,7 +442,14 @@ impl FlowTable {
         let state = FlowState::new(class());
         self.buckets.slots_mut()[i] = Slot { key: *key, state, ctrl: Self::ctrl(hash) };
         self.len += 1;
+        self.generation += 1;
         Some((i, true))
+    }
+
+    /// Changes whenever a flow may have moved to another bucket; see the field.
+    #[inline(always)]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The state of the flow in bucket `index` (from [`FlowTable::find_or_insert`]).
@@ -487,6 +504,7 @@ impl FlowTable {
         }
         self.buckets.slots_mut()[i] = Slot::EMPTY;
         self.len -= 1;
+        self.generation += 1;
     }
 
     /// Forgets flows idle since before `idle_before_ps` (and with nothing queued); returns how
@@ -692,7 +710,8 @@ mod tests {
 
     proptest::proptest! {
         /// Insertions, lookups and expiry (the backward-shift removal) against a `HashMap`: every
-        /// flow the model holds is found with its state, none other is, and the counts agree.
+        /// flow the model holds is found with its state, none other is, and the counts agree; no
+        /// flow changes buckets in a step that leaves the generation where it was.
         #[test]
         fn the_table_agrees_with_a_map(
             ops in proptest::collection::vec((0u16..300, 0u64..1_000, proptest::bool::ANY), 1..600),
@@ -700,7 +719,18 @@ mod tests {
         ) {
             let mut t = FlowTable::new(max_flows);
             let mut model = std::collections::HashMap::new();
+            // Every live flow's bucket: the same after any step that left the generation alone.
+            let buckets = |t: &FlowTable| -> Vec<(u16, usize)> {
+                (0..300u16)
+                    .filter_map(|p| {
+                        let key = udp(p);
+                        let (i, found) = FlowTable::probe(t.buckets.slots(), t.hash(&key), &key);
+                        found.then_some((p, i))
+                    })
+                    .collect()
+            };
             for (port, at, expire) in ops {
+                let (generation, before) = (t.generation(), buckets(&t));
                 if expire {
                     let gone = t.expire_idle(at);
                     let before = model.len();
@@ -718,6 +748,9 @@ mod tests {
                     }
                 }
                 proptest::prop_assert_eq!(t.len(), model.len());
+                if t.generation() == generation {
+                    proptest::prop_assert_eq!(buckets(&t), before, "moved, generation unchanged");
+                }
             }
             for port in 0..300u16 {
                 let found = t.get_mut(&udp(port)).map(|s| s.tat(Direction::In));

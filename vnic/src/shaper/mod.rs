@@ -400,6 +400,9 @@ pub struct Shaper<P: FlowPolicy = DefaultFlowPolicy> {
     class_bps: Vec<u64>,
     classes: Vec<RateLimit>,
     flows: FlowTable,
+    /// The flow [`Shaper::admit`] admitted last, its bucket and the table's generation then:
+    /// while the generation stands, a packet of the same flow skips the hash and the probe.
+    last_admitted: Option<(FlowKey, usize, u64)>,
     pps: Limiter,
     linklocal: Limiter,
     bw: [BandwidthLimiter; 2],
@@ -425,6 +428,7 @@ impl<P: FlowPolicy> Shaper<P> {
             class_bps: Vec::new(),
             classes: Vec::new(),
             flows: FlowTable::new(config.conntrack_max),
+            last_admitted: None,
             pps: Limiter::new(RateLimit::packets(config.pps, tolerance(config.pps))),
             linklocal: Limiter::new(RateLimit::packets(
                 config.linklocal_pps,
@@ -449,6 +453,8 @@ impl<P: FlowPolicy> Shaper<P> {
     /// Reserves room for `n` flows up front.
     pub fn reserve_flows(&mut self, n: usize) {
         self.flows = FlowTable::with_capacity(self.config.conntrack_max, n);
+        // A new table starts its generations again.
+        self.last_admitted = None;
     }
 
     /// The counters, to read from another thread.
@@ -507,10 +513,21 @@ impl<P: FlowPolicy> Shaper<P> {
         if pkt.key.is_link_local_service() {
             return self.admit_link_local(now_ns * PS_PER_NS, pkt.handle);
         }
-        match self.track(self.flows.hash(&pkt.key), &pkt.key) {
-            Some(index) => self.admit_flow(now_ns * PS_PER_NS, pkt, index),
-            None => Verdict::Drop(DropReason::Conntrack),
-        }
+        let index = match self.last_admitted {
+            Some((key, index, generation))
+                if generation == self.flows.generation() && key == pkt.key =>
+            {
+                index
+            }
+            _ => match self.track(self.flows.hash(&pkt.key), &pkt.key) {
+                Some(index) => {
+                    self.last_admitted = Some((pkt.key, index, self.flows.generation()));
+                    index
+                }
+                None => return Verdict::Drop(DropReason::Conntrack),
+            },
+        };
+        self.admit_flow(now_ns * PS_PER_NS, pkt, index)
     }
 
     /// Decides the fate of a burst of packets at `now_ns`, in order, appending one verdict per
@@ -951,6 +968,61 @@ mod tests {
                 proptest::prop_assert_eq!(&released_a, &released_b);
             }
             proptest::prop_assert_eq!(one_by_one.stats(), in_bursts.stats());
+        }
+    }
+
+    proptest::proptest! {
+        /// `admit`'s memo of the last flow stays right when `admit_burst`, new flows (growing
+        /// the table) and expiries move buckets between its calls: a shaper fed a random mix
+        /// ends with every limiter, every verdict and every counter where a shaper fed the
+        /// same packets one at a time through `admit_burst` (no memo) does.
+        #[test]
+        fn admit_remembers_its_last_flow_only_while_no_bucket_moves(
+            steps in proptest::collection::vec(
+                (0u16..40, 1usize..4, proptest::bool::ANY, 0u64..20_000, proptest::bool::ANY),
+                1..200,
+            ),
+        ) {
+            let config = ShaperConfig { pps: 10_000_000, conntrack_max: 64, ..ShaperConfig::default() };
+            let policy = |_: &FlowKey| 2 * GBPS;
+            let mut mixed = Shaper::new(config, policy);
+            let mut single = Shaper::new(config, policy);
+            let src = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
+            let dst = std::net::Ipv4Addr::new(10, 0, 0, 2).into();
+            let keys: Vec<FlowKey> = (0..40u16)
+                .map(|f| FlowKey::of_packet(Direction::Out, src, dst, PROTO_TCP, 30_000 + f, 443))
+                .collect();
+            let (mut now, mut handle) = (1_000u64, 0u64);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (flow, run, as_burst, gap_ns, expire) in steps {
+                now += gap_ns;
+                let pkts: Vec<Packet> = (0..run)
+                    .map(|_| {
+                        handle += 1;
+                        Packet { key: keys[usize::from(flow)], len: 1500, dir: Direction::Out, handle }
+                    })
+                    .collect();
+                a.clear();
+                if as_burst {
+                    mixed.admit_burst(now, &pkts, &mut a);
+                } else {
+                    a.extend(pkts.iter().map(|p| mixed.admit(now, p)));
+                }
+                b.clear();
+                for p in &pkts {
+                    single.admit_burst(now, std::slice::from_ref(p), &mut b);
+                }
+                proptest::prop_assert_eq!(&a, &b);
+                if expire {
+                    proptest::prop_assert_eq!(mixed.expire_idle(now, 5_000), single.expire_idle(now, 5_000));
+                }
+                let (mut ra, mut rb) = (Vec::new(), Vec::new());
+                mixed.release(now, &mut ra);
+                single.release(now, &mut rb);
+                proptest::prop_assert_eq!(ra, rb);
+            }
+            proptest::prop_assert_eq!(charged(&mut mixed, &keys), charged(&mut single, &keys));
+            proptest::prop_assert_eq!(mixed.stats(), single.stats());
         }
     }
 }
