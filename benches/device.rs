@@ -13,7 +13,9 @@
 //! `.../burst32`. And one queue pair at burst 32 with guest and engine on one thread
 //! (`.../burst32_one_thread`: send a burst, poll the PF once, receive): the whole path's work
 //! per frame on one core, without the lines the two cores pass between them, the steadier
-//! figure to tune the engine by (a 2-vCPU VM's second core comes and goes). One iteration is
+//! figure to tune the engine by (a 2-vCPU VM's second core comes and goes). And one queue pair
+//! at burst 32 with an ENI shaper on VF 0 whose limits no frame reaches (`.../burst32_shaped`):
+//! against `.../burst32`, what the engine's per-frame admission costs. One iteration is
 //! [`PER_ITER`] frames received; criterion reports frames per second.
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use vnic::device::{DmaWindow, InterruptLine, Iova, Notification, PhysicalFunctio
 use vnic::driver::{AdminDriver, QueuePairDriver, QueuePairLayout};
 use vnic::frame::{MacAddr, build_udp_frame};
 use vnic::ring::SharedRegion;
+use vnic::shaper::{BandwidthAllowance, FlowKey, ShaperConfig};
 
 const PER_ITER: u64 = 8192;
 const DEPTH: u32 = 1024;
@@ -42,9 +45,27 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(frame_len: usize, queues: usize, moderated: bool, llq: bool, one_thread: bool) -> Rig {
+    fn new(
+        frame_len: usize,
+        queues: usize,
+        moderated: bool,
+        (llq, one_thread, shaped): (bool, bool, bool),
+    ) -> Rig {
         let mut pf = PhysicalFunction::new(2).expect("pf");
         pf.set_num_vfs(2).expect("vfs");
+        if shaped {
+            // An ENI shaper whose limits no frame here reaches (400 Gbps, 1 Gpps, a 400 Gbps
+            // flow cap): every frame passes, and the row measures what deciding that costs.
+            let unbounded = 400_000_000_000;
+            let config = ShaperConfig {
+                bw_out: BandwidthAllowance::fixed(unbounded),
+                bw_in: BandwidthAllowance::fixed(unbounded),
+                pps: 1_000_000_000,
+                ..ShaperConfig::default()
+            };
+            pf.set_shaper(0, Some((config, Box::new(move |_: &FlowKey| unbounded))))
+                .expect("shaper");
+        }
         // Buffers sized to the frames, as a driver sizes them to its MTU.
         let buf = if frame_len > 2048 { 9216 } else { 2048 };
         let layout_bytes = QueuePairLayout::with_buffers(0, DEPTH, buf, buf).end;
@@ -185,18 +206,24 @@ fn device(c: &mut Criterion) {
                     if (queues == 2 && burst != 32) || (moderated && (queues != 1 || burst != 32)) {
                         continue;
                     }
-                    let with_llq = !moderated && queues == 1 && burst == 32 && frame_len <= 1500;
-                    let with_one_thread = with_llq;
-                    for (llq, one_thread) in [(false, false), (true, false), (false, true)] {
-                        if (llq && !with_llq) || (one_thread && !with_one_thread) {
+                    let variants = !moderated && queues == 1 && burst == 32 && frame_len <= 1500;
+                    let modes = [
+                        (false, false, false),
+                        (true, false, false),
+                        (false, true, false),
+                        (false, false, true),
+                    ];
+                    for mode in modes {
+                        if mode != (false, false, false) && !variants {
                             continue;
                         }
-                        let mut rig = Rig::new(frame_len, queues, moderated, llq, one_thread);
+                        let mut rig = Rig::new(frame_len, queues, moderated, mode);
                         group.throughput(Throughput::Elements(PER_ITER));
-                        let mode = match (moderated, llq, one_thread) {
-                            (true, ..) => "_irq",
-                            (_, true, _) => "_llq",
-                            (.., true) => "_one_thread",
+                        let mode = match (moderated, mode) {
+                            (true, _) => "_irq",
+                            (_, (true, _, _)) => "_llq",
+                            (_, (_, true, _)) => "_one_thread",
+                            (_, (_, _, true)) => "_shaped",
                             _ => "",
                         };
                         let id = BenchmarkId::new(
