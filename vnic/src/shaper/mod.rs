@@ -35,6 +35,13 @@
 //! Flow limiters tolerate a burst of 20 µs at their rate (two jumbo frames at least), the
 //! scheduling granularity of the device engine, so that a 5 Gbps flow is smooth at that scale.
 //! Time comes from a [`Clock`]: the wall clock for live runs, a [`VirtualClock`] for tests.
+//!
+//! Cost per packet (`benches/shaper.rs`, 1500-byte packets that pass, classification
+//! included): [`Shaper::admit_burst`] looks a burst's flows up 32 packets ahead and lets a run
+//! of one flow pass on its four limiters held in registers, about 10 ns a packet for one flow,
+//! 30 ns over 10,000 flows in random order, 60–70 ns over 1,000,000 (4–5× the `governor`
+//! crate's keyed limiter); [`Shaper::admit`], one packet a call, remembers the last flow's
+//! bucket while the flow table's generation stands, about 16 ns for one flow.
 
 mod clock;
 pub mod fair;
