@@ -898,6 +898,15 @@ mod tests {
 
     const GBPS: u64 = 1_000_000_000;
 
+    /// `n` outbound TCP flows from 10.0.0.1 to 10.0.0.2:`dport`, source ports from `first`.
+    fn tcp_flows(n: u16, first: u16, dport: u16) -> Vec<FlowKey> {
+        let src = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
+        let dst = std::net::Ipv4Addr::new(10, 0, 0, 2).into();
+        (0..n)
+            .map(|f| FlowKey::of_packet(Direction::Out, src, dst, PROTO_TCP, first + f, dport))
+            .collect()
+    }
+
     /// Every limiter's state that a pass charges: the ENI's bandwidth (peak and credit) both
     /// ways, its PPS, and each flow's TATs.
     fn charged(s: &mut Shaper<impl FlowPolicy>, keys: &[FlowKey]) -> Vec<u64> {
@@ -944,11 +953,7 @@ mod tests {
             let policy = move |_: &FlowKey| flow_gbps * GBPS;
             let mut one_by_one = Shaper::new(config, policy);
             let mut in_bursts = Shaper::new(config, policy);
-            let src = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
-            let dst = std::net::Ipv4Addr::new(10, 0, 0, 2).into();
-            let keys: Vec<FlowKey> = (0..3u16)
-                .map(|f| FlowKey::of_packet(Direction::Out, src, dst, PROTO_TCP, 40_000 + f, 80))
-                .collect();
+            let keys = tcp_flows(3, 40_000, 80);
             let (mut now, mut handle) = (1_000u64, 0u64);
             let (mut verdicts, mut released_a, mut released_b) = (Vec::new(), Vec::new(), Vec::new());
             for (gap_ns, runs) in bursts {
@@ -994,11 +999,7 @@ mod tests {
             let policy = |_: &FlowKey| 2 * GBPS;
             let mut mixed = Shaper::new(config, policy);
             let mut single = Shaper::new(config, policy);
-            let src = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
-            let dst = std::net::Ipv4Addr::new(10, 0, 0, 2).into();
-            let keys: Vec<FlowKey> = (0..40u16)
-                .map(|f| FlowKey::of_packet(Direction::Out, src, dst, PROTO_TCP, 30_000 + f, 443))
-                .collect();
+            let keys = tcp_flows(40, 30_000, 443);
             let (mut now, mut handle) = (1_000u64, 0u64);
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for (flow, run, as_burst, gap_ns, expire) in steps {
