@@ -50,17 +50,8 @@ fn tsc_hz() -> f64 {
 
 /// Pins the calling thread to `cpu`, as DPDK's `-l 0-1` pins its two lcores.
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity only read and
-    // write the set passed by reference, for the calling thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
-                "ring_cycles: could not pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = vnic::affinity::pin_current_thread(cpu) {
+        eprintln!("ring_cycles: could not pin to CPU {cpu}: {e}");
     }
 }
 

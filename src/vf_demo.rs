@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use vnic::affinity::{allowed_cpus, pin_current_thread as pin_to};
 use vnic::device::stats::{QueueStatsSnapshot, VfStatsSnapshot};
 use vnic::device::{DeviceError, DmaWindow, Iova, PhysicalFunction};
 use vnic::driver::{
@@ -51,33 +52,6 @@ fn parse_cpus(text: &str) -> Result<(usize, usize), String> {
         Some((guest, engine)) => Ok((cpu(guest)?, cpu(engine)?)),
         None => Err(format!("{text:?}: two CPUs, GUEST,ENGINE")),
     }
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> std::io::Result<Vec<usize>> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity writes at most its size
-    // into it, for this thread (pid 0); CPU_ISSET only reads it, for indices below its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
-    }
-}
-
-/// Pins the calling thread to `cpu` (one the process may run on: checked by the caller).
-fn pin_to(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; `cpu` is below CPU_SETSIZE (it came from
-    // `allowed_cpus`), so CPU_SET stays inside it; sched_setaffinity only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 impl Default for VfDemoArgs {

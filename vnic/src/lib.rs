@@ -21,10 +21,13 @@
 //!   `efa` — OS-bypass verbs over SRD (reliable, unordered, multipath); `vfio` — sysfs and
 //!   vfio-pci plumbing for real SR-IOV hardware; `igbvf` — a polled userspace driver for Intel
 //!   82576 / I350 virtual functions through VFIO; `nic` — the queue-pair verbs a workload drives,
-//!   the same for a simulated VF, a real one and a kernel netdev.
+//!   the same for a simulated VF, a real one and a kernel netdev; `affinity` — pinning a
+//!   measurement's threads to CPUs.
 #![deny(missing_docs)]
 
 pub mod abi;
+#[cfg(not(loom))]
+pub mod affinity;
 #[cfg(not(loom))]
 pub mod device;
 #[cfg(not(loom))]

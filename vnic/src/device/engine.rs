@@ -744,10 +744,15 @@ fn gather(
 /// and what follows it, ignored): ends the chain `start_chain` opened. A buffer closer than
 /// that to the window's end goes through [`add_buffer`] instead, which copies `len` bytes.
 fn gather_short(queue: &mut DeviceQueue, len: usize) -> Gathered {
-    let Some(PartialFrame { req_id, .. }) = queue.partial.take() else {
-        return Gathered::Nothing;
-    };
-    Gathered::Frame { req_id, len, tail: None }
+    match end_one_buffer_chain(queue) {
+        Some(req_id) => Gathered::Frame { req_id, len, tail: None },
+        None => Gathered::Nothing,
+    }
+}
+
+/// Ends the chain `start_chain` opened for a frame's only descriptor; its request id.
+fn end_one_buffer_chain(queue: &mut DeviceQueue) -> Option<u16> {
+    queue.partial.take().map(|PartialFrame { req_id, .. }| req_id)
 }
 
 /// [`gather`] for a frame in one buffer long enough to copy once: checks the whole buffer lies
@@ -760,10 +765,7 @@ fn gather_header(
     cost: &mut u64,
 ) -> Gathered {
     let len = usize::from(d.len());
-    // The chain `start_chain` opened for `d` ends here, at its only descriptor.
-    let Some(PartialFrame { req_id, .. }) = queue.partial.take() else {
-        return Gathered::Nothing;
-    };
+    let Some(req_id) = end_one_buffer_chain(queue) else { return Gathered::Nothing };
     let inside = window.offset(d.addr(), len as u64).is_ok()
         && window.read(d.addr(), &mut scratch[..HEADER_BYTES]).is_ok();
     if !inside {

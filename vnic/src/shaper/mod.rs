@@ -100,10 +100,10 @@ struct Lookup {
 struct PassRun {
     index: usize,
     dir: Direction,
-    flow: (RateLimit, u64),
-    peak: (RateLimit, u64),
-    credit: Option<(RateLimit, u64)>,
-    pps: (RateLimit, u64),
+    flow: (RateLimit, Gcra),
+    peak: (RateLimit, Gcra),
+    credit: Option<(RateLimit, Gcra)>,
+    pps: (RateLimit, Gcra),
 }
 
 impl PassRun {
@@ -111,16 +111,14 @@ impl PassRun {
     /// charges made. False, nothing changed, if one would hold it.
     #[inline(always)]
     fn pass(&mut self, now: u64, len: u32) -> bool {
-        let free = |(limit, tat): (RateLimit, u64)| tat.saturating_sub(limit.tau_ps) <= now;
+        let free = |(limit, gcra): (RateLimit, Gcra)| gcra.earliest_ps(&limit, now) == now;
         if !(free(self.flow) && free(self.peak) && self.credit.is_none_or(free) && free(self.pps)) {
             return false;
         }
         let bytes = u64::from(len);
-        let charge = |(limit, tat): &mut (RateLimit, u64), units: u64| {
-            *tat = (*tat).max(now) + limit.cost_ps(units);
-        };
+        let charge = |(limit, gcra): &mut (RateLimit, Gcra), units| gcra.charge(limit, now, units);
         charge(&mut self.flow, bytes);
-        self.flow.1 = FlowState::as_stored(self.dir, self.flow.1);
+        self.flow.1.tat_ps = FlowState::as_stored(self.dir, self.flow.1.tat_ps);
         charge(&mut self.peak, bytes);
         if let Some(c) = self.credit.as_mut() {
             charge(c, bytes);
@@ -652,23 +650,23 @@ impl<P: FlowPolicy> Shaper<P> {
         PassRun {
             index,
             dir,
-            flow: (self.classes[usize::from(flow.class())], flow.tat(dir)),
-            peak: (bw.peak.limit, bw.peak.state.tat_ps),
-            credit: bw.credit.map(|c| (c.limit, c.state.tat_ps)),
-            pps: (self.pps.limit, self.pps.state.tat_ps),
+            flow: (self.classes[usize::from(flow.class())], Gcra { tat_ps: flow.tat(dir) }),
+            peak: (bw.peak.limit, bw.peak.state),
+            credit: bw.credit.map(|c| (c.limit, c.state)),
+            pps: (self.pps.limit, self.pps.state),
         }
     }
 
     /// Writes a run's TATs back.
     #[inline(always)]
     fn end_run(&mut self, run: PassRun) {
-        self.flows.state(run.index).set_tat(run.dir, run.flow.1);
+        self.flows.state(run.index).set_tat(run.dir, run.flow.1.tat_ps);
         let bw = &mut self.bw[run.dir as usize];
-        bw.peak.state.tat_ps = run.peak.1;
-        if let (Some(c), Some((_, tat))) = (bw.credit.as_mut(), run.credit) {
-            c.state.tat_ps = tat;
+        bw.peak.state = run.peak.1;
+        if let (Some(c), Some((_, state))) = (bw.credit.as_mut(), run.credit) {
+            c.state = state;
         }
-        self.pps.state.tat_ps = run.pps.1;
+        self.pps.state = run.pps.1;
     }
 
     /// Packet `j`'s lookup, its bucket prefetched; a packet of the same flow as the one before
