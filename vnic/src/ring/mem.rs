@@ -62,6 +62,74 @@ impl<T: Pod> RingMemory<T> {
     }
 }
 
+/// Copies `n` entries from `src` to `dst` (which do not overlap): entries of up to 16 bytes
+/// (descriptors, completions) with [`copy_32_bytes_a_step`], larger ones (LLQ entries of 128 to
+/// 256 bytes) with `memcpy`, whose 64-byte moves are the faster for kilobytes (32 LLQ entries in
+/// 32-byte steps measured 35% slower at 1500 bytes).
+///
+/// # Safety
+/// `src` is valid for reading and `dst` for writing `n` entries, and they do not overlap.
+#[cfg(not(loom))]
+#[inline(always)]
+unsafe fn copy_slots<T: Pod>(src: *const T, dst: *mut T, n: usize) {
+    if size_of::<T>() <= 16 {
+        // SAFETY: n entries are n · size_of::<T>() bytes (caller's contract).
+        unsafe { copy_32_bytes_a_step(src.cast(), dst.cast(), n * size_of::<T>()) }
+    } else {
+        // SAFETY: caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst` (which do not overlap) 32 bytes a step, two 16-byte
+/// loads then two 16-byte stores, as DPDK's `rte_ring` moves its 16-byte elements, and the last
+/// `len % 32` bytes after. This is the hot copy of every burst between two cores, into slots the
+/// peer's core read last (and out of slots it wrote): glibc's `memmove` for a 512-byte burst
+/// (64-byte AVX-512 moves after a call) measured 14.3–16.9 cycles per element in a two-core
+/// bulk-32 loop where this loop measured 12.8–14.5, level with `rte_ring`'s 13.4–14.6 on the same
+/// Intel host. Written in assembly because the compiler turns a loop of moves back into a
+/// `memcpy` call, or unrolls it (14.0–15.0).
+///
+/// # Safety
+/// `src` is valid for reading and `dst` for writing `len` bytes, and the ranges do not overlap.
+#[cfg(not(loom))]
+#[inline(always)]
+unsafe fn copy_32_bytes_a_step(src: *const u8, dst: *mut u8, len: usize) {
+    let steps = len / 32;
+    #[cfg(target_arch = "x86_64")]
+    if steps > 0 {
+        // SAFETY: the loop reads [src, src + 32·steps) and writes [dst, dst + 32·steps), inside
+        // both ranges (caller's contract); unaligned moves, so any alignment will do. It
+        // touches only the named registers and the flags (no stack).
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "movdqu {a}, xmmword ptr [{s}]",
+                "movdqu {b}, xmmword ptr [{s} + 16]",
+                "add {s}, 32",
+                "movdqu xmmword ptr [{d}], {a}",
+                "movdqu xmmword ptr [{d} + 16], {b}",
+                "add {d}, 32",
+                "dec {n}",
+                "jnz 2b",
+                s = inout(reg) src => _,
+                d = inout(reg) dst => _,
+                n = inout(reg) steps => _,
+                a = out(xmm_reg) _,
+                b = out(xmm_reg) _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let steps = 0;
+    let done = steps * 32;
+    if done < len {
+        // SAFETY: [done, len) of both ranges (caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
+    }
+}
+
 #[cfg(not(loom))]
 mod shm {
     use std::marker::PhantomData;
@@ -175,7 +243,7 @@ mod shm {
             debug_assert!(idx + src.len() <= self.depth);
             // SAFETY: the range is inside the slots (caller's contract) and cannot overlap `src`,
             // which is caller memory, not ring memory owned by this side.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.slot(idx), src.len()) }
+            unsafe { copy_slots(src.as_ptr(), self.slot(idx), src.len()) }
         }
 
         /// Copies slots `idx..idx + dst.len()` out into `dst`. Each slot is read exactly once, so
@@ -187,7 +255,7 @@ mod shm {
         pub(crate) unsafe fn copy_out(&self, idx: usize, dst: &mut [T]) {
             debug_assert!(idx + dst.len() <= self.depth);
             // SAFETY: as for copy_in, in the other direction.
-            unsafe { std::ptr::copy_nonoverlapping(self.slot(idx), dst.as_mut_ptr(), dst.len()) }
+            unsafe { copy_slots(self.slot(idx), dst.as_mut_ptr(), dst.len()) }
         }
 
         /// The slots `idx..idx + len` as a mutable slice, for writing descriptors in place.
@@ -361,5 +429,53 @@ mod heap {
                 slot.phase.store(0, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stepped_copy_moves_exactly_the_bytes_asked_at_any_alignment() {
+        // Lengths around the 32-byte step (none, a part, whole steps and a tail), from and to
+        // every offset in a line; the bytes either side of the destination stay as they were.
+        let source: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, 48, 64, 100, 127, 128, 129] {
+            for from in [0, 1, 8, 16, 31] {
+                for to in [0, 3, 16, 33] {
+                    let mut dst = vec![0xEEu8; 200];
+                    // SAFETY: from + len <= 160 < 200 and to + len <= 162 < 200; two vectors.
+                    unsafe {
+                        copy_32_bytes_a_step(
+                            source.as_ptr().add(from),
+                            dst.as_mut_ptr().add(to),
+                            len,
+                        )
+                    };
+                    assert_eq!(&dst[to..to + len], &source[from..from + len], "{len} {from} {to}");
+                    assert!(dst[..to].iter().all(|&b| b == 0xEE), "{len} {from} {to}: before");
+                    assert!(dst[to + len..].iter().all(|&b| b == 0xEE), "{len} {from} {to}: after");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slots_of_every_size_copy_whole_entries() {
+        // 8-byte (TX completion), 16-byte (descriptors) and 128-byte (LLQ) entries, odd counts.
+        fn check<T: Pod + PartialEq + std::fmt::Debug>(make: impl Fn(usize) -> T) {
+            for n in [0, 1, 2, 3, 31, 32, 33] {
+                let src: Vec<T> = (0..n).map(&make).collect();
+                let mut dst: Vec<T> = (0..n + 1).map(|_| T::zeroed()).collect();
+                // SAFETY: n entries each side, two vectors.
+                unsafe { copy_slots(src.as_ptr(), dst.as_mut_ptr(), n) };
+                assert_eq!(&dst[..n], &src[..]);
+                assert_eq!(dst[n], T::zeroed(), "one past the end untouched");
+            }
+        }
+        check(|i| i as u64 * 0x0101_0101_0101_0101);
+        check(|i| [i as u64, !(i as u64)]);
+        check(|i| [i as u8; 128]);
     }
 }
