@@ -29,6 +29,9 @@ pub struct VfDemoArgs {
     /// Frames per doorbell.
     #[arg(long, default_value_t = 32)]
     pub burst: usize,
+    /// Entries in each ring (a power of two, 256 to 16384, as ENA allows), and as many buffers.
+    #[arg(long, default_value_t = 1024)]
+    pub depth: u32,
     /// Place VF 0's TX queue in device memory: a low-latency queue (ENA's default layout,
     /// 128-byte entries with the first 96 bytes of each frame inline).
     #[arg(long)]
@@ -66,6 +69,7 @@ impl Default for VfDemoArgs {
             frames: 5_000_000,
             frame: 64,
             burst: 32,
+            depth: 1024,
             llq: false,
             stats: false,
             cpus: None,
@@ -144,8 +148,8 @@ impl fmt::Display for VfDemoReport {
         let tx_ring = if self.args.llq { "VF 0 TX in device memory (LLQ)" } else { "host-placed" };
         writeln!(
             f,
-            "  {}-byte frames, burst {}, rings of 1024, {tx_ring}",
-            self.args.frame, self.args.burst
+            "  {}-byte frames, burst {}, rings of {}, {tx_ring}",
+            self.args.frame, self.args.burst, self.args.depth
         )?;
         if let Some((guest, engine)) = self.args.cpus {
             writeln!(f, "  guest thread on CPU {guest}, engine thread on CPU {engine}")?;
@@ -183,6 +187,9 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     if !(1..=128).contains(&args.burst) {
         return Err(VfDemoError::BadOption("burst must be 1 to 128"));
     }
+    if !args.depth.is_power_of_two() || !(256..=16384).contains(&args.depth) {
+        return Err(VfDemoError::BadOption("depth must be a power of two, 256 to 16384"));
+    }
     if let Some((guest, engine)) = args.cpus {
         let allowed = allowed_cpus().map_err(|source| VfDemoError::Pin { cpu: guest, source })?;
         if let Some(&cpu) = [guest, engine].iter().find(|c| !allowed.contains(c)) {
@@ -192,7 +199,7 @@ pub fn run(args: &VfDemoArgs) -> Result<VfDemoReport, VfDemoError> {
     let mut pf = PhysicalFunction::new(8)?;
     pf.set_num_vfs(2)?;
     let buf = if args.frame > 2048 { 9216 } else { 2048 };
-    let layout = QueuePairLayout::with_buffers(0, 1024, buf, buf);
+    let layout = QueuePairLayout::with_buffers(0, args.depth, buf, buf);
     let mut drivers = Vec::new();
     let mut admins = Vec::new();
     for vf in 0..2u16 {
@@ -325,6 +332,22 @@ mod tests {
         assert_eq!(report.sender.0.tx_bad_desc, 0);
         assert!(report.to_string().contains("Mpps"));
         assert!(run(&VfDemoArgs { frame: 10, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn rings_of_any_depth_ena_allows_carry_frames_and_others_are_refused() {
+        for depth in [256, 4096] {
+            let args = VfDemoArgs { frames: 10_000, depth, ..Default::default() };
+            let report = run(&args).unwrap();
+            assert!(report.received >= 10_000);
+            assert!(report.to_string().contains(&format!("rings of {depth}")));
+        }
+        for depth in [0, 128, 1000, 32768] {
+            match run(&VfDemoArgs { depth, ..Default::default() }) {
+                Err(VfDemoError::BadOption(why)) => assert!(why.contains("depth"), "{why}"),
+                other => panic!("depth {depth}: {other:?}"),
+            }
+        }
     }
 
     #[test]
