@@ -25,9 +25,8 @@ const ELEMENTS: u64 = 1 << 20;
 /// Elements per bulk call.
 const BULK: usize = 32;
 
-/// One thread's burst buffer, on a cache line of its own as DPDK's test allocates its own
-/// (`rte_zmalloc(..., RTE_CACHE_LINE_SIZE)`): a buffer only 16-byte aligned is copied in
-/// line-splitting loads and stores.
+/// One thread's burst buffer, on a cache line of its own, as DPDK's test allocates its own
+/// (`rte_zmalloc(..., RTE_CACHE_LINE_SIZE)`).
 #[repr(C, align(64))]
 struct Burst([TxDesc; BULK]);
 

@@ -44,9 +44,9 @@ fn align(n: usize) -> usize {
 
 /// The distance between two packet buffers of `size` bytes: whole cache lines, an odd number of
 /// them. Buffers a power of two apart (2 KiB) start in the same few cache sets: a 48 KiB
-/// 12-way L1 has 64 sets, so 2 KiB-apart buffers' first lines fall into 2 of them (24 lines for
-/// the TX and RX buffers of a whole burst), and a 2 MiB 16-way L2's 2048 sets hold only 512 of
-/// them. An odd number of lines apart, consecutive buffers start in consecutive sets, as DPDK's
+/// 12-way L1 has 64 sets, so 2 KiB-apart buffers' first lines fall into 2 of them (room for 24
+/// lines, fewer than a burst's 32 TX and 32 RX buffers), and of a 2 MiB 16-way L2's 2048 sets
+/// they use 32, room for 512 of a 1024-deep queue pair's 2048 buffers. An odd number of lines apart, consecutive buffers start in consecutive sets, as DPDK's
 /// mempool spaces its objects: a 2 KiB buffer takes 33 lines (2,112 bytes), 3% more memory.
 pub const fn buffer_stride(size: usize) -> usize {
     let lines = size.div_ceil(64);
