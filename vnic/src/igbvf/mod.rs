@@ -44,6 +44,9 @@ use regs::*;
 
 /// Bytes of every TX and RX buffer: a 1518-byte frame fits, and SRRCTL counts in KiB.
 pub const BUF_BYTES: usize = 2048;
+/// How far apart the buffers are: an odd number of cache lines
+/// ([`crate::driver::buffer_stride`]), so that they do not all start in the same cache sets.
+pub const BUF_STRIDE: usize = crate::driver::buffer_stride(BUF_BYTES);
 /// The largest frame without large frames (1514 bytes + the 4-byte FCS the device adds).
 pub const DEFAULT_MAX_FRAME: u16 = 1518;
 /// The FCS the device appends to each frame sent.
@@ -77,8 +80,8 @@ impl DmaLayout {
         let tx_ring = 0;
         let rx_ring = ring;
         let tx_bufs = 2 * ring;
-        let rx_bufs = tx_bufs + d * BUF_BYTES;
-        let bytes = (rx_bufs + d * BUF_BYTES).next_multiple_of(4096);
+        let rx_bufs = tx_bufs + d * BUF_STRIDE;
+        let bytes = (rx_bufs + d * BUF_STRIDE).next_multiple_of(4096);
         Ok(Self { depth, tx_ring, rx_ring, tx_bufs, rx_bufs, bytes })
     }
 }
@@ -411,11 +414,11 @@ impl<R: RegisterSpace> IgbVf<R> {
     }
 
     fn tx_buffer_iova(&self, i: u32) -> u64 {
-        self.dma.iova(self.layout.tx_bufs + i as usize * BUF_BYTES).0
+        self.dma.iova(self.layout.tx_bufs + i as usize * BUF_STRIDE).0
     }
 
     fn rx_buffer_iova(&self, buffer: u32) -> u64 {
-        self.dma.iova(self.layout.rx_bufs + buffer as usize * BUF_BYTES).0
+        self.dma.iova(self.layout.rx_bufs + buffer as usize * BUF_STRIDE).0
     }
 
     fn write_tx_desc(&self, i: u32, d: TxDesc) -> Result<(), DmaError> {
