@@ -48,6 +48,8 @@ fn align(n: usize) -> usize {
 /// lines, fewer than a burst's 32 TX and 32 RX buffers), and of a 2 MiB 16-way L2's 2048 sets
 /// they use 32, room for 512 of a 1024-deep queue pair's 2048 buffers. An odd number of lines apart, consecutive buffers start in consecutive sets, as DPDK's
 /// mempool spaces its objects: a 2 KiB buffer takes 33 lines (2,112 bytes), 3% more memory.
+/// For the model's device, which reaches guest memory through one contiguous mapping; a
+/// driver for real hardware keeps buffers from straddling pages (see `igbvf::BUF_BYTES`).
 pub const fn buffer_stride(size: usize) -> usize {
     let lines = size.div_ceil(64);
     (lines | 1) * 64
