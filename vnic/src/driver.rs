@@ -49,7 +49,8 @@ fn align(n: usize) -> usize {
 /// they use 32, room for 512 of a 1024-deep queue pair's 2048 buffers. An odd number of lines apart, consecutive buffers start in consecutive sets, as DPDK's
 /// mempool spaces its objects: a 2 KiB buffer takes 33 lines (2,112 bytes), 3% more memory.
 /// For the model's device, which reaches guest memory through one contiguous mapping; a
-/// driver for real hardware keeps buffers from straddling pages (see `igbvf::BUF_BYTES`).
+/// driver for a device that DMAs page by page keeps each buffer inside a page (see
+/// `igbvf::BUF_BYTES`: the lab's QEMU igb dropped frames from straddling buffers).
 pub const fn buffer_stride(size: usize) -> usize {
     let lines = size.div_ceil(64);
     (lines | 1) * 64
