@@ -95,35 +95,37 @@ unsafe fn copy_slots<T: Pod>(src: *const T, dst: *mut T, n: usize) {
 #[cfg(not(loom))]
 #[inline(always)]
 unsafe fn copy_32_bytes_a_step(src: *const u8, dst: *mut u8, len: usize) {
-    let steps = len / 32;
     #[cfg(target_arch = "x86_64")]
-    if steps > 0 {
-        // SAFETY: the loop reads [src, src + 32·steps) and writes [dst, dst + 32·steps), inside
-        // both ranges (caller's contract); unaligned moves, so any alignment will do. It
-        // touches only the named registers and the flags (no stack).
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "movdqu {a}, xmmword ptr [{s}]",
-                "movdqu {b}, xmmword ptr [{s} + 16]",
-                "add {s}, 32",
-                "movdqu xmmword ptr [{d}], {a}",
-                "movdqu xmmword ptr [{d} + 16], {b}",
-                "add {d}, 32",
-                "dec {n}",
-                "jnz 2b",
-                s = inout(reg) src => _,
-                d = inout(reg) dst => _,
-                n = inout(reg) steps => _,
-                a = out(xmm_reg) _,
-                b = out(xmm_reg) _,
-                options(nostack),
-            );
+    let done = {
+        let steps = len / 32;
+        if steps > 0 {
+            // SAFETY: the loop reads [src, src + 32·steps) and writes [dst, dst + 32·steps),
+            // inside both ranges (caller's contract); unaligned moves, so any alignment will do.
+            // It touches only the named registers and the flags (no stack).
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "movdqu {a}, xmmword ptr [{s}]",
+                    "movdqu {b}, xmmword ptr [{s} + 16]",
+                    "add {s}, 32",
+                    "movdqu xmmword ptr [{d}], {a}",
+                    "movdqu xmmword ptr [{d} + 16], {b}",
+                    "add {d}, 32",
+                    "dec {n}",
+                    "jnz 2b",
+                    s = inout(reg) src => _,
+                    d = inout(reg) dst => _,
+                    n = inout(reg) steps => _,
+                    a = out(xmm_reg) _,
+                    b = out(xmm_reg) _,
+                    options(nostack),
+                );
+            }
         }
-    }
+        steps * 32
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let steps = 0;
-    let done = steps * 32;
+    let done = 0;
     if done < len {
         // SAFETY: [done, len) of both ranges (caller's contract).
         unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
